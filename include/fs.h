@@ -1,0 +1,43 @@
+/*
+ * fs.h - the FUSE low-level operations of one tenant's mount.
+ *
+ * fs.c is the only file that replies to the kernel: each operation decodes
+ * its inode, asks the view, the store or the index, and replies once.
+ */
+#ifndef ARTIFACTFS_FS_H
+#define ARTIFACTFS_FS_H
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "inode.h"
+#include "view.h"
+#include "watch.h"
+
+struct fs {
+	struct view *view;
+	struct inode_table *inodes;
+	struct fuse_session *session;	/* for cache invalidations */
+	uid_t uid;
+	gid_t gid;
+	/*
+	 * Kernel cache lifetime for entries and attributes.  Long, because
+	 * the watcher pushes every change to the kernel; cut to 1 s when
+	 * changes can no longer be watched (see fs_degrade()).
+	 */
+	double timeout;
+	bool keep_cache;	/* data and directory caches survive open() */
+	struct timespec mounted_at;
+};
+
+extern const struct fuse_lowlevel_ops fs_operations;
+
+/*
+ * How store changes reach the kernel's caches and the index: the watcher
+ * thread calls these (never an operation: the kernel may be waiting on us
+ * while we notify it).  ctx is the struct fs.
+ */
+extern const struct watch_handler fs_watch_handler;
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * index.h - the SQLite index of the store's metadata.
+ *
+ * The store is the source of truth; the index is a cache of it that can be
+ * deleted and rebuilt at any time (inode numbers never come from it).  One
+ * index file may serve several tenants, and several daemons at once (WAL
+ * mode, busy timeout): every row is keyed by client id.  The schema is
+ * documented for operators in docs/index.md and versioned with
+ * PRAGMA user_version; index_open() migrates older files forward.
+ *
+ * Every function is safe to call from several threads: a struct index
+ * serialises its own statements.  Functions return 0 or a negative errno;
+ * SQLite failures are logged once, with the SQLite message, and become -EIO.
+ */
+#ifndef ARTIFACTFS_INDEX_H
+#define ARTIFACTFS_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "meta.h"
+
+struct index;
+
+/* The schema version this build writes (PRAGMA user_version). */
+#define INDEX_SCHEMA_VERSION 1
+
+/*
+ * What a run's rows were built from.  When a fresh stat of the run dir and
+ * its metadata.json gives the same stamp, the run need not be parsed again.
+ * Fields are 0 when the thing is absent (no metadata.json).
+ */
+struct index_run_stamp {
+	int64_t dir_ino;
+	int64_t dir_mtime_ns;
+	int64_t meta_ino;
+	int64_t meta_size;
+	int64_t meta_mtime_ns;
+	int64_t meta_ctime_ns;
+};
+
+/* A regular file found in a run dir (metadata.json excluded). */
+struct index_file {
+	const char *filename;
+	int64_t size;
+	int64_t mtime_ns;
+	int64_t ino;
+};
+
+/*
+ * Opens (creating if needed) the index at path; its directory must exist.
+ * Sets WAL mode, a busy timeout, and migrates the schema to
+ * INDEX_SCHEMA_VERSION.  A file that is not a SQLite database, is corrupt,
+ * or has a user_version newer than this build knows is not an error: it is
+ * renamed to "<path>.corrupt-<UTC time>" (with its -wal and -shm files),
+ * one warning is logged, and a new empty index is created in its place
+ * (the caller's reconcile then rebuilds it from the store).
+ * Returns 0 and *out, or -errno (one error logged) when path cannot be
+ * created or opened.
+ */
+int index_open(const char *path, struct index **out);
+
+/* Closes the index (checkpointing the WAL).  NULL is a no-op. */
+void index_close(struct index *index);
+
+/* Reads the stamp stored with a run.  Returns 0, -ENOENT (no row), -EIO. */
+int index_get_run_stamp(struct index *index, const char *client,
+			const char *run, struct index_run_stamp *stamp);
+
+/*
+ * Replaces, in one transaction, a run's row and all its artifact rows.
+ * meta is the parsed metadata.json, or NULL when it is absent or was not
+ * parsable; its NULL fields are stored as NULL.  There is one artifact row
+ * per filename in the union of meta's artifacts and files: metadata
+ * columns come from meta (NULL if the file has no entry), file columns from
+ * files (NULL if the entry has no file).  The sha256 column of a file whose
+ * ino, size and mtime are the same as in the previous row is kept; any
+ * other is NULL.  expires_at is also stored as seconds since the epoch when
+ * meta_parse_time() accepts it (NULL otherwise).
+ * Returns 0, -EIO.
+ */
+int index_put_run(struct index *index, const char *client, const char *run,
+		  const struct index_run_stamp *stamp,
+		  const struct meta_run *meta,
+		  const struct index_file *files, size_t n_files);
+
+/* Deletes a run's row and its artifact rows.  Returns 0 (also when absent), -EIO. */
+int index_delete_run(struct index *index, const char *client, const char *run);
+
+/*
+ * Lists the run ids indexed for client, sorted.  On success *runs is a
+ * malloc'd array of *n_runs malloc'd strings; free with index_free_list().
+ * Returns 0, -ENOMEM, -EIO.
+ */
+int index_list_runs(struct index *index, const char *client,
+		    char ***runs, size_t *n_runs);
+void index_free_list(char **list, size_t n);
+
+/*
+ * Reads when a run expires, in seconds since the epoch.
+ * Returns 0, -ENOENT when the run is not indexed or has no valid
+ * expires_at (such a run never expires), -EIO.
+ */
+int index_get_run_expiry(struct index *index, const char *client,
+			 const char *run, int64_t *expires_at);
+
+/* Extended attributes of one run or file: name without "user.artifact.". */
+#define INDEX_ATTRS_MAX 8
+struct index_attrs {
+	size_t count;
+	struct {
+		const char *name;	/* static string */
+		char *value;		/* malloc'd, NUL-terminated */
+	} attr[INDEX_ATTRS_MAX];
+};
+
+/*
+ * Reads a run's attributes, in this order and only those not NULL:
+ * workflow_id, user_directive, created_at, expires_at, status.
+ * Returns 0, -ENOENT (run not indexed), -ENOMEM, -EIO.
+ * Release *attrs with index_attrs_release() after any return.
+ */
+int index_get_run_attrs(struct index *index, const char *client,
+			const char *run, struct index_attrs *attrs);
+
+/*
+ * Reads a file's attributes, in this order and only those not NULL:
+ * agent_id, generated_at, content_type, size_bytes (decimal), sha256 (hex).
+ * Returns 0, -ENOENT (no row), -ENOMEM, -EIO.
+ * Release *attrs with index_attrs_release() after any return.
+ */
+int index_get_file_attrs(struct index *index, const char *client,
+			 const char *run, const char *filename,
+			 struct index_attrs *attrs);
+void index_attrs_release(struct index_attrs *attrs);
+
+#endif

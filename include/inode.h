@@ -1,0 +1,86 @@
+/*
+ * inode.h - the daemon's inodes: what each FUSE node id stands for.
+ *
+ * A node id is the address of a struct inode (FUSE_ROOT_ID for the root),
+ * valid from the lookup that created it until the kernel forgets it.  The
+ * inode number shown in st_ino is a different thing: for runs and files it
+ * is the backing file's own st_ino, so it is stable across remounts and
+ * index rebuilds, whatever node id the kernel happens to hold.
+ *
+ * Inodes are found by (parent, name).  When a name comes to mean another
+ * backing file (the store replaced it), a new inode is made: the kernel
+ * must not see one node id change identity under it.
+ */
+#ifndef ARTIFACTFS_INODE_H
+#define ARTIFACTFS_INODE_H
+
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum inode_kind {
+	INODE_ROOT,		/* the tenant: lists runs and promote/ */
+	INODE_PROMOTE,		/* promote/ */
+	INODE_RUN,		/* a run dir */
+	INODE_FILE,		/* a regular file in a run dir */
+};
+
+/* st_ino of the two directories that have no backing directory. */
+#define INODE_ROOT_INO ((ino_t)1)
+#define INODE_PROMOTE_INO ((ino_t)0x7fffffffffffff01ULL)
+
+struct inode {
+	struct inode *parent;	/* NULL for the root */
+	enum inode_kind kind;
+	ino_t ino;		/* st_ino shown, the backing st_ino for runs and files */
+	int fd;			/* INODE_RUN: O_PATH fd of the run dir; else -1 */
+	uint64_t lookups;	/* kernel references; guarded by the table */
+	char name[];		/* in the parent; "" for the root */
+};
+
+struct inode_table;
+
+/* Makes a table holding the root and promote/.  Returns 0 or -ENOMEM. */
+int inode_table_new(struct inode_table **out);
+void inode_table_free(struct inode_table *table);
+
+struct inode *inode_root(struct inode_table *table);
+struct inode *inode_promote(struct inode_table *table);
+
+/* Node ids and inodes, both ways.  A node id must be one the kernel holds. */
+fuse_ino_t inode_to_nodeid(const struct inode *inode);
+struct inode *inode_from_nodeid(struct inode_table *table, fuse_ino_t nodeid);
+
+/*
+ * Finds or makes the inode for (parent, name) standing for backing inode
+ * ino, and counts one kernel reference to it.  Takes ownership of fd (an
+ * INODE_RUN's O_PATH fd, or -1): it is closed when an inode already held it.
+ * For promote/ and the root, pass the existing inode's identity.
+ * Returns 0 and *out, or -ENOMEM (fd closed).
+ */
+int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind kind,
+	      const char *name, ino_t ino, int fd, struct inode **out);
+
+/* Counts one more kernel reference to an inode the kernel already holds. */
+void inode_ref(struct inode_table *table, struct inode *inode);
+
+/* Drops n kernel references; frees the inode when none are left. */
+void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n);
+
+/*
+ * The node id currently known for (parent, name), or 0.  For the watcher,
+ * which only passes the id on to the kernel: the inode may be forgotten
+ * at any time after, and a stale id only makes the kernel drop nothing.
+ */
+fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
+			       const char *name);
+
+/*
+ * Calls fn for every inode whose parent is parent, with the table locked:
+ * fn must not call back into the table or block (copy what it needs).
+ */
+void inode_for_each_child(struct inode_table *table, fuse_ino_t parent,
+			  void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name),
+			  void *ctx);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * log.h - the daemon's one place for messages to operators.
+ *
+ * Every failure that reaches a user gets exactly one line here, saying what
+ * failed, where (tenant, run, file) and why.  Lines go to stderr until
+ * log_use_syslog() is called (after daemonizing), then to syslog.
+ */
+#ifndef ARTIFACTFS_LOG_H
+#define ARTIFACTFS_LOG_H
+
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* Messages above this level are dropped; LOG_LEVEL_INFO unless debugging. */
+void log_set_level(enum log_level level);
+
+/* Sends every later message to syslog (ident "artifactfs") instead of stderr. */
+void log_use_syslog(void);
+
+void log_message(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_message(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warning(...) log_message(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_info(...) log_message(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_message(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+#endif

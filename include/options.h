@@ -1,0 +1,39 @@
+/*
+ * options.h - the daemon's command line.
+ *
+ * artifactfs [options] STORE MOUNTPOINT: our own -o options are taken out
+ * of the argument list here; what remains (FUSE's and the kernel's mount
+ * options) is left for libfuse, which rejects what it does not know.
+ */
+#ifndef ARTIFACTFS_OPTIONS_H
+#define ARTIFACTFS_OPTIONS_H
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct options {
+	char *store;		/* STORE, as given */
+	char *client;		/* -o client=ID or --client=ID */
+	char *index_path;	/* -o index=PATH, NULL for the default */
+	unsigned int uid, gid;	/* -o uid=N,gid=N */
+	int uid_set, gid_set;
+	int show_expired;	/* -o show_expired */
+	int ready_fd;		/* -o ready_fd=N, -1 when not given */
+	double cache_timeout;	/* -o cache_timeout=SECONDS */
+	struct fuse_cmdline_opts fuse;	/* -f, -d, -s, -h, -V, MOUNTPOINT, ... */
+};
+
+/*
+ * Parses argv into *opts, leaving in *args what libfuse must see.
+ * Returns 0 when the daemon should go on, 1 when it is done (help or
+ * version printed), or -EINVAL after printing one line saying what is
+ * wrong.  Release with options_release() in every case.
+ */
+int options_parse(struct fuse_args *args, struct options *opts);
+void options_release(struct options *opts);
+
+/* Prints the usage text, our options and FUSE's, to stdout. */
+void options_print_help(const char *program);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * store.h - access to the backing store, the only code that opens store paths.
+ *
+ * The store root is opened once, from the command line; everything below
+ * it is opened relative to a directory fd with openat2() and
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ * RESOLVE_NO_XDEV, so no name from a request or from the store itself
+ * can lead outside the directory it is resolved in.  Callers pass names
+ * that have passed names.h's checks; these functions add the kernel's
+ * guarantee on top.
+ */
+#ifndef ARTIFACTFS_STORE_H
+#define ARTIFACTFS_STORE_H
+
+#include <dirent.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct store {
+	int root_fd;		/* the storage root, O_RDONLY | O_DIRECTORY */
+	char *path;		/* absolute, for messages and the index default */
+};
+
+/*
+ * Opens the storage root given on the command line: it must be a
+ * directory the caller can read and search.  Returns 0, or -errno with
+ * one error logged.
+ */
+int store_open(const char *path, struct store *store);
+void store_close(struct store *store);
+
+/*
+ * openat2() of path below dirfd with the RESOLVE_ flags above and
+ * O_CLOEXEC added to flags.  Returns the new fd, or -errno
+ * (-ELOOP for a symlink anywhere on the way, -EXDEV for a mount point).
+ */
+int store_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
+
+/*
+ * Opens the tenant's directory STORE/artifacts/<client> with flags
+ * (O_PATH or O_RDONLY, O_DIRECTORY is added).  Returns the fd, -ENOENT
+ * when the tenant has no directory yet, or another -errno.
+ */
+int store_open_tenant(const struct store *store, const char *client, int flags);
+
+/*
+ * Reads the regular file name in dirfd, at most max bytes: never follows
+ * a symlink, never blocks on a FIFO.  On success *buf is malloc'd (with a
+ * NUL after the *len bytes) and *st describes the file as opened.
+ * Returns 0, -EINVAL for a non-regular file, -EFBIG when
+ * larger than max, or -errno.
+ */
+int store_read_file(int dirfd, const char *name, size_t max,
+		    char **buf, size_t *len, struct stat *st);
+
+/*
+ * Opens a directory stream on dirfd itself (dirfd may be O_PATH).
+ * Returns 0 and *dir, or -errno.  Close with closedir().
+ */
+int store_open_dir(int dirfd, DIR **dir);
+
+/*
+ * The file type of an entry read from dir (DT_REG, DT_DIR, ...), asking
+ * the file system when the directory did not say (DT_UNKNOWN).  Symlinks
+ * are reported as DT_LNK, never followed.  Returns DT_UNKNOWN when the
+ * entry vanished.
+ */
+unsigned char store_entry_type(DIR *dir, const struct dirent *entry);
+
+/* Nanoseconds since the epoch of a struct timespec. */
+static inline long long store_time_ns(const struct timespec *ts)
+{
+	return (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+#endif

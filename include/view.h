@@ -1,0 +1,54 @@
+/*
+ * view.h - one tenant's view of the store, and its index.
+ *
+ * A struct view binds a client id to the store and the index; it decides
+ * which runs the tenant sees and keeps the index in step with the store.
+ * It is FUSE-free: the daemon, the admin tools and the tests use it alike,
+ * and a daemon serving several tenants holds one view per tenant.
+ */
+#ifndef ARTIFACTFS_VIEW_H
+#define ARTIFACTFS_VIEW_H
+
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "index.h"
+#include "store.h"
+
+struct view {
+	const char *client;	/* valid by names_check_id() */
+	struct store *store;
+	struct index *index;
+	bool show_expired;	/* also show runs past their expires_at */
+};
+
+/*
+ * Brings the index up to date with the tenant's directory: every run dir
+ * whose stamp (see index.h) changed is parsed again, runs that vanished
+ * are dropped.  A malformed metadata.json costs one warning, never the run.
+ * Returns 0, or -errno when the tenant directory cannot be listed or the
+ * index cannot be written (logged).
+ */
+int view_reconcile(struct view *view);
+
+/*
+ * Re-indexes one run after a change was noticed: parses it again when
+ * force is set or its stamp changed, drops it when it is gone.
+ * Returns 0 or -errno (logged).
+ */
+int view_sync_run(struct view *view, const char *run, bool force);
+
+/*
+ * Whether run is shown: a valid, unreserved run name that has not
+ * expired (or expired runs are shown).
+ */
+bool view_run_visible(struct view *view, const char *run);
+
+/*
+ * Opens the run dir of a visible run, O_PATH, and stats it.
+ * Returns the fd, or -ENOENT when the run is not visible or not a
+ * directory, or another -errno.
+ */
+int view_open_run(struct view *view, const char *run, struct stat *st);
+
+#endif

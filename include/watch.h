@@ -1,0 +1,42 @@
+/*
+ * watch.h - noticing changes the kernel-server makes to a tenant's store.
+ *
+ * A thread follows the tenant directory and each run dir with inotify and
+ * reports what changed, so the daemon can keep long kernel caches and
+ * still show every change within moments.  Names are reported as found
+ * in the store; the handler decides what is visible.
+ */
+#ifndef ARTIFACTFS_WATCH_H
+#define ARTIFACTFS_WATCH_H
+
+#include <stdbool.h>
+
+#include "store.h"
+
+struct watch_handler {
+	/* Anything may have changed (the tenant dir came or went, events were lost). */
+	void (*tenant_changed)(void *ctx);
+	/* A name in the tenant dir was created, removed or renamed. */
+	void (*run_changed)(void *ctx, const char *run);
+	/* A file in a run dir changed: entry when created, removed or renamed. */
+	void (*file_changed)(void *ctx, const char *run, const char *file, bool entry);
+	/* After a batch of events: this run had changes, once per batch. */
+	void (*run_settled)(void *ctx, const char *run);
+	/* A directory could not be watched: some changes will go unseen. */
+	void (*degraded)(void *ctx);
+};
+
+struct watch;
+
+/*
+ * Starts watching client's directory in store (or waiting for it to be
+ * created) on a new thread that calls handler with ctx.
+ * Returns 0 and *out, or -errno (logged).
+ */
+int watch_start(const struct store *store, const char *client,
+		const struct watch_handler *handler, void *ctx, struct watch **out);
+
+/* Stops the thread (no handler call after return) and frees the watch. */
+void watch_stop(struct watch *watch);
+
+#endif

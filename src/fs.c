@@ -1,0 +1,896 @@
+/*
+ * fs.c - the FUSE low-level operations: the only file that replies to the
+ * kernel.
+ *
+ * Each operation decodes its inode, asks the view, the store or the index,
+ * and replies exactly once, at the end.  Reads go straight from the open
+ * backing fd to the kernel (splice), with no lock and no index query.
+ * The kernel caches entries, attributes, directory listings and file
+ * data for fs->timeout; the watcher thread calls the fs_notify_*()
+ * functions below to drop what a change in the store made stale.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "names.h"
+
+#define XATTR_PREFIX "user.artifact."
+
+/* An open directory: a stream for run dirs, a snapshot for the others. */
+struct dir_handle {
+	DIR *stream;		/* INODE_RUN: the backing directory */
+	off_t offset;		/* stream position: the next entry's cookie */
+	struct dir_entry {
+		char *name;
+		ino_t ino;
+	} *entries;		/* INODE_ROOT, INODE_PROMOTE: fixed at opendir */
+	size_t count;
+};
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct inode *inode_of(fuse_req_t req, fuse_ino_t nodeid)
+{
+	return inode_from_nodeid(fs_of(req)->inodes, nodeid);
+}
+
+/* What every entry shows, whatever backs it. */
+static void set_owner_and_mode(struct fs *fs, struct stat *st, mode_t type, mode_t backing_mode)
+{
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	if (type == S_IFDIR) {
+		st->st_mode = S_IFDIR | 0755;
+	} else {
+		/* Read-only content, but a script artifact stays runnable. */
+		st->st_mode = S_IFREG | 0644 | (backing_mode & 0111);
+		st->st_nlink = 1;
+	}
+}
+
+static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_nlink = nlink;
+	st->st_size = 4096;
+	st->st_blksize = 4096;
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
+	set_owner_and_mode(fs, st, S_IFDIR, 0);
+}
+
+/* --- the root listing ---------------------------------------------------- */
+
+static void dir_handle_free(struct dir_handle *handle)
+{
+	if (!handle)
+		return;
+	if (handle->stream)
+		closedir(handle->stream);
+	for (size_t i = 0; i < handle->count; i++)
+		free(handle->entries[i].name);
+	free(handle->entries);
+	free(handle);
+}
+
+static int dir_handle_add(struct dir_handle *handle, size_t *capacity,
+			  const char *name, ino_t ino)
+{
+	if (handle->count == *capacity) {
+		size_t bigger = *capacity ? *capacity * 2 : 16;
+		struct dir_entry *grown = realloc(handle->entries, bigger * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		handle->entries = grown;
+		*capacity = bigger;
+	}
+	handle->entries[handle->count].name = strdup(name);
+	if (!handle->entries[handle->count].name)
+		return -ENOMEM;
+	handle->entries[handle->count++].ino = ino;
+	return 0;
+}
+
+/*
+ * Lists the root: ".", "..", "promote", then every visible run.  Also the
+ * source of the root's link count, so both always agree.
+ */
+static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
+{
+	size_t capacity = 0;
+	struct dirent *entry;
+	DIR *dir = NULL;
+	int fd, ret;
+
+	if ((ret = dir_handle_add(handle, &capacity, ".", INODE_ROOT_INO)) < 0 ||
+	    (ret = dir_handle_add(handle, &capacity, "..", INODE_ROOT_INO)) < 0 ||
+	    (ret = dir_handle_add(handle, &capacity, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO)) < 0)
+		return ret;
+
+	fd = store_open_tenant(fs->view->store, fs->view->client, O_RDONLY);
+	if (fd == -ENOENT)
+		return 0;	/* no runs yet: an empty view, not an error */
+	if (fd < 0) {
+		log_error("client %s: cannot open the tenant directory: %s",
+			  fs->view->client, strerror(-fd));
+		return fd;
+	}
+	if (tenant && fstat(fd, tenant) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	dir = fdopendir(fd);
+	if (!dir) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	while ((errno = 0, entry = readdir(dir))) {
+		if (store_entry_type(dir, entry) != DT_DIR ||
+		    !view_run_visible(fs->view, entry->d_name))
+			continue;
+		ret = dir_handle_add(handle, &capacity, entry->d_name, entry->d_ino);
+		if (ret < 0)
+			goto out;
+	}
+	ret = -errno;
+	if (ret < 0)
+		log_error("client %s: cannot list the tenant directory: %s",
+			  fs->view->client, strerror(-ret));
+out:
+	closedir(dir);
+	return ret;
+}
+
+/* --- attributes ----------------------------------------------------------- */
+
+static int stat_root(struct fs *fs, struct stat *st)
+{
+	struct dir_handle listing = { 0 };
+	struct stat tenant = { 0 };
+	int ret;
+
+	ret = list_root(fs, &listing, &tenant);
+	/* ".", ".." and every subdirectory's ".." link here: 2 + subdirs. */
+	set_virtual_dir(fs, st, INODE_ROOT_INO, listing.count);
+	if (ret == 0 && tenant.st_ino) {
+		st->st_atim = tenant.st_atim;
+		st->st_mtim = tenant.st_mtim;
+		st->st_ctim = tenant.st_ctim;
+	}
+	for (size_t i = 0; i < listing.count; i++)
+		free(listing.entries[i].name);
+	free(listing.entries);
+	return ret;
+}
+
+/* Fills *st from a backing file or directory as the view shows it. */
+static void present_backing(struct fs *fs, struct stat *st, const struct stat *backing)
+{
+	*st = *backing;
+	set_owner_and_mode(fs, st, backing->st_mode & S_IFMT, backing->st_mode);
+	if (S_ISDIR(backing->st_mode))
+		st->st_nlink = 2;	/* a run dir shows no subdirectories */
+}
+
+static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
+{
+	struct stat backing;
+
+	switch (inode->kind) {
+	case INODE_ROOT:
+		return stat_root(fs, st);
+	case INODE_PROMOTE:
+		set_virtual_dir(fs, st, INODE_PROMOTE_INO, 2);
+		return 0;
+	case INODE_RUN:
+		if (fstat(inode->fd, &backing) < 0)
+			return -errno;
+		if (backing.st_nlink == 0)
+			return -ENOENT;	/* removed from the store */
+		break;
+	case INODE_FILE:
+		if (fstatat(inode->parent->fd, inode->name, &backing, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (!S_ISREG(backing.st_mode))
+			return -ENOENT;
+		if (backing.st_ino != inode->ino)
+			return -ESTALE;	/* the name now holds another file */
+		break;
+	}
+	present_backing(fs, st, &backing);
+	return 0;
+}
+
+/* --- lookup --------------------------------------------------------------- */
+
+/*
+ * Resolves name in parent and counts a kernel reference to the result.
+ * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
+ */
+static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
+			struct fuse_entry_param *e)
+{
+	struct inode *inode;
+	struct stat backing;
+	int fd, ret;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+
+	switch (parent->kind) {
+	case INODE_ROOT:
+		if (strcmp(name, NAMES_PROMOTE_DIR) == 0) {
+			inode_get(fs->inodes, parent, INODE_PROMOTE, name, INODE_PROMOTE_INO, -1, &inode);
+			set_virtual_dir(fs, &e->attr, INODE_PROMOTE_INO, 2);
+			e->ino = inode_to_nodeid(inode);
+			return 0;
+		}
+		fd = view_open_run(fs->view, name, &backing);
+		if (fd < 0)
+			return fd;
+		ret = inode_get(fs->inodes, parent, INODE_RUN, name, backing.st_ino, fd, &inode);
+		break;
+	case INODE_RUN:
+		if (fstatat(parent->fd, name, &backing, AT_SYMLINK_NOFOLLOW) < 0)
+			return errno == ENOTDIR || errno == ELOOP ? -ENOENT : -errno;
+		if (!S_ISREG(backing.st_mode))
+			return -ENOENT;
+		ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing.st_ino, -1, &inode);
+		break;
+	case INODE_PROMOTE:
+		return -ENOENT;
+	default:
+		return -ENOTDIR;
+	}
+	if (ret < 0)
+		return ret;
+	present_backing(fs, &e->attr, &backing);
+	e->ino = inode_to_nodeid(inode);
+	return 0;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	int ret;
+
+	ret = lookup_child(fs, inode_of(req, parent), name, &e);
+	if (ret == -ENOENT) {
+		/* Cache the absence too; the watcher drops it if the name appears. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t nodeid, uint64_t nlookup)
+{
+	inode_forget(fs_of(req)->inodes, inode_of(req, nodeid), nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		inode_forget(fs->inodes, inode_from_nodeid(fs->inodes, forgets[i].ino),
+			     forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct inode *inode = inode_of(req, nodeid);
+	struct stat st, backing;
+	int ret;
+
+	if (fi && inode->kind == INODE_FILE) {
+		/* fstat() of an open file: ask the file itself, not its name. */
+		ret = fstat((int)fi->fh, &backing) < 0 ? -errno : 0;
+		if (ret == 0)
+			present_backing(fs, &st, &backing);
+	} else {
+		ret = stat_inode(fs, inode, &st);
+	}
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
+}
+
+/* --- files ---------------------------------------------------------------- */
+
+static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct inode *inode = inode_of(req, nodeid);
+	int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (fi->flags & O_NOATIME);
+	struct stat st;
+	int fd;
+
+	if (inode->kind != INODE_FILE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fd = store_open_beneath(inode->parent->fd, inode->name, flags, 0);
+	if (fd == -EPERM && (flags & O_NOATIME))
+		/* Not the backing file's owner: atime is then not ours to spare. */
+		fd = store_open_beneath(inode->parent->fd, inode->name, flags & ~O_NOATIME, 0);
+	if (fd < 0) {
+		fuse_reply_err(req, fd == -ELOOP ? ENOENT : -fd);
+		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != inode->ino) {
+		close(fd);
+		/* The name was replaced since lookup: the kernel looks it up again. */
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	fi->fh = (uint64_t)fd;
+	fi->keep_cache = fs->keep_cache;
+	fi->noflush = 1;
+	if (fuse_reply_open(req, fi) < 0)
+		close(fd);	/* the opener is gone: no release will come */
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
+		    struct fuse_file_info *fi)
+{
+	struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
+
+	data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	data.buf[0].fd = (int)fi->fh;
+	data.buf[0].pos = offset;
+	fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	close((int)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_lseek(fuse_req_t req, fuse_ino_t nodeid, off_t offset, int whence,
+		     struct fuse_file_info *fi)
+{
+	/* SEEK_DATA and SEEK_HOLE: sparse-aware copies need the backing answer. */
+	off_t result = lseek((int)fi->fh, offset, whence);
+
+	if (result < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, result);
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync,
+		     struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);	/* nothing of ours is ever dirty */
+}
+
+/* --- directories ------------------------------------------------------------ */
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct inode *inode = inode_of(req, nodeid);
+	struct dir_handle *handle;
+	size_t capacity = 0;
+	int ret;
+
+	handle = calloc(1, sizeof(*handle));
+	if (!handle) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	switch (inode->kind) {
+	case INODE_ROOT:
+		ret = list_root(fs, handle, NULL);
+		break;
+	case INODE_PROMOTE:
+		if ((ret = dir_handle_add(handle, &capacity, ".", INODE_PROMOTE_INO)) == 0)
+			ret = dir_handle_add(handle, &capacity, "..", INODE_ROOT_INO);
+		break;
+	case INODE_RUN:
+		ret = store_open_dir(inode->fd, &handle->stream);
+		break;
+	default:
+		ret = -ENOTDIR;
+	}
+	if (ret < 0) {
+		dir_handle_free(handle);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uintptr_t)handle;
+	fi->keep_cache = fs->keep_cache;
+	fi->cache_readdir = fs->keep_cache;
+	if (fuse_reply_open(req, fi) < 0)
+		dir_handle_free(handle);
+}
+
+/*
+ * Adds one entry to a readdir reply.  Returns the bytes used, or 0 when it
+ * did not fit (then nothing was added, and no reference is left counted).
+ */
+static size_t add_entry(fuse_req_t req, struct inode *dir, char *buf, size_t space,
+			const char *name, ino_t ino, unsigned char type, off_t next,
+			bool plus)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	size_t used;
+
+	if (!plus) {
+		struct stat st = { .st_ino = ino, .st_mode = DTTOIF(type) };
+		used = fuse_add_direntry(req, buf, space, name, &st, next);
+		return used > space ? 0 : used;
+	}
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		/* No node id: the kernel knows its way to these already. */
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = ino;
+		e.attr.st_mode = DTTOIF(type);
+	} else if (lookup_child(fs, dir, name, &e) < 0) {
+		/* Vanished since it was listed: list it without attributes. */
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = ino;
+		e.attr.st_mode = DTTOIF(type);
+	}
+	used = fuse_add_direntry_plus(req, buf, space, name, &e, next);
+	if (used > space) {
+		if (e.ino)
+			inode_forget(fs->inodes, inode_from_nodeid(fs->inodes, e.ino), 1);
+		return 0;
+	}
+	return used;
+}
+
+static size_t read_snapshot(fuse_req_t req, struct inode *dir, struct dir_handle *handle,
+			    char *buf, size_t size, off_t offset, bool plus)
+{
+	size_t pos = 0;
+
+	/* A snapshot entry's cookie is its index + 1. */
+	for (size_t i = (size_t)offset; i < handle->count; i++) {
+		size_t used = add_entry(req, dir, buf + pos, size - pos, handle->entries[i].name,
+					handle->entries[i].ino, DT_DIR, (off_t)i + 1, plus);
+		if (!used)
+			break;
+		pos += used;
+	}
+	return pos;
+}
+
+static int read_stream(fuse_req_t req, struct inode *dir, struct dir_handle *handle,
+		       char *buf, size_t size, off_t offset, bool plus, size_t *pos)
+{
+	struct dirent *entry;
+
+	/* The backing directory's own cookies: stable while entries come and go. */
+	if (offset != handle->offset) {
+		seekdir(handle->stream, offset);
+		handle->offset = offset;
+	}
+	*pos = 0;
+	while ((errno = 0, entry = readdir(handle->stream))) {
+		unsigned char type = DT_DIR;
+		ino_t ino = entry->d_ino;
+		size_t used;
+
+		if (strcmp(entry->d_name, ".") == 0)
+			ino = dir->ino;
+		else if (strcmp(entry->d_name, "..") == 0)
+			ino = INODE_ROOT_INO;
+		else if ((type = store_entry_type(handle->stream, entry)) != DT_REG)
+			goto next;	/* symlinks, FIFOs, devices, subdirectories */
+		used = add_entry(req, dir, buf + *pos, size - *pos, entry->d_name, ino,
+				 type, entry->d_off, plus);
+		if (!used) {
+			seekdir(handle->stream, handle->offset);
+			return 0;
+		}
+		*pos += used;
+next:
+		handle->offset = entry->d_off;
+	}
+	return *pos ? 0 : -errno;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct dir_handle *handle = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct inode *dir = inode_of(req, nodeid);
+	size_t pos = 0;
+	char *buf;
+	int ret = 0;
+
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (handle->stream)
+		ret = read_stream(req, dir, handle, buf, size, offset, plus, &pos);
+	else
+		pos = read_snapshot(req, dir, handle, buf, size, offset, plus);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, nodeid, size, offset, fi, false);
+}
+
+static void fs_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, nodeid, size, offset, fi, true);
+}
+
+static void fs_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	dir_handle_free((struct dir_handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
+{
+	struct statvfs st;
+
+	if (fstatvfs(fs_of(req)->view->store->root_fd, &st) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+/* --- extended attributes ------------------------------------------------------ */
+
+/* Reads the index attributes of a run or file; none for the others. */
+static int read_attrs(struct fs *fs, struct inode *inode, struct index_attrs *attrs)
+{
+	memset(attrs, 0, sizeof(*attrs));
+	switch (inode->kind) {
+	case INODE_RUN:
+		return index_get_run_attrs(fs->view->index, fs->view->client, inode->name, attrs);
+	case INODE_FILE:
+		return index_get_file_attrs(fs->view->index, fs->view->client,
+					    inode->parent->name, inode->name, attrs);
+	default:
+		return -ENOENT;
+	}
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
+{
+	struct index_attrs attrs;
+	const char *value = NULL;
+	int ret;
+
+	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);
+	if (ret < 0 && ret != -ENOENT) {
+		fuse_reply_err(req, -ret);
+		goto out;
+	}
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0)
+		for (size_t i = 0; i < attrs.count; i++)
+			if (strcmp(attrs.attr[i].name, name + strlen(XATTR_PREFIX)) == 0)
+				value = attrs.attr[i].value;
+	if (!value)
+		fuse_reply_err(req, ENODATA);
+	else if (size == 0)
+		fuse_reply_xattr(req, strlen(value));
+	else if (size < strlen(value))
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, strlen(value));
+out:
+	index_attrs_release(&attrs);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size)
+{
+	struct index_attrs attrs;
+	char list[INDEX_ATTRS_MAX * 64];
+	size_t len = 0;
+	int ret;
+
+	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);
+	if (ret < 0 && ret != -ENOENT) {
+		fuse_reply_err(req, -ret);
+		goto out;
+	}
+	for (size_t i = 0; i < attrs.count; i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+					XATTR_PREFIX, attrs.attr[i].name) + 1;
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, list, len);
+out:
+	index_attrs_release(&attrs);
+}
+
+/* --- everything that would change the store --------------------------------- */
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_link(fuse_req_t req, fuse_ino_t nodeid, fuse_ino_t newparent, const char *newname)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name,
+			const char *value, size_t size, int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_access(fuse_req_t req, fuse_ino_t nodeid, int mask)
+{
+	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Reads splice from the backing fd to the kernel without a copy. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	/* Our own invalidations are the authority on data changes. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+const struct fuse_lowlevel_ops fs_operations = {
+	.init = fs_init,
+	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
+	.getattr = fs_getattr,
+	.setattr = fs_setattr,
+	.mknod = fs_mknod,
+	.mkdir = fs_mkdir,
+	.unlink = fs_unlink,
+	.rmdir = fs_unlink,
+	.symlink = fs_symlink,
+	.rename = fs_rename,
+	.link = fs_link,
+	.open = fs_open,
+	.read = fs_read,
+	.flush = fs_flush,
+	.release = fs_release,
+	.fsync = fs_fsync,
+	.opendir = fs_opendir,
+	.readdir = fs_readdir,
+	.readdirplus = fs_readdirplus,
+	.releasedir = fs_releasedir,
+	.fsyncdir = fs_fsync,
+	.statfs = fs_statfs,
+	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.removexattr = fs_removexattr,
+	.access = fs_access,
+	.create = fs_create,
+	.lseek = fs_lseek,
+};
+
+/* --- change notifications from the watcher ------------------------------------ */
+
+static void invalidate_entry(struct fs *fs, fuse_ino_t parent, const char *name)
+{
+	/* -ENOENT only means the kernel had nothing cached. */
+	fuse_lowlevel_notify_inval_entry(fs->session, parent, name, strlen(name));
+}
+
+static void invalidate_inode(struct fs *fs, fuse_ino_t nodeid)
+{
+	fuse_lowlevel_notify_inval_inode(fs->session, nodeid, 0, 0);
+}
+
+static void notify_file(void *ctx, const char *run, const char *file, bool entry)
+{
+	struct fs *fs = ctx;
+	fuse_ino_t run_id, file_id;
+
+	run_id = inode_lookup_nodeid(fs->inodes, FUSE_ROOT_ID, run);
+	if (!run_id)
+		return;	/* nothing below an unknown run can be cached */
+	file_id = inode_lookup_nodeid(fs->inodes, run_id, file);
+	if (file_id)
+		invalidate_inode(fs, file_id);	/* data and attributes */
+	if (entry) {
+		invalidate_entry(fs, run_id, file);
+		invalidate_inode(fs, run_id);	/* listing and mtime */
+	}
+}
+
+static void notify_run(void *ctx, const char *run)
+{
+	struct fs *fs = ctx;
+	fuse_ino_t run_id = inode_lookup_nodeid(fs->inodes, FUSE_ROOT_ID, run);
+
+	invalidate_entry(fs, FUSE_ROOT_ID, run);
+	if (run_id)
+		invalidate_inode(fs, run_id);
+	invalidate_inode(fs, FUSE_ROOT_ID);	/* listing and link count */
+}
+
+struct name_list {
+	size_t count, capacity;
+	struct { fuse_ino_t nodeid; char *name; } *items;
+};
+
+static void collect_child(void *ctx, fuse_ino_t nodeid, const char *name)
+{
+	struct name_list *list = ctx;
+
+	if (list->count == list->capacity) {
+		size_t bigger = list->capacity ? list->capacity * 2 : 64;
+		void *grown = realloc(list->items, bigger * sizeof(*list->items));
+		if (!grown)
+			return;	/* best effort: the cache then lives out its timeout */
+		list->items = grown;
+		list->capacity = bigger;
+	}
+	list->items[list->count].nodeid = nodeid;
+	list->items[list->count].name = strdup(name);
+	if (list->items[list->count].name)
+		list->count++;
+}
+
+static void name_list_release(struct name_list *list)
+{
+	for (size_t i = 0; i < list->count; i++)
+		free(list->items[i].name);
+	free(list->items);
+}
+
+static void invalidate_all(struct fs *fs)
+{
+	struct name_list runs = { 0 };
+
+	/*
+	 * Anything may have changed: drop every cached entry, attribute and
+	 * page the kernel holds.  Names are copied first: the kernel may call
+	 * us back (forget) while we notify, and the table lock is not held.
+	 */
+	inode_for_each_child(fs->inodes, FUSE_ROOT_ID, collect_child, &runs);
+	for (size_t i = 0; i < runs.count; i++) {
+		struct name_list files = { 0 };
+
+		inode_for_each_child(fs->inodes, runs.items[i].nodeid, collect_child, &files);
+		for (size_t j = 0; j < files.count; j++) {
+			invalidate_inode(fs, files.items[j].nodeid);
+			invalidate_entry(fs, runs.items[i].nodeid, files.items[j].name);
+		}
+		name_list_release(&files);
+		invalidate_inode(fs, runs.items[i].nodeid);
+		invalidate_entry(fs, FUSE_ROOT_ID, runs.items[i].name);
+	}
+	name_list_release(&runs);
+	invalidate_inode(fs, FUSE_ROOT_ID);
+}
+
+static void degrade(void *ctx)
+{
+	struct fs *fs = ctx;
+
+	if (fs->timeout > 1.0)
+		log_warning("client %s: store changes can no longer all be watched; "
+			    "kernel caches now expire after 1 second",
+			    fs->view->client);
+	fs->timeout = 1.0;
+	fs->keep_cache = false;
+	invalidate_all(fs);
+}
+
+static void notify_tenant(void *ctx)
+{
+	struct fs *fs = ctx;
+
+	view_reconcile(fs->view);
+	invalidate_all(fs);
+}
+
+static void settle_run(void *ctx, const char *run)
+{
+	struct fs *fs = ctx;
+	bool was_visible = view_run_visible(fs->view, run);
+
+	view_sync_run(fs->view, run, true);
+	/* A rewritten metadata.json may have moved the run's expiry. */
+	if (view_run_visible(fs->view, run) != was_visible)
+		notify_run(fs, run);
+}
+
+const struct watch_handler fs_watch_handler = {
+	.tenant_changed = notify_tenant,
+	.run_changed = notify_run,
+	.file_changed = notify_file,
+	.run_settled = settle_run,
+	.degraded = degrade,
+};

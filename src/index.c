@@ -1,0 +1,1237 @@
+/*
+ * index.c - the SQLite index: a rebuildable cache of the store's metadata.
+ *
+ * This file owns the index database file and everything about it: opening
+ * it (WAL, busy timeout, setting aside a file that is not a usable index),
+ * the schema and its forward migrations, the prepared statements, and the
+ * translation of SQLite result codes to errno.  No other file talks SQL.
+ *
+ * One connection per struct index, used by one thread at a time under
+ * index->lock; several daemons share a file through SQLite's own locking.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "index.h"
+#include "log.h"
+#include "meta.h"
+
+/* How long a statement waits for another daemon's write lock. */
+#define BUSY_TIMEOUT_MS 5000
+
+
+/*
+ * Schema migrations: migrations[v] turns a version v-1 file into version v.
+ * The next schema version appends its step here and bumps
+ * INDEX_SCHEMA_VERSION; steps already released never change, since files
+ * in the field were built by them.
+ */
+static const char *const migrations[INDEX_SCHEMA_VERSION + 1] = {
+	[1] =
+	"CREATE TABLE runs ("
+	" id INTEGER PRIMARY KEY,"
+	" client TEXT NOT NULL,"
+	" run TEXT NOT NULL,"
+	" workflow_id TEXT,"
+	" user_directive TEXT,"
+	" created_at TEXT,"
+	" expires_at TEXT,"
+	" expires_at_unix INTEGER,"
+	" status TEXT,"
+	" metadata_valid INTEGER NOT NULL,"
+	" dir_ino INTEGER,"
+	" dir_mtime_ns INTEGER,"
+	" meta_ino INTEGER,"
+	" meta_size INTEGER,"
+	" meta_mtime_ns INTEGER,"
+	" meta_ctime_ns INTEGER,"
+	" indexed_at INTEGER,"
+	" UNIQUE (client, run)"
+	");"
+	"CREATE TABLE artifacts ("
+	" run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+	" filename TEXT NOT NULL,"
+	" agent_id TEXT,"
+	" generated_at TEXT,"
+	" size_bytes INTEGER,"
+	" content_type TEXT,"
+	" sha256 TEXT,"
+	" file_size INTEGER,"
+	" file_mtime_ns INTEGER,"
+	" file_ino INTEGER,"
+	" PRIMARY KEY (run_id, filename)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX runs_client_expiry ON runs (client, expires_at_unix);",
+};
+
+enum stmt_id {
+	STMT_BEGIN,
+	STMT_COMMIT,
+	STMT_ROLLBACK,
+	STMT_GET_STAMP,
+	STMT_UPSERT_RUN,
+	STMT_OLD_HASHES,
+	STMT_DELETE_ARTIFACTS,
+	STMT_INSERT_ARTIFACT,
+	STMT_DELETE_RUN,
+	STMT_LIST_RUNS,
+	STMT_GET_EXPIRY,
+	STMT_RUN_ATTRS,
+	STMT_FILE_ATTRS,
+	STMT_COUNT
+};
+
+static const char *const stmt_sql[STMT_COUNT] = {
+	/* IMMEDIATE: take the write lock now, so that no other daemon can
+	 * make our read of the old rows stale before we write. */
+	[STMT_BEGIN] = "BEGIN IMMEDIATE",
+	[STMT_COMMIT] = "COMMIT",
+	[STMT_ROLLBACK] = "ROLLBACK",
+	[STMT_GET_STAMP] =
+	"SELECT dir_ino, dir_mtime_ns, meta_ino, meta_size, meta_mtime_ns,"
+	" meta_ctime_ns FROM runs WHERE client = ?1 AND run = ?2",
+	/* An upsert, not a replace: the row keeps its id. */
+	[STMT_UPSERT_RUN] =
+	"INSERT INTO runs (client, run, workflow_id, user_directive,"
+	" created_at, expires_at, expires_at_unix, status, metadata_valid,"
+	" dir_ino, dir_mtime_ns, meta_ino, meta_size, meta_mtime_ns,"
+	" meta_ctime_ns, indexed_at)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+	" ?15, ?16)"
+	" ON CONFLICT (client, run) DO UPDATE SET"
+	" workflow_id = excluded.workflow_id,"
+	" user_directive = excluded.user_directive,"
+	" created_at = excluded.created_at,"
+	" expires_at = excluded.expires_at,"
+	" expires_at_unix = excluded.expires_at_unix,"
+	" status = excluded.status,"
+	" metadata_valid = excluded.metadata_valid,"
+	" dir_ino = excluded.dir_ino,"
+	" dir_mtime_ns = excluded.dir_mtime_ns,"
+	" meta_ino = excluded.meta_ino,"
+	" meta_size = excluded.meta_size,"
+	" meta_mtime_ns = excluded.meta_mtime_ns,"
+	" meta_ctime_ns = excluded.meta_ctime_ns,"
+	" indexed_at = excluded.indexed_at"
+	" RETURNING id",
+	/* The primary key gives this order for free; index_put_run merges on
+	 * it, and strcmp() orders like SQLite's BINARY collation. */
+	[STMT_OLD_HASHES] =
+	"SELECT filename, file_ino, file_size, file_mtime_ns, sha256"
+	" FROM artifacts WHERE run_id = ?1 AND sha256 IS NOT NULL"
+	" AND file_ino IS NOT NULL ORDER BY filename",
+	[STMT_DELETE_ARTIFACTS] = "DELETE FROM artifacts WHERE run_id = ?1",
+	[STMT_INSERT_ARTIFACT] =
+	"INSERT INTO artifacts (run_id, filename, agent_id, generated_at,"
+	" size_bytes, content_type, sha256, file_size, file_mtime_ns,"
+	" file_ino) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	/* The artifact rows go with it: ON DELETE CASCADE. */
+	[STMT_DELETE_RUN] = "DELETE FROM runs WHERE client = ?1 AND run = ?2",
+	[STMT_LIST_RUNS] =
+	"SELECT run FROM runs WHERE client = ?1 ORDER BY run",
+	[STMT_GET_EXPIRY] =
+	"SELECT expires_at_unix FROM runs WHERE client = ?1 AND run = ?2",
+	/* Column order is the order index.h promises. */
+	[STMT_RUN_ATTRS] =
+	"SELECT workflow_id, user_directive, created_at, expires_at, status"
+	" FROM runs WHERE client = ?1 AND run = ?2",
+	[STMT_FILE_ATTRS] =
+	"SELECT a.agent_id, a.generated_at, a.content_type, a.size_bytes,"
+	" a.sha256 FROM runs r JOIN artifacts a ON a.run_id = r.id"
+	" WHERE r.client = ?1 AND r.run = ?2 AND a.filename = ?3",
+};
+
+static const char *const run_attr_names[] = {
+	"workflow_id", "user_directive", "created_at", "expires_at", "status",
+};
+
+static const char *const file_attr_names[] = {
+	"agent_id", "generated_at", "content_type", "size_bytes", "sha256",
+};
+
+struct index {
+	char *path;			/* for log lines; immutable */
+	pthread_mutex_t lock;		/* guards db and every stmt */
+	sqlite3 *db;
+	sqlite3_stmt *stmt[STMT_COUNT];
+};
+
+/*
+ * The one translation of SQLite result codes to errno.  For open and I/O
+ * failures SQLite keeps the errno of the system call that failed, which
+ * says more (ENOENT, EACCES, EISDIR) than any code could.
+ */
+static int errno_from_sqlite(sqlite3 *db, int rc)
+{
+	int sys = db ? sqlite3_system_errno(db) : 0;
+
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_TOOBIG:
+		return -EFBIG;
+	case SQLITE_CANTOPEN:
+	case SQLITE_IOERR:
+		return sys > 0 ? -sys : -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+/* True when rc says the file is not a (sound) SQLite database. */
+static bool is_corrupt(int rc)
+{
+	return (rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT;
+}
+
+/* Runs a one-row query and returns its first column as an integer. */
+static int query_int(sqlite3 *db, const char *sql, int64_t *value)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	*value = 0;
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		goto out;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		*value = sqlite3_column_int64(stmt, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_OK;
+	}
+out:
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+/* Sets the journal mode to WAL; *wal tells whether SQLite agreed. */
+static int set_wal(sqlite3 *db, bool *wal)
+{
+	sqlite3_stmt *stmt = NULL;
+	const unsigned char *mode;
+	int rc;
+
+	*wal = false;
+	rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		goto out;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		mode = sqlite3_column_text(stmt, 0);
+		*wal = mode && strcmp((const char *)mode, "wal") == 0;
+		rc = SQLITE_OK;
+	}
+out:
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+/*
+ * Applies migrations[from + 1 .. INDEX_SCHEMA_VERSION], each in its own
+ * write transaction.  user_version is read again under the write lock
+ * because another daemon opening the same file may have migrated it first.
+ */
+static int migrate(const char *path, sqlite3 *db)
+{
+	char sql[64];
+	int64_t current;
+	int version, rc = SQLITE_OK;
+	const char *what = "begin a transaction";
+
+	for (version = 1; version <= INDEX_SCHEMA_VERSION; version++) {
+		what = "begin a transaction";
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto fail;
+		what = "read user_version";
+		rc = query_int(db, "PRAGMA user_version", &current);
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (current < version) {
+			what = "create the tables";
+			rc = sqlite3_exec(db, migrations[version], NULL, NULL, NULL);
+			if (rc != SQLITE_OK)
+				goto fail;
+			what = "set user_version";
+			snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version);
+			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+			if (rc != SQLITE_OK)
+				goto fail;
+		}
+		what = "commit";
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto fail;
+	}
+	return SQLITE_OK;
+
+fail:
+	/* A corrupt file is the caller's to set aside, without an error. */
+	if (!is_corrupt(rc))
+		log_error("index %s: cannot migrate the schema to version %d (%s): %s",
+			  path, version, what, sqlite3_errmsg(db));
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+/*
+ * Opens path as an index of schema INDEX_SCHEMA_VERSION.
+ * Returns 0 and *out; 1 when the file is not a usable index (why says
+ * why, nothing logged); or -errno with one error logged.
+ */
+static int open_db(const char *path, sqlite3 **out, char *why, size_t why_size)
+{
+	sqlite3 *db = NULL;
+	int64_t version = 0, tables;
+	bool wal, logged = false;
+	int rc, ret = 0;
+
+	*out = NULL;
+	/* NOMUTEX: struct index serialises its connection itself. */
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
+			     SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		ret = errno_from_sqlite(db, rc);
+		log_error("index %s: cannot open: %s", path, strerror(-ret));
+		goto out;
+	}
+	/* SQLite quietly falls back to read-only when it may not write. */
+	if (sqlite3_db_readonly(db, "main") == 1) {
+		ret = faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) ? -errno : -EACCES;
+		log_error("index %s: cannot open for writing: %s", path,
+			  strerror(-ret));
+		goto out;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+
+	/*
+	 * Reading the schema is what finds a file that is not a database or
+	 * whose first pages are damaged; deeper damage shows up when used.
+	 */
+	rc = query_int(db, "SELECT count(*) FROM sqlite_master", &tables);
+	if (rc == SQLITE_OK)
+		rc = query_int(db, "PRAGMA user_version", &version);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (version > INDEX_SCHEMA_VERSION) {
+		snprintf(why, why_size,
+			 "has schema version %lld, newer than this build's %d",
+			 (long long)version, INDEX_SCHEMA_VERSION);
+		ret = 1;
+		goto unusable;
+	}
+
+	rc = set_wal(db, &wal);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (!wal)
+		log_warning("index %s: cannot use WAL mode (the file system may "
+			    "not support it); daemons sharing this index will "
+			    "wait for each other", path);
+	/*
+	 * A checkpoint leaves the -wal file at its largest size, and a run of
+	 * 100,000 files makes it large: let SQLite cut it back to 64 MiB.
+	 */
+	rc = sqlite3_exec(db, "PRAGMA synchronous = NORMAL;"
+			  "PRAGMA foreign_keys = ON;"
+			  "PRAGMA journal_size_limit = 67108864",
+			  NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	if (version < INDEX_SCHEMA_VERSION) {
+		rc = migrate(path, db);
+		logged = true;
+		if (rc != SQLITE_OK)
+			goto fail;
+	}
+	*out = db;
+	db = NULL;
+	goto out;
+
+fail:
+	if (!is_corrupt(rc)) {
+		ret = errno_from_sqlite(db, rc);
+		if (!logged)
+			log_error("index %s: cannot open: %s", path,
+				  sqlite3_errmsg(db));
+		goto out;
+	}
+	snprintf(why, why_size, "is not a sound SQLite database (%s)",
+		 sqlite3_errstr(rc));
+	ret = 1;
+unusable:
+	/*
+	 * A -wal file next to the database put this connection in WAL mode,
+	 * and closing the last WAL connection deletes the -wal: keep it with
+	 * the file it belongs to, for whoever looks into what went wrong.
+	 */
+	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){ 1 });
+out:
+	sqlite3_close(db);
+	return ret;
+}
+
+/* Returns malloc'd "<a><b>", or NULL. */
+static char *concat(const char *a, const char *b)
+{
+	size_t size = strlen(a) + strlen(b) + 1;
+	char *s = malloc(size);
+
+	if (s)
+		snprintf(s, size, "%s%s", a, b);
+	return s;
+}
+
+/* Renames from to to unless to exists: two set-asides in one second. */
+static int rename_noreplace(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* The file system cannot do it atomically: check, then rename. */
+	if (access(to, F_OK) == 0)
+		return -EEXIST;
+	return rename(from, to) ? -errno : 0;
+}
+
+/*
+ * Moves path and its -wal, -shm and -journal files to
+ * "<path>.corrupt-YYYYmmddTHHMMSSZ[.N]" so that a new index can be made in
+ * their place: a leftover -wal or -journal would otherwise be replayed
+ * into the new file.  Logs the one warning (or error) of the set-aside.
+ */
+static int move_aside(const char *path, const char *why)
+{
+	static const char *const sidecars[] = { "-wal", "-shm", "-journal" };
+	char stamp[32], suffix[64];
+	char *aside = NULL, *from = NULL, *to = NULL;
+	struct tm tm;
+	time_t now = time(NULL);
+	int ret = -EEXIST;
+	size_t i;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	for (i = 0; i < 100 && ret == -EEXIST; i++) {
+		if (i == 0)
+			snprintf(suffix, sizeof(suffix), ".corrupt-%s", stamp);
+		else
+			snprintf(suffix, sizeof(suffix), ".corrupt-%s.%zu", stamp, i);
+		free(aside);
+		aside = concat(path, suffix);
+		if (!aside) {
+			ret = -ENOMEM;
+			break;
+		}
+		ret = rename_noreplace(path, aside);
+	}
+	if (ret < 0) {
+		log_error("index %s: %s, and cannot move it aside: %s", path,
+			  why, strerror(-ret));
+		goto out;
+	}
+	for (i = 0; i < sizeof(sidecars) / sizeof(sidecars[0]); i++) {
+		free(from);
+		free(to);
+		from = concat(path, sidecars[i]);
+		to = concat(aside, sidecars[i]);
+		if (!from || !to) {
+			ret = -ENOMEM;
+		} else if (rename(from, to) && errno != ENOENT) {
+			ret = -errno;
+		}
+		if (ret < 0) {
+			log_error("index %s: %s; moved it to %s but cannot move its %s file: %s",
+				  path, why, aside, sidecars[i], strerror(-ret));
+			goto out;
+		}
+	}
+	log_warning("index %s: %s; moved it aside to %s, a new index will be rebuilt from the store",
+		    path, why, aside);
+out:
+	free(aside);
+	free(from);
+	free(to);
+	return ret;
+}
+
+static void free_index(struct index *index)
+{
+	size_t i;
+
+	for (i = 0; i < STMT_COUNT; i++)
+		sqlite3_finalize(index->stmt[i]);
+	sqlite3_close(index->db);
+	pthread_mutex_destroy(&index->lock);
+	free(index->path);
+	free(index);
+}
+
+int index_open(const char *path, struct index **out)
+{
+	struct index *index = NULL;
+	char why[256];
+	sqlite3 *db = NULL;
+	int ret, rc, attempt;
+	size_t i;
+
+	*out = NULL;
+	for (attempt = 0;; attempt++) {
+		ret = open_db(path, &db, why, sizeof(why));
+		if (ret <= 0)
+			break;
+		if (attempt > 0) {
+			/* The new file we just made: not the old file's fault. */
+			log_error("index %s: a new index %s", path, why);
+			ret = -EIO;
+			break;
+		}
+		ret = move_aside(path, why);
+		if (ret < 0)
+			break;
+	}
+	if (ret < 0)
+		goto out;
+
+	index = calloc(1, sizeof(*index));
+	if (!index || !(index->path = strdup(path))) {
+		free(index);
+		index = NULL;
+		sqlite3_close(db);
+		ret = -ENOMEM;
+		log_error("index %s: cannot open: %s", path, strerror(ENOMEM));
+		goto out;
+	}
+	index->db = db;
+	pthread_mutex_init(&index->lock, NULL);
+	for (i = 0; i < STMT_COUNT; i++) {
+		rc = sqlite3_prepare_v3(db, stmt_sql[i], -1,
+					SQLITE_PREPARE_PERSISTENT,
+					&index->stmt[i], NULL);
+		if (rc != SQLITE_OK) {
+			/* The file claims our version but has other tables. */
+			log_error("index %s: cannot prepare statement %zu: %s",
+				  path, i, sqlite3_errmsg(db));
+			ret = errno_from_sqlite(db, rc);
+			free_index(index);
+			goto out;
+		}
+	}
+	*out = index;
+out:
+	return ret;
+}
+
+void index_close(struct index *index)
+{
+	if (!index)
+		return;
+	/*
+	 * The last connection to close checkpoints and removes the -wal file
+	 * itself; while other daemons keep theirs open, copy what we can
+	 * without waiting for their readers.
+	 */
+	sqlite3_wal_checkpoint_v2(index->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+				  NULL, NULL);
+	free_index(index);
+}
+
+/* Logs a failed statement; index.h promises -EIO for every such failure. */
+static int sql_failed(struct index *index, const char *what,
+		      const char *client, const char *run)
+{
+	log_error("index %s: cannot %s for client %s run %s: %s", index->path,
+		  what, client, run, sqlite3_errmsg(index->db));
+	return -EIO;
+}
+
+/* Resets a statement and drops its bindings (pointers to caller strings). */
+static void stmt_done(sqlite3_stmt *stmt)
+{
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+}
+
+/* Binds ?1 and ?2 to a run's key and steps once. */
+static int step_run_key(sqlite3_stmt *stmt, const char *client, const char *run)
+{
+	int rc;
+
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(stmt, 2, run, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	return rc;
+}
+
+/* Leaves a failed transaction; SQLite may already have rolled it back. */
+static void rollback(struct index *index)
+{
+	if (sqlite3_get_autocommit(index->db))
+		return;
+	sqlite3_step(index->stmt[STMT_ROLLBACK]);
+	sqlite3_reset(index->stmt[STMT_ROLLBACK]);
+}
+
+int index_get_run_stamp(struct index *index, const char *client,
+			const char *run, struct index_run_stamp *stamp)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_GET_STAMP];
+	int rc, ret = 0;
+
+	memset(stamp, 0, sizeof(*stamp));
+	pthread_mutex_lock(&index->lock);
+	rc = step_run_key(stmt, client, run);
+	if (rc == SQLITE_ROW) {
+		stamp->dir_ino = sqlite3_column_int64(stmt, 0);
+		stamp->dir_mtime_ns = sqlite3_column_int64(stmt, 1);
+		stamp->meta_ino = sqlite3_column_int64(stmt, 2);
+		stamp->meta_size = sqlite3_column_int64(stmt, 3);
+		stamp->meta_mtime_ns = sqlite3_column_int64(stmt, 4);
+		stamp->meta_ctime_ns = sqlite3_column_int64(stmt, 5);
+	} else if (rc == SQLITE_DONE) {
+		ret = -ENOENT;
+	} else {
+		ret = sql_failed(index, "read the stamp", client, run);
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+/* Sorts entries by filename; of equal names the later one wins. */
+static int cmp_artifact(const void *a, const void *b)
+{
+	const struct meta_artifact *x = *(const void *const *)a;
+	const struct meta_artifact *y = *(const void *const *)b;
+	int c = strcmp(x->filename, y->filename);
+
+	/* Both point into one array, so address order is input order. */
+	return c ? c : (x > y) - (x < y);
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+	const struct index_file *x = *(const void *const *)a;
+	const struct index_file *y = *(const void *const *)b;
+	int c = strcmp(x->filename, y->filename);
+
+	return c ? c : (x > y) - (x < y);
+}
+
+/*
+ * Fills *sorted with pointers to the n elements of array (each size bytes,
+ * filename at name_offset), sorted by name, without duplicates (the last
+ * of equal names stays) and without elements whose name is NULL.
+ */
+static int sort_by_name(const void *array, size_t n, size_t size,
+			size_t name_offset,
+			int (*cmp)(const void *, const void *),
+			const void ***sorted, size_t *n_sorted)
+{
+	const void **list;
+	const char *name, *next;
+	size_t i, m = 0;
+
+	*sorted = NULL;
+	*n_sorted = 0;
+	if (n == 0)
+		return 0;
+	list = malloc(n * sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const char *elem = (const char *)array + i * size;
+
+		memcpy(&name, elem + name_offset, sizeof(name));
+		if (name)
+			list[m++] = elem;
+	}
+	qsort(list, m, sizeof(*list), cmp);
+	n = m;
+	m = 0;
+	for (i = 0; i < n; i++) {
+		if (i + 1 < n) {
+			memcpy(&name, (const char *)list[i] + name_offset, sizeof(name));
+			memcpy(&next, (const char *)list[i + 1] + name_offset, sizeof(next));
+			if (strcmp(name, next) == 0)
+				continue;
+		}
+		list[m++] = list[i];
+	}
+	*sorted = list;
+	*n_sorted = m;
+	return 0;
+}
+
+/*
+ * The previous rows of a run that have a sha256 worth keeping, sorted by
+ * filename.  The strings live in one growing buffer (rows hold offsets, as
+ * the buffer moves) so that 100,000 rows cost a few allocations, not
+ * 200,000.
+ */
+struct old_row {
+	size_t filename;	/* offset in text */
+	size_t sha256;		/* offset in text */
+	int64_t ino;
+	int64_t size;
+	int64_t mtime_ns;
+};
+
+struct old_rows {
+	struct old_row *row;
+	size_t n, alloc;
+	char *text;
+	size_t len, size;
+};
+
+static int old_rows_text(struct old_rows *old, const unsigned char *s,
+			 int bytes, size_t *offset)
+{
+	size_t need = (size_t)(bytes > 0 ? bytes : 0) + 1;
+	char *text;
+
+	if (old->size - old->len < need) {
+		size_t size = old->size ? old->size : 4096;
+
+		while (size - old->len < need)
+			size *= 2;
+		text = realloc(old->text, size);
+		if (!text)
+			return -ENOMEM;
+		old->text = text;
+		old->size = size;
+	}
+	if (need > 1)
+		memcpy(old->text + old->len, s, need - 1);
+	old->text[old->len + need - 1] = '\0';
+	*offset = old->len;
+	old->len += need;
+	return 0;
+}
+
+static int old_rows_add(struct old_rows *old, sqlite3_stmt *stmt)
+{
+	struct old_row *row;
+	const unsigned char *name = sqlite3_column_text(stmt, 0);
+	int name_bytes = sqlite3_column_bytes(stmt, 0);
+	const unsigned char *sha = sqlite3_column_text(stmt, 4);
+	int sha_bytes = sqlite3_column_bytes(stmt, 4);
+
+	if (!name || !sha)
+		return -ENOMEM;
+	if (old->n == old->alloc) {
+		size_t alloc = old->alloc ? old->alloc * 2 : 256;
+
+		row = realloc(old->row, alloc * sizeof(*row));
+		if (!row)
+			return -ENOMEM;
+		old->row = row;
+		old->alloc = alloc;
+	}
+	row = &old->row[old->n];
+	if (old_rows_text(old, name, name_bytes, &row->filename) ||
+	    old_rows_text(old, sha, sha_bytes, &row->sha256))
+		return -ENOMEM;
+	row->ino = sqlite3_column_int64(stmt, 1);
+	row->size = sqlite3_column_int64(stmt, 2);
+	row->mtime_ns = sqlite3_column_int64(stmt, 3);
+	old->n++;
+	return 0;
+}
+
+static void old_rows_release(struct old_rows *old)
+{
+	free(old->row);
+	free(old->text);
+}
+
+/* Reads the run's old hashable rows.  Returns an SQLite code or SQLITE_NOMEM. */
+static int read_old_rows(struct index *index, int64_t run_id,
+			 struct old_rows *old)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_OLD_HASHES];
+	int rc;
+
+	rc = sqlite3_bind_int64(stmt, 1, run_id);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		rc = old_rows_add(old, stmt) ? SQLITE_NOMEM : SQLITE_OK;
+	stmt_done(stmt);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/*
+ * Finds name in old from *pos on (names come in increasing order, so the
+ * cursor only moves forward) and returns its sha256 if the file is the
+ * same one, else NULL.
+ */
+static const char *kept_sha256(const struct old_rows *old, size_t *pos,
+			       const struct index_file *file)
+{
+	const struct old_row *row;
+	int c = -1;
+
+	while (*pos < old->n) {
+		c = strcmp(old->text + old->row[*pos].filename, file->filename);
+		if (c >= 0)
+			break;
+		(*pos)++;
+	}
+	if (*pos == old->n || c != 0)
+		return NULL;
+	row = &old->row[*pos];
+	if (row->ino != file->ino || row->size != file->size ||
+	    row->mtime_ns != file->mtime_ns)
+		return NULL;
+	return old->text + row->sha256;
+}
+
+/* Binds a text or NULL; bad |= failure.  Keeps the insert loop readable. */
+static void bind_text(sqlite3_stmt *stmt, int i, const char *s, bool *bad)
+{
+	if (sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC) != SQLITE_OK)
+		*bad = true;
+}
+
+static void bind_int64(sqlite3_stmt *stmt, int i, bool present, int64_t v,
+		       bool *bad)
+{
+	int rc = present ? sqlite3_bind_int64(stmt, i, v)
+			 : sqlite3_bind_null(stmt, i);
+
+	if (rc != SQLITE_OK)
+		*bad = true;
+}
+
+/* The code of a failed bind, which SQLite records as the last error. */
+static int bind_failed(struct index *index)
+{
+	int rc = sqlite3_errcode(index->db);
+
+	return rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE ?
+	       SQLITE_ERROR : rc;
+}
+
+/*
+ * Writes the union of arts and files (from sort_by_name(): struct
+ * meta_artifact and struct index_file pointers), one row per filename, in
+ * filename order (the primary key's order, the cheapest to insert).
+ */
+static int insert_artifacts(struct index *index, int64_t run_id,
+			    const void *const *arts, size_t n_arts,
+			    const void *const *files, size_t n_files,
+			    const struct old_rows *old)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_INSERT_ARTIFACT];
+	const struct meta_artifact *art;
+	const struct index_file *file;
+	size_t i = 0, j = 0, pos = 0;
+	int c, rc = SQLITE_OK;
+	bool bad;
+
+	while (i < n_arts || j < n_files) {
+		art = i < n_arts ? arts[i] : NULL;
+		file = j < n_files ? files[j] : NULL;
+		c = !file ? -1 : !art ? 1 : strcmp(art->filename, file->filename);
+		if (c <= 0)
+			i++;
+		else
+			art = NULL;
+		if (c >= 0)
+			j++;
+		else
+			file = NULL;
+
+		bad = false;
+		bind_int64(stmt, 1, true, run_id, &bad);
+		bind_text(stmt, 2, art ? art->filename : file->filename, &bad);
+		bind_text(stmt, 3, art ? art->agent_id : NULL, &bad);
+		bind_text(stmt, 4, art ? art->generated_at : NULL, &bad);
+		/* SQLite integers are signed: a larger size cannot be kept. */
+		bind_int64(stmt, 5, art && art->has_size_bytes &&
+			   art->size_bytes <= INT64_MAX,
+			   art ? (int64_t)art->size_bytes : 0, &bad);
+		bind_text(stmt, 6, art ? art->content_type : NULL, &bad);
+		bind_text(stmt, 7, file ? kept_sha256(old, &pos, file) : NULL, &bad);
+		bind_int64(stmt, 8, file, file ? file->size : 0, &bad);
+		bind_int64(stmt, 9, file, file ? file->mtime_ns : 0, &bad);
+		bind_int64(stmt, 10, file, file ? file->ino : 0, &bad);
+		rc = bad ? bind_failed(index) : sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE)
+			break;
+		rc = SQLITE_OK;
+	}
+	sqlite3_clear_bindings(stmt);
+	return rc;
+}
+
+/* Writes the run row and returns its id. */
+static int upsert_run(struct index *index, const char *client, const char *run,
+		      const struct index_run_stamp *stamp,
+		      const struct meta_run *meta, int64_t *run_id)
+{
+	static const struct index_run_stamp no_stamp;
+	sqlite3_stmt *stmt = index->stmt[STMT_UPSERT_RUN];
+	int64_t expires = 0;
+	bool has_expiry, bad = false;
+	int rc;
+
+	if (!stamp)
+		stamp = &no_stamp;
+	has_expiry = meta && meta->expires_at &&
+		     meta_parse_time(meta->expires_at, &expires) == 0;
+	bind_text(stmt, 1, client, &bad);
+	bind_text(stmt, 2, run, &bad);
+	bind_text(stmt, 3, meta ? meta->workflow_id : NULL, &bad);
+	bind_text(stmt, 4, meta ? meta->user_directive : NULL, &bad);
+	bind_text(stmt, 5, meta ? meta->created_at : NULL, &bad);
+	bind_text(stmt, 6, meta ? meta->expires_at : NULL, &bad);
+	bind_int64(stmt, 7, has_expiry, expires, &bad);
+	bind_text(stmt, 8, meta ? meta->status : NULL, &bad);
+	bind_int64(stmt, 9, true, meta != NULL, &bad);
+	bind_int64(stmt, 10, true, stamp->dir_ino, &bad);
+	bind_int64(stmt, 11, true, stamp->dir_mtime_ns, &bad);
+	bind_int64(stmt, 12, true, stamp->meta_ino, &bad);
+	bind_int64(stmt, 13, true, stamp->meta_size, &bad);
+	bind_int64(stmt, 14, true, stamp->meta_mtime_ns, &bad);
+	bind_int64(stmt, 15, true, stamp->meta_ctime_ns, &bad);
+	bind_int64(stmt, 16, true, (int64_t)time(NULL), &bad);
+	if (bad) {
+		rc = bind_failed(index);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW)
+		goto out;
+	*run_id = sqlite3_column_int64(stmt, 0);
+	/* RETURNING: the row is written by the first step; finish cleanly. */
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+out:
+	stmt_done(stmt);
+	return rc;
+}
+
+int index_put_run(struct index *index, const char *client, const char *run,
+		  const struct index_run_stamp *stamp,
+		  const struct meta_run *meta,
+		  const struct index_file *files, size_t n_files)
+{
+	const void **arts = NULL, **sorted_files = NULL;
+	size_t n_arts = 0, n_sorted_files = 0;
+	struct old_rows old = { 0 };
+	sqlite3_stmt *stmt;
+	const char *what;
+	int64_t run_id = 0;
+	int rc, ret = 0;
+
+	/* Sorting needs no lock: do it before taking it. */
+	if (meta)
+		ret = sort_by_name(meta->artifacts, meta->n_artifacts,
+				   sizeof(*meta->artifacts),
+				   offsetof(struct meta_artifact, filename),
+				   cmp_artifact, &arts, &n_arts);
+	if (ret == 0)
+		ret = sort_by_name(files, n_files, sizeof(*files),
+				   offsetof(struct index_file, filename),
+				   cmp_file, &sorted_files, &n_sorted_files);
+	if (ret < 0) {
+		/* index.h promises only -EIO here: the caller just retries. */
+		log_error("index %s: cannot index client %s run %s: %s",
+			  index->path, client, run, strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+
+	pthread_mutex_lock(&index->lock);
+	what = "begin a transaction";
+	stmt = index->stmt[STMT_BEGIN];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "write the run";
+	rc = upsert_run(index, client, run, stamp, meta, &run_id);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	what = "read the old artifacts";
+	rc = read_old_rows(index, run_id, &old);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	what = "delete the old artifacts";
+	stmt = index->stmt[STMT_DELETE_ARTIFACTS];
+	rc = sqlite3_bind_int64(stmt, 1, run_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	stmt_done(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "write the artifacts";
+	rc = insert_artifacts(index, run_id, arts, n_arts, sorted_files,
+			      n_sorted_files, &old);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	what = "commit";
+	stmt = index->stmt[STMT_COMMIT];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	goto unlock;
+
+fail:
+	/* Log first: the rollback would replace SQLite's message. */
+	ret = sql_failed(index, what, client, run);
+	rollback(index);
+unlock:
+	pthread_mutex_unlock(&index->lock);
+out:
+	old_rows_release(&old);
+	free(arts);
+	free(sorted_files);
+	return ret;
+}
+
+int index_delete_run(struct index *index, const char *client, const char *run)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_DELETE_RUN];
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	rc = step_run_key(stmt, client, run);
+	if (rc != SQLITE_DONE)
+		ret = sql_failed(index, "delete the run", client, run);
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_list_runs(struct index *index, const char *client,
+		    char ***runs, size_t *n_runs)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_LIST_RUNS];
+	char **list = NULL, **grown;
+	size_t n = 0, alloc = 0;
+	int rc, ret = 0;
+
+	*runs = NULL;
+	*n_runs = 0;
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *text = (const char *)sqlite3_column_text(stmt, 0);
+
+		if (n == alloc) {
+			alloc = alloc ? alloc * 2 : 16;
+			grown = realloc(list, alloc * sizeof(*list));
+			if (!grown) {
+				ret = -ENOMEM;
+				break;
+			}
+			list = grown;
+		}
+		if (!text || !(list[n] = strdup(text))) {
+			ret = -ENOMEM;
+			break;
+		}
+		n++;
+		rc = SQLITE_OK;
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		log_error("index %s: cannot list runs for client %s: %s",
+			  index->path, client, sqlite3_errmsg(index->db));
+		ret = -EIO;
+	} else if (ret == -ENOMEM) {
+		log_error("index %s: cannot list runs for client %s: %s",
+			  index->path, client, strerror(ENOMEM));
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	if (ret < 0) {
+		index_free_list(list, n);
+		return ret;
+	}
+	*runs = list;
+	*n_runs = n;
+	return 0;
+}
+
+void index_free_list(char **list, size_t n)
+{
+	size_t i;
+
+	if (!list)
+		return;
+	for (i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+}
+
+int index_get_run_expiry(struct index *index, const char *client,
+			 const char *run, int64_t *expires_at)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_GET_EXPIRY];
+	int rc, ret = 0;
+
+	*expires_at = 0;
+	pthread_mutex_lock(&index->lock);
+	rc = step_run_key(stmt, client, run);
+	if (rc == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+		*expires_at = sqlite3_column_int64(stmt, 0);
+	else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		ret = -ENOENT;
+	else
+		ret = sql_failed(index, "read the expiry", client, run);
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+/* Copies the non-NULL columns of the current row into attrs, in order. */
+static int fill_attrs(sqlite3_stmt *stmt, const char *const *names,
+		      size_t n_names, struct index_attrs *attrs)
+{
+	const unsigned char *text;
+	char *value;
+	size_t i, len;
+
+	for (i = 0; i < n_names && attrs->count < INDEX_ATTRS_MAX; i++) {
+		if (sqlite3_column_type(stmt, (int)i) == SQLITE_NULL)
+			continue;
+		/* An INTEGER column reads as its decimal text. */
+		text = sqlite3_column_text(stmt, (int)i);
+		if (!text)
+			return -ENOMEM;
+		len = (size_t)sqlite3_column_bytes(stmt, (int)i);
+		value = malloc(len + 1);
+		if (!value)
+			return -ENOMEM;
+		memcpy(value, text, len);
+		value[len] = '\0';
+		attrs->attr[attrs->count].name = names[i];
+		attrs->attr[attrs->count].value = value;
+		attrs->count++;
+	}
+	return 0;
+}
+
+/*
+ * The common part of the two attribute readers: rc is the result of the
+ * step; file is NULL for a run's attributes.
+ */
+static int read_attrs(struct index *index, sqlite3_stmt *stmt, int rc,
+		      const char *const *names, size_t n_names,
+		      const char *client, const char *run, const char *file,
+		      struct index_attrs *attrs)
+{
+	const char *why;
+	int ret = 0;
+
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc == SQLITE_ROW) {
+		ret = fill_attrs(stmt, names, n_names, attrs);
+		if (ret == 0)
+			return 0;
+		why = strerror(-ret);
+	} else {
+		ret = -EIO;
+		why = sqlite3_errmsg(index->db);
+	}
+	if (file)
+		log_error("index %s: cannot read the attributes of file %s for client %s run %s: %s",
+			  index->path, file, client, run, why);
+	else
+		log_error("index %s: cannot read the attributes for client %s run %s: %s",
+			  index->path, client, run, why);
+	return ret;
+}
+
+int index_get_run_attrs(struct index *index, const char *client,
+			const char *run, struct index_attrs *attrs)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_RUN_ATTRS];
+	int rc, ret;
+
+	memset(attrs, 0, sizeof(*attrs));
+	pthread_mutex_lock(&index->lock);
+	rc = step_run_key(stmt, client, run);
+	ret = read_attrs(index, stmt, rc, run_attr_names,
+			 sizeof(run_attr_names) / sizeof(run_attr_names[0]),
+			 client, run, NULL, attrs);
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_get_file_attrs(struct index *index, const char *client,
+			 const char *run, const char *filename,
+			 struct index_attrs *attrs)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_FILE_ATTRS];
+	int rc, ret;
+
+	memset(attrs, 0, sizeof(*attrs));
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(stmt, 2, run, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(stmt, 3, filename, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	ret = read_attrs(index, stmt, rc, file_attr_names,
+			 sizeof(file_attr_names) / sizeof(file_attr_names[0]),
+			 client, run, filename, attrs);
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+void index_attrs_release(struct index_attrs *attrs)
+{
+	size_t i;
+
+	if (!attrs)
+		return;
+	for (i = 0; i < attrs->count && i < INDEX_ATTRS_MAX; i++)
+		free(attrs->attr[i].value);
+	memset(attrs, 0, sizeof(*attrs));
+}

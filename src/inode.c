@@ -1,0 +1,253 @@
+/*
+ * inode.c - the table of inodes the kernel holds references to.
+ *
+ * One mutex guards the search tree and the lookup counts; it is held for
+ * a tree operation only, never across I/O, so it is cheap on the lookup
+ * path and absent from the read path (reads go straight to the open fd).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <search.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "inode.h"
+
+struct inode_table {
+	pthread_mutex_t lock;
+	void *tree;		/* inodes by (parent, name); see compare_inodes() */
+	struct inode *root;
+	struct inode *promote;
+};
+
+static int compare_inodes(const void *a, const void *b)
+{
+	const struct inode *x = a, *y = b;
+
+	if (x->parent != y->parent)
+		return x->parent < y->parent ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
+			       const char *name, ino_t ino, int fd)
+{
+	size_t len = strlen(name);
+	struct inode *inode = malloc(sizeof(*inode) + len + 1);
+
+	if (!inode)
+		return NULL;
+	inode->parent = parent;
+	inode->kind = kind;
+	inode->ino = ino;
+	inode->fd = fd;
+	inode->lookups = 0;
+	memcpy(inode->name, name, len + 1);
+	return inode;
+}
+
+static void inode_free(struct inode *inode)
+{
+	if (inode->fd >= 0)
+		close(inode->fd);
+	free(inode);
+}
+
+int inode_table_new(struct inode_table **out)
+{
+	struct inode_table *table = calloc(1, sizeof(*table));
+
+	if (!table)
+		return -ENOMEM;
+	pthread_mutex_init(&table->lock, NULL);
+	table->root = inode_new(NULL, INODE_ROOT, "", INODE_ROOT_INO, -1);
+	table->promote = inode_new(table->root, INODE_PROMOTE, "promote",
+				   INODE_PROMOTE_INO, -1);
+	if (!table->root || !table->promote) {
+		inode_table_free(table);
+		return -ENOMEM;
+	}
+	*out = table;
+	return 0;
+}
+
+static void free_node(void *node)
+{
+	struct inode *inode = node;
+
+	if (inode->kind != INODE_ROOT && inode->kind != INODE_PROMOTE)
+		inode_free(inode);
+}
+
+void inode_table_free(struct inode_table *table)
+{
+	if (!table)
+		return;
+	/*
+	 * Inodes replaced in the tree but still referenced by the kernel
+	 * are not in the tree; at unmount the kernel has forgotten them all
+	 * except what it never tells us, a bounded leak at exit only.
+	 */
+	tdestroy(table->tree, free_node);
+	free(table->root);
+	free(table->promote);
+	pthread_mutex_destroy(&table->lock);
+	free(table);
+}
+
+struct inode *inode_root(struct inode_table *table)
+{
+	return table->root;
+}
+
+struct inode *inode_promote(struct inode_table *table)
+{
+	return table->promote;
+}
+
+fuse_ino_t inode_to_nodeid(const struct inode *inode)
+{
+	return inode->kind == INODE_ROOT ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)inode;
+}
+
+struct inode *inode_from_nodeid(struct inode_table *table, fuse_ino_t nodeid)
+{
+	return nodeid == FUSE_ROOT_ID ? table->root : (struct inode *)(uintptr_t)nodeid;
+}
+
+/* Whether inode is the one the tree holds for its (parent, name). */
+static bool in_tree(struct inode_table *table, struct inode *inode)
+{
+	void *found = tfind(inode, &table->tree, compare_inodes);
+
+	return found && *(struct inode **)found == inode;
+}
+
+int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind kind,
+	      const char *name, ino_t ino, int fd, struct inode **out)
+{
+	struct inode *inode, *fresh = NULL;
+	void *slot;
+	int ret = 0;
+
+	if (kind == INODE_ROOT || kind == INODE_PROMOTE) {
+		inode = kind == INODE_ROOT ? table->root : table->promote;
+		goto found;
+	}
+	/* Allocate before locking: the common case of a new name pays no wait. */
+	fresh = inode_new(parent, kind, name, ino, fd);
+	if (!fresh) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&table->lock);
+	slot = tsearch(fresh, &table->tree, compare_inodes);
+	if (!slot) {
+		ret = -ENOMEM;
+		pthread_mutex_unlock(&table->lock);
+		inode_free(fresh);
+		return ret;
+	}
+	inode = *(struct inode **)slot;
+	if (inode != fresh && inode->ino != ino) {
+		/* The name now means another backing file: a new node id. */
+		*(struct inode **)slot = fresh;
+		inode = fresh;
+	}
+	if (inode == fresh) {
+		/* A child keeps its parent (and so the parent's fd) alive. */
+		parent->lookups++;
+		fresh = NULL;
+	}
+	inode->lookups++;
+	pthread_mutex_unlock(&table->lock);
+	if (fresh)
+		inode_free(fresh);	/* closes the caller's duplicate fd */
+	*out = inode;
+	return 0;
+found:
+	pthread_mutex_lock(&table->lock);
+	inode->lookups++;
+	pthread_mutex_unlock(&table->lock);
+	if (fd >= 0)
+		close(fd);
+	*out = inode;
+	return ret;
+}
+
+void inode_ref(struct inode_table *table, struct inode *inode)
+{
+	pthread_mutex_lock(&table->lock);
+	inode->lookups++;
+	pthread_mutex_unlock(&table->lock);
+}
+
+void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n)
+{
+	/* Releasing a child drops the reference it held on its parent. */
+	while (inode) {
+		struct inode *release = NULL;
+
+		pthread_mutex_lock(&table->lock);
+		inode->lookups = n > inode->lookups ? 0 : inode->lookups - n;
+		if (inode->lookups == 0 && inode->kind != INODE_ROOT &&
+		    inode->kind != INODE_PROMOTE) {
+			if (in_tree(table, inode))
+				tdelete(inode, &table->tree, compare_inodes);
+			release = inode;
+		}
+		pthread_mutex_unlock(&table->lock);
+		if (!release)
+			return;
+		inode = release->parent;
+		n = 1;
+		inode_free(release);
+	}
+}
+
+fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
+			       const char *name)
+{
+	struct inode *key = inode_new(inode_from_nodeid(table, parent), INODE_FILE, name, 0, -1);
+	fuse_ino_t nodeid = 0;
+	void *slot;
+
+	if (!key)
+		return 0;
+	pthread_mutex_lock(&table->lock);
+	slot = tfind(key, &table->tree, compare_inodes);
+	if (slot)
+		nodeid = inode_to_nodeid(*(struct inode **)slot);
+	pthread_mutex_unlock(&table->lock);
+	free(key);
+	return nodeid;
+}
+
+struct child_walk {
+	struct inode *parent;
+	void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name);
+	void *ctx;
+};
+
+static void visit_child(const void *node, VISIT which, void *closure)
+{
+	const struct inode *inode = *(struct inode *const *)node;
+	struct child_walk *walk = closure;
+
+	if ((which == postorder || which == leaf) && inode->parent == walk->parent)
+		walk->fn(walk->ctx, inode_to_nodeid(inode), inode->name);
+}
+
+void inode_for_each_child(struct inode_table *table, fuse_ino_t parent,
+			  void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name),
+			  void *ctx)
+{
+	struct child_walk walk = { inode_from_nodeid(table, parent), fn, ctx };
+
+	pthread_mutex_lock(&table->lock);
+	twalk_r(table->tree, visit_child, &walk);
+	pthread_mutex_unlock(&table->lock);
+}

@@ -1,0 +1,217 @@
+/*
+ * main.c - the daemon's life: options, index, mount, loop, shutdown.
+ *
+ * Order matters.  Everything that can fail on bad input (options, store,
+ * index, the first reconcile) happens before mounting, so a mistake leaves
+ * nothing mounted.  Threads start only after daemonizing (fork keeps only
+ * the calling thread).  Readiness is announced last, once the kernel can
+ * reach the filesystem and the index is current.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "index.h"
+#include "inode.h"
+#include "log.h"
+#include "options.h"
+#include "store.h"
+#include "view.h"
+#include "watch.h"
+
+/* Where the index lives unless -o index= says otherwise. */
+#define DEFAULT_INDEX_DIR ".artifactfs"
+#define DEFAULT_INDEX_FILE "index.db"
+
+/*
+ * Resolves the index path to an absolute one (the daemon changes to "/"
+ * when it detaches, and SQLite reopens its journal by name), creating the
+ * default directory when needed.  Returns a malloc'd path or NULL (logged).
+ */
+static char *resolve_index_path(const struct options *opts, const struct store *store)
+{
+	char *path = NULL, *dir = NULL, *slash, *resolved_dir = NULL;
+
+	if (!opts->index_path) {
+		if (mkdirat(store->root_fd, DEFAULT_INDEX_DIR, 0700) < 0 && errno != EEXIST) {
+			log_error("cannot create the index directory %s/%s: %s",
+				  store->path, DEFAULT_INDEX_DIR, strerror(errno));
+			return NULL;
+		}
+		if (asprintf(&path, "%s/%s/%s", store->path, DEFAULT_INDEX_DIR,
+			     DEFAULT_INDEX_FILE) < 0)
+			return NULL;
+		return path;
+	}
+	dir = strdup(opts->index_path);
+	if (!dir)
+		return NULL;
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		dir[0] = '.', dir[1] = '\0';	/* strdup gave at least 2 bytes */
+	resolved_dir = realpath(dir, NULL);
+	if (!resolved_dir) {
+		log_error("cannot open index %s: directory %s: %s", opts->index_path, dir,
+			  strerror(errno));
+		goto out;
+	}
+	if (asprintf(&path, "%s/%s", strcmp(resolved_dir, "/") ? resolved_dir : "",
+		     slash ? strrchr(opts->index_path, '/') + 1 : opts->index_path) < 0)
+		path = NULL;
+out:
+	free(resolved_dir);
+	free(dir);
+	return path;
+}
+
+/*
+ * One fd per run the kernel holds: lift the soft limit to the hard one so
+ * a large store does not run out.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+		limit.rlim_cur = limit.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &limit);
+	}
+}
+
+static void announce_ready(int fd)
+{
+	static const char ready[] = "ready\n";
+
+	if (fd < 0)
+		return;
+	if (write(fd, ready, sizeof(ready) - 1) != (ssize_t)sizeof(ready) - 1)
+		log_warning("cannot write the readiness signal to fd %d: %s", fd, strerror(errno));
+	close(fd);
+}
+
+static int run_loop(struct fuse_session *session, const struct options *opts)
+{
+	struct fuse_loop_config *config;
+	int ret;
+
+	if (opts->fuse.singlethread)
+		return fuse_session_loop(session);
+	config = fuse_loop_cfg_create();
+	if (!config)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(config, opts->fuse.clone_fd);
+	if (opts->fuse.max_threads != UINT_MAX)	/* -o max_threads= given */
+		fuse_loop_cfg_set_max_threads(config, opts->fuse.max_threads);
+	fuse_loop_cfg_set_idle_threads(config, opts->fuse.max_idle_threads);
+	ret = fuse_session_loop_mt(session, config);
+	fuse_loop_cfg_destroy(config);
+	return ret;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct store store = { .root_fd = -1 };
+	struct fuse_session *session = NULL;
+	struct index *index = NULL;
+	struct watch *watch = NULL;
+	struct options opts;
+	struct view view;
+	struct fs fs = { 0 };
+	char *index_path = NULL;
+	bool mounted = false;
+	int ret, status = EXIT_FAILURE;
+
+	ret = options_parse(&args, &opts);
+	if (ret != 0) {
+		status = ret > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+		goto out;
+	}
+	if (opts.fuse.debug)
+		log_set_level(LOG_LEVEL_DEBUG);
+	raise_fd_limit();
+
+	if (store_open(opts.store, &store) < 0)
+		goto out;
+	index_path = resolve_index_path(&opts, &store);
+	if (!index_path || index_open(index_path, &index) < 0)
+		goto out;
+
+	view = (struct view){
+		.client = opts.client,
+		.store = &store,
+		.index = index,
+		.show_expired = opts.show_expired,
+	};
+	if (view_reconcile(&view) < 0)
+		goto out;
+
+	fs = (struct fs){
+		.view = &view,
+		.uid = opts.uid,
+		.gid = opts.gid,
+		.timeout = opts.cache_timeout,
+		.keep_cache = opts.cache_timeout > 0,
+	};
+	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
+	if (inode_table_new(&fs.inodes) < 0) {
+		log_error("out of memory");
+		goto out;
+	}
+
+	session = fuse_session_new(&args, &fs_operations, sizeof(fs_operations), &fs);
+	if (!session)
+		goto out;	/* libfuse said why (an unknown option, usually) */
+	fs.session = session;
+	if (fuse_set_signal_handlers(session) < 0)
+		goto out;
+	if (fuse_session_mount(session, opts.fuse.mountpoint) < 0) {
+		log_error("cannot mount client %s on %s", opts.client, opts.fuse.mountpoint);
+		goto out;
+	}
+	mounted = true;
+	if (fuse_daemonize(opts.fuse.foreground) < 0)
+		goto out;
+	if (!opts.fuse.foreground)
+		log_use_syslog();
+
+	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0)
+		goto out;
+	/* Catch what changed between the first reconcile and the watch. */
+	view_reconcile(&view);
+	announce_ready(opts.ready_fd);
+	opts.ready_fd = -1;
+	log_info("serving client %s of %s on %s", opts.client, store.path, opts.fuse.mountpoint);
+
+	ret = run_loop(session, &opts);
+	status = ret == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+out:
+	watch_stop(watch);
+	if (mounted)
+		fuse_session_unmount(session);
+	if (session) {
+		fuse_remove_signal_handlers(session);
+		fuse_session_destroy(session);
+	}
+	if (opts.ready_fd >= 0)
+		close(opts.ready_fd);	/* closed unwritten: startup failed */
+	inode_table_free(fs.inodes);
+	index_close(index);
+	free(index_path);
+	store_close(&store);
+	options_release(&opts);
+	fuse_opt_free_args(&args);
+	return status;
+}

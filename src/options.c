@@ -1,0 +1,137 @@
+/*
+ * options.c - parsing and checking the command line.
+ *
+ * Everything that can be checked before mounting is checked here, so a
+ * mistake costs one line on stderr and leaves nothing mounted.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "names.h"
+#include "options.h"
+
+#define OPTION(template, field, value) \
+	{ template, offsetof(struct options, field), value }
+
+static const struct fuse_opt option_spec[] = {
+	OPTION("client=%s", client, 0),
+	OPTION("--client=%s", client, 0),
+	OPTION("index=%s", index_path, 0),
+	OPTION("uid=%u", uid, 0),
+	OPTION("uid=", uid_set, 1),
+	OPTION("gid=%u", gid, 0),
+	OPTION("gid=", gid_set, 1),
+	OPTION("show_expired", show_expired, 1),
+	OPTION("ready_fd=%d", ready_fd, 0),
+	OPTION("cache_timeout=%lf", cache_timeout, 0),
+	FUSE_OPT_END
+};
+
+/* Takes STORE, the first positional argument; MOUNTPOINT goes to libfuse. */
+static int take_store(void *data, const char *arg, int key, struct fuse_args *args)
+{
+	struct options *opts = data;
+
+	if (key != FUSE_OPT_KEY_NONOPT || opts->store)
+		return 1;
+	opts->store = strdup(arg);
+	return opts->store ? 0 : -1;
+}
+
+void options_print_help(const char *program)
+{
+	printf("usage: %s [options] STORE MOUNTPOINT\n"
+	       "\n"
+	       "Mounts one tenant's view of a RARO artifact store.\n"
+	       "\n"
+	       "artifactfs options:\n"
+	       "    -o client=ID           the tenant whose runs are shown (required;\n"
+	       "                           also --client=ID)\n"
+	       "    -o index=PATH          SQLite index (default STORE/.artifactfs/index.db)\n"
+	       "    -o uid=N,gid=N         owner shown for every entry (default: the\n"
+	       "                           user who mounts)\n"
+	       "    -o show_expired        also show runs past their expires_at\n"
+	       "    -o cache_timeout=S     kernel attribute and entry cache, seconds\n"
+	       "                           (default 3600; changes are pushed out at once)\n"
+	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
+	       "\n", program);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+int options_parse(struct fuse_args *args, struct options *opts)
+{
+	const char *reason;
+	struct stat st;
+
+	memset(opts, 0, sizeof(*opts));
+	opts->ready_fd = -1;
+	opts->cache_timeout = 3600;
+	if (fuse_opt_parse(args, opts, option_spec, take_store) < 0)
+		return -EINVAL;	/* libfuse said why */
+	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
+		return -EINVAL;
+
+	if (opts->fuse.show_help) {
+		options_print_help(args->argv[0]);
+		return 1;
+	}
+	if (opts->fuse.show_version) {
+		printf("artifactfs version %s\n", ARTIFACTFS_VERSION);
+		fuse_lowlevel_version();
+		return 1;
+	}
+	if (!opts->store) {
+		log_error("no STORE given; usage: artifactfs [options] STORE MOUNTPOINT");
+		return -EINVAL;
+	}
+	if (!opts->fuse.mountpoint) {
+		log_error("no MOUNTPOINT given; usage: artifactfs [options] STORE MOUNTPOINT");
+		return -EINVAL;
+	}
+	if (!opts->client) {
+		log_error("no client id given: use -o client=ID");
+		return -EINVAL;
+	}
+	if (names_check_id(opts->client, &reason) < 0) {
+		log_error("invalid client id '%s': it %s", opts->client, reason);
+		return -EINVAL;
+	}
+	if (opts->index_path && !*opts->index_path) {
+		log_error("invalid index path: it is empty");
+		return -EINVAL;
+	}
+	if (!(opts->cache_timeout >= 0 && opts->cache_timeout <= 86400 * 365)) {
+		log_error("invalid cache_timeout %g: use 0 to 31536000 seconds",
+			  opts->cache_timeout);
+		return -EINVAL;
+	}
+	if (stat(opts->fuse.mountpoint, &st) < 0) {
+		log_error("cannot mount on '%s': %s", opts->fuse.mountpoint, strerror(errno));
+		return -EINVAL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("cannot mount on '%s': not a directory", opts->fuse.mountpoint);
+		return -EINVAL;
+	}
+	if (!opts->uid_set)
+		opts->uid = getuid();
+	if (!opts->gid_set)
+		opts->gid = getgid();
+	return 0;
+}
+
+void options_release(struct options *opts)
+{
+	free(opts->store);
+	free(opts->client);
+	free(opts->index_path);
+	free(opts->fuse.mountpoint);
+	memset(opts, 0, sizeof(*opts));
+}

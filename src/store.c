@@ -1,0 +1,185 @@
+/*
+ * store.c - the one module that opens paths in the backing store.
+ *
+ * Why openat2 and not openat with O_NOFOLLOW: O_NOFOLLOW guards only the
+ * last component, and the store is written by others (the kernel-server,
+ * and agents through sessions/), so any component may have been replaced
+ * by a symlink or a mount point between two requests.  RESOLVE_BENEATH and
+ * friends make the kernel refuse such a walk atomically.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "store.h"
+
+#define STORE_RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | \
+		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+
+int store_open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (unsigned long long)(flags | O_CLOEXEC),
+		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+		.resolve = STORE_RESOLVE,
+	};
+	long fd;
+
+	do
+		fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);	/* a concurrent rename raced the walk */
+	return fd < 0 ? -errno : (int)fd;
+}
+
+int store_open(const char *path, struct store *store)
+{
+	char *absolute = NULL;
+	int fd = -1, ret;
+
+	absolute = realpath(path, NULL);
+	if (!absolute) {
+		ret = -errno;
+		log_error("cannot open store '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	fd = open(absolute, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		log_error("cannot open store '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	/* Reading the root is not enough: every lookup searches below it. */
+	if (faccessat(fd, ".", R_OK | X_OK, AT_EACCESS) < 0) {
+		ret = -errno;
+		log_error("cannot open store '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	store->root_fd = fd;
+	store->path = absolute;
+	fd = -1;
+	absolute = NULL;
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(absolute);
+	return ret;
+}
+
+void store_close(struct store *store)
+{
+	if (store->root_fd >= 0)
+		close(store->root_fd);
+	free(store->path);
+	store->root_fd = -1;
+	store->path = NULL;
+}
+
+int store_open_tenant(const struct store *store, const char *client, int flags)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "artifacts/%s", client) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return store_open_beneath(store->root_fd, path, flags | O_DIRECTORY, 0);
+}
+
+int store_read_file(int dirfd, const char *name, size_t max,
+		    char **buf, size_t *len, struct stat *st)
+{
+	char *data = NULL;
+	size_t used = 0, capacity;
+	int fd, ret;
+
+	/* O_NONBLOCK: a FIFO planted under the name must not hang us. */
+	fd = store_open_beneath(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if ((unsigned long long)st->st_size > max) {
+		ret = -EFBIG;
+		goto out;
+	}
+	/* The file may grow while we read it: read to EOF, bounded by max. */
+	capacity = (size_t)st->st_size + 1;
+	data = malloc(capacity + 1);
+	if (!data) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, data + used, capacity - used);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+		if (used > max) {
+			ret = -EFBIG;
+			goto out;
+		}
+		if (used == capacity) {
+			char *bigger;
+			capacity = capacity * 2 > max + 1 ? max + 1 : capacity * 2;
+			bigger = realloc(data, capacity + 1);
+			if (!bigger) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			data = bigger;
+		}
+	}
+	data[used] = '\0';
+	*buf = data;
+	*len = used;
+	data = NULL;
+	ret = 0;
+out:
+	free(data);
+	close(fd);
+	return ret;
+}
+
+int store_open_dir(int dirfd, DIR **dir)
+{
+	int fd = store_open_beneath(dirfd, ".", O_RDONLY | O_DIRECTORY, 0);
+
+	if (fd < 0)
+		return fd;
+	*dir = fdopendir(fd);
+	if (!*dir) {
+		int ret = -errno;
+		close(fd);
+		return ret;
+	}
+	return 0;
+}
+
+unsigned char store_entry_type(DIR *dir, const struct dirent *entry)
+{
+	struct stat st;
+
+	if (entry->d_type != DT_UNKNOWN)
+		return entry->d_type;
+	if (fstatat(dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return DT_UNKNOWN;
+	return IFTODT(st.st_mode);
+}

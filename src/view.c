@@ -1,0 +1,305 @@
+/*
+ * view.c - a tenant's runs: which are shown, and keeping the index in step.
+ *
+ * The store is the source of truth; this file reads it and writes what it
+ * found to the index.  Parsing is skipped for runs whose stamp (run dir
+ * and metadata.json inode, size and times) is unchanged, which makes the
+ * reconcile at mount cost one stat pair per run for an unchanged store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "meta.h"
+#include "names.h"
+#include "view.h"
+
+/* The regular files of a run dir, metadata.json excluded. */
+struct file_list {
+	struct index_file *files;
+	size_t count, capacity;
+};
+
+static void file_list_release(struct file_list *list)
+{
+	for (size_t i = 0; i < list->count; i++)
+		free((char *)list->files[i].filename);
+	free(list->files);
+	memset(list, 0, sizeof(*list));
+}
+
+static int file_list_add(struct file_list *list, const char *name, const struct stat *st)
+{
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 16;
+		struct index_file *files = realloc(list->files, capacity * sizeof(*files));
+		if (!files)
+			return -ENOMEM;
+		list->files = files;
+		list->capacity = capacity;
+	}
+	char *copy = strdup(name);
+	if (!copy)
+		return -ENOMEM;
+	list->files[list->count++] = (struct index_file){
+		.filename = copy,
+		.size = st->st_size,
+		.mtime_ns = store_time_ns(&st->st_mtim),
+		.ino = (int64_t)st->st_ino,
+	};
+	return 0;
+}
+
+static int list_run_files(int run_fd, struct file_list *list)
+{
+	struct dirent *entry;
+	struct stat st;
+	DIR *dir;
+	int ret;
+
+	ret = store_open_dir(run_fd, &dir);
+	if (ret < 0)
+		return ret;
+	while ((errno = 0, entry = readdir(dir))) {
+		if (strcmp(entry->d_name, NAMES_METADATA_FILE) == 0)
+			continue;
+		if (store_entry_type(dir, entry) != DT_REG)
+			continue;
+		if (fstatat(dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;	/* vanished or replaced since readdir */
+		ret = file_list_add(list, entry->d_name, &st);
+		if (ret < 0)
+			goto out;
+	}
+	ret = -errno;
+out:
+	closedir(dir);
+	return ret;
+}
+
+static void stamp_run(int run_fd, struct index_run_stamp *stamp)
+{
+	struct stat st;
+
+	memset(stamp, 0, sizeof(*stamp));
+	if (fstat(run_fd, &st) == 0) {
+		stamp->dir_ino = (int64_t)st.st_ino;
+		stamp->dir_mtime_ns = store_time_ns(&st.st_mtim);
+	}
+	if (fstatat(run_fd, NAMES_METADATA_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode)) {
+		stamp->meta_ino = (int64_t)st.st_ino;
+		stamp->meta_size = st.st_size;
+		stamp->meta_mtime_ns = store_time_ns(&st.st_mtim);
+		stamp->meta_ctime_ns = store_time_ns(&st.st_ctim);
+	}
+}
+
+/*
+ * Reads and parses the run's metadata.json.  Returns true when *meta holds
+ * something worth indexing; a problem is logged once, naming the run.
+ */
+static bool read_run_metadata(struct view *view, const char *run, int run_fd,
+			      struct meta_run *meta)
+{
+	char problem[256] = "";
+	size_t len;
+	char *buf;
+	struct stat st;
+	int ret;
+
+	ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
+	if (ret == -ENOENT)
+		return false;	/* a run being created: not worth a warning */
+	if (ret == -EFBIG) {
+		log_warning("client %s run %s: metadata.json is larger than %u bytes; "
+			    "serving the run without its metadata",
+			    view->client, run, META_MAX_BYTES);
+		return false;
+	}
+	if (ret < 0) {
+		log_warning("client %s run %s: cannot read metadata.json: %s; "
+			    "serving the run without its metadata",
+			    view->client, run, strerror(-ret));
+		return false;
+	}
+	ret = meta_parse(buf, len, meta, problem, sizeof(problem));
+	free(buf);
+	if (ret == -ENOMEM)
+		return false;
+	if (ret < 0)
+		log_warning("client %s run %s: metadata.json does not follow the schema: %s; "
+			    "serving the run with what could be read",
+			    view->client, run, problem);
+	return true;
+}
+
+/*
+ * Opens a run dir by name, O_PATH, whether or not it has expired.
+ * A run name that is invalid, a symlink or not a directory is -ENOENT:
+ * for the view such a thing does not exist.
+ */
+static int open_run_dir(struct view *view, const char *run, struct stat *st)
+{
+	char path[sizeof("artifacts//") + 2 * NAMES_ID_MAX];
+	int fd;
+
+	if (names_check_run(run, NULL) < 0)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "artifacts/%s/%s", view->client, run);
+	fd = store_open_beneath(view->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
+	if (fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV)
+		return -ENOENT;
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, st) < 0 || !S_ISDIR(st->st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+int view_sync_run(struct view *view, const char *run, bool force)
+{
+	struct index_run_stamp stamp, indexed;
+	struct file_list files = { 0 };
+	struct meta_run meta = { 0 };
+	bool have_meta;
+	struct stat st;
+	int run_fd, ret;
+
+	run_fd = open_run_dir(view, run, &st);
+	if (run_fd < 0) {
+		if (run_fd != -ENOENT)
+			log_warning("client %s run %s: cannot open run directory: %s",
+				    view->client, run, strerror(-run_fd));
+		return index_delete_run(view->index, view->client, run);
+	}
+	stamp_run(run_fd, &stamp);
+	if (!force && index_get_run_stamp(view->index, view->client, run, &indexed) == 0 &&
+	    memcmp(&stamp, &indexed, sizeof(stamp)) == 0) {
+		ret = 0;
+		goto out;
+	}
+	ret = list_run_files(run_fd, &files);
+	if (ret < 0) {
+		log_warning("client %s run %s: cannot list run directory: %s",
+			    view->client, run, strerror(-ret));
+		goto out;
+	}
+	have_meta = read_run_metadata(view, run, run_fd, &meta);
+	ret = index_put_run(view->index, view->client, run, &stamp,
+			    have_meta ? &meta : NULL, files.files, files.count);
+out:
+	meta_run_release(&meta);
+	file_list_release(&files);
+	close(run_fd);
+	return ret;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int view_reconcile(struct view *view)
+{
+	char **seen = NULL, **indexed = NULL;
+	size_t n_seen = 0, capacity = 0, n_indexed = 0;
+	struct dirent *entry;
+	DIR *dir = NULL;
+	int tenant_fd, ret;
+
+	tenant_fd = store_open_tenant(view->store, view->client, O_PATH);
+	if (tenant_fd >= 0) {
+		ret = store_open_dir(tenant_fd, &dir);
+		close(tenant_fd);
+		if (ret < 0) {
+			log_error("client %s: cannot list the tenant directory: %s",
+				  view->client, strerror(-ret));
+			goto out;
+		}
+	} else if (tenant_fd != -ENOENT) {
+		ret = tenant_fd;
+		log_error("client %s: cannot open the tenant directory: %s",
+			  view->client, strerror(-ret));
+		goto out;
+	}
+
+	while (dir && (errno = 0, entry = readdir(dir))) {
+		if (names_check_run(entry->d_name, NULL) < 0 ||
+		    store_entry_type(dir, entry) != DT_DIR)
+			continue;
+		if (n_seen == capacity) {
+			size_t bigger = capacity ? capacity * 2 : 64;
+			char **grown = realloc(seen, bigger * sizeof(*seen));
+			if (!grown) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			seen = grown;
+			capacity = bigger;
+		}
+		seen[n_seen] = strdup(entry->d_name);
+		if (!seen[n_seen]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		n_seen++;
+		/* A run that cannot be indexed is still served: keep going. */
+		view_sync_run(view, entry->d_name, false);
+	}
+	if (dir && errno) {
+		ret = -errno;
+		log_error("client %s: cannot list the tenant directory: %s",
+			  view->client, strerror(-ret));
+		goto out;
+	}
+
+	qsort(seen, n_seen, sizeof(*seen), compare_names);
+	ret = index_list_runs(view->index, view->client, &indexed, &n_indexed);
+	if (ret < 0)
+		goto out;
+	for (size_t i = 0; i < n_indexed; i++) {
+		if (bsearch(&indexed[i], seen, n_seen, sizeof(*seen), compare_names))
+			continue;
+		ret = index_delete_run(view->index, view->client, indexed[i]);
+		if (ret < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	if (dir)
+		closedir(dir);
+	index_free_list(indexed, n_indexed);
+	for (size_t i = 0; i < n_seen; i++)
+		free(seen[i]);
+	free(seen);
+	return ret;
+}
+
+bool view_run_visible(struct view *view, const char *run)
+{
+	int64_t expires_at;
+
+	if (names_check_run(run, NULL) < 0)
+		return false;
+	if (view->show_expired)
+		return true;
+	if (index_get_run_expiry(view->index, view->client, run, &expires_at) < 0)
+		return true;	/* unknown expiry: never hide data on a guess */
+	return expires_at > (int64_t)time(NULL);
+}
+
+int view_open_run(struct view *view, const char *run, struct stat *st)
+{
+	if (!view_run_visible(view, run))
+		return -ENOENT;
+	return open_run_dir(view, run, st);
+}

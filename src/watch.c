@@ -1,0 +1,331 @@
+/*
+ * watch.c - the inotify thread that follows a tenant's part of the store.
+ *
+ * Watched: the store root (for artifacts/ appearing), artifacts/ (for the
+ * tenant dir appearing or going), the tenant dir (runs) and every run dir
+ * (files).  Events are read in batches; each event is reported at once
+ * (cache invalidation must be quick), and each run that changed is
+ * reported once more at the end of the batch (re-indexing is slower and
+ * needs to happen once per burst of writes, not once per write).
+ *
+ * inotify only sees changes made through this host's kernel; a store on a
+ * distributed file system needs polling as well (see docs/architecture.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "names.h"
+#include "watch.h"
+
+enum level { LEVEL_ROOT, LEVEL_ARTIFACTS, LEVEL_TENANT, LEVEL_RUN };
+
+#define ENTRY_EVENTS (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)
+#define SELF_EVENTS (IN_DELETE_SELF | IN_MOVE_SELF)
+#define RUN_EVENTS (ENTRY_EVENTS | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB)
+
+static const uint32_t level_masks[] = {
+	[LEVEL_ROOT] = IN_CREATE | IN_MOVED_TO,
+	[LEVEL_ARTIFACTS] = ENTRY_EVENTS,
+	[LEVEL_TENANT] = ENTRY_EVENTS | SELF_EVENTS,
+	[LEVEL_RUN] = RUN_EVENTS | IN_EXCL_UNLINK,
+};
+
+struct watched {
+	int wd;
+	enum level level;
+	char run[NAMES_ID_MAX + 1];	/* LEVEL_RUN only */
+};
+
+struct watch {
+	const struct store *store;
+	const char *client;
+	const struct watch_handler *handler;
+	void *ctx;
+	int inotify_fd;
+	int stop_fd;
+	pthread_t thread;
+	void *by_wd;		/* struct watched, by wd */
+	bool degraded;
+	/* Runs changed in the current batch. */
+	char (*dirty)[NAMES_ID_MAX + 1];
+	size_t n_dirty, dirty_capacity;
+};
+
+static int compare_wd(const void *a, const void *b)
+{
+	const struct watched *x = a, *y = b;
+
+	return (x->wd > y->wd) - (x->wd < y->wd);
+}
+
+static struct watched *find_watched(struct watch *watch, int wd)
+{
+	struct watched key = { .wd = wd };
+	void *slot = tfind(&key, &watch->by_wd, compare_wd);
+
+	return slot ? *(struct watched **)slot : NULL;
+}
+
+static void forget_watched(struct watch *watch, struct watched *watched)
+{
+	tdelete(watched, &watch->by_wd, compare_wd);
+	free(watched);
+}
+
+/*
+ * Watches the directory at path below the store root.  The directory is
+ * opened safely first and watched through its fd, so the watch lands on
+ * what the openat2() rules allow, never on a symlink's target.
+ * Returns 0, or -errno (-ENOENT when it does not exist).
+ */
+static int add_watch(struct watch *watch, const char *path, enum level level, const char *run)
+{
+	char proc_path[64];
+	struct watched *watched;
+	void *slot;
+	int fd, wd;
+
+	fd = store_open_beneath(watch->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
+	wd = inotify_add_watch(watch->inotify_fd, proc_path, level_masks[level] | IN_ONLYDIR);
+	close(fd);
+	if (wd < 0) {
+		int ret = -errno;
+		if (!watch->degraded && ret != -ENOENT) {
+			watch->degraded = true;
+			log_warning("client %s: cannot watch %s for changes: %s",
+				    watch->client, path, strerror(-ret));
+			watch->handler->degraded(watch->ctx);
+		}
+		return ret;
+	}
+	watched = find_watched(watch, wd);
+	if (!watched) {
+		watched = calloc(1, sizeof(*watched));
+		if (!watched)
+			return -ENOMEM;
+		watched->wd = wd;
+		slot = tsearch(watched, &watch->by_wd, compare_wd);
+		if (!slot) {
+			free(watched);
+			return -ENOMEM;
+		}
+	}
+	watched->level = level;
+	snprintf(watched->run, sizeof(watched->run), "%s", run ? run : "");
+	return 0;
+}
+
+static int watch_run(struct watch *watch, const char *run)
+{
+	char path[sizeof("artifacts//") + 2 * NAMES_ID_MAX];
+
+	snprintf(path, sizeof(path), "artifacts/%s/%s", watch->client, run);
+	return add_watch(watch, path, LEVEL_RUN, run);
+}
+
+/* Watches every level that exists now, down to each run dir. */
+static void establish(struct watch *watch)
+{
+	char path[sizeof("artifacts/") + NAMES_ID_MAX];
+	struct dirent *entry;
+	DIR *dir;
+	int fd;
+
+	if (add_watch(watch, ".", LEVEL_ROOT, NULL) < 0 ||
+	    add_watch(watch, "artifacts", LEVEL_ARTIFACTS, NULL) < 0)
+		return;
+	snprintf(path, sizeof(path), "artifacts/%s", watch->client);
+	if (add_watch(watch, path, LEVEL_TENANT, NULL) < 0)
+		return;
+	fd = store_open_tenant(watch->store, watch->client, O_PATH);
+	if (fd < 0)
+		return;
+	if (store_open_dir(fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (names_check_run(entry->d_name, NULL) == 0 &&
+			    store_entry_type(dir, entry) == DT_DIR)
+				watch_run(watch, entry->d_name);
+		closedir(dir);
+	}
+	close(fd);
+}
+
+static void mark_dirty(struct watch *watch, const char *run)
+{
+	for (size_t i = 0; i < watch->n_dirty; i++)
+		if (strcmp(watch->dirty[i], run) == 0)
+			return;
+	if (watch->n_dirty == watch->dirty_capacity) {
+		size_t bigger = watch->dirty_capacity ? watch->dirty_capacity * 2 : 16;
+		void *grown = realloc(watch->dirty, bigger * sizeof(*watch->dirty));
+		if (!grown) {
+			/* Without a place to note it, treat it as everything changed. */
+			watch->handler->tenant_changed(watch->ctx);
+			return;
+		}
+		watch->dirty = grown;
+		watch->dirty_capacity = bigger;
+	}
+	snprintf(watch->dirty[watch->n_dirty++], sizeof(*watch->dirty), "%s", run);
+}
+
+/* Handles one event; sets *rescan when the watched levels must be rebuilt. */
+static void handle_event(struct watch *watch, const struct inotify_event *event, bool *rescan)
+{
+	struct watched *watched = find_watched(watch, event->wd);
+	const char *name = event->len ? event->name : "";
+
+	if (event->mask & IN_Q_OVERFLOW) {
+		*rescan = true;
+		return;
+	}
+	if (!watched)
+		return;
+	if (event->mask & IN_IGNORED) {
+		enum level level = watched->level;
+		forget_watched(watch, watched);
+		if (level != LEVEL_RUN)
+			*rescan = true;
+		return;
+	}
+	switch (watched->level) {
+	case LEVEL_ROOT:
+		if (strcmp(name, "artifacts") == 0)
+			*rescan = true;
+		break;
+	case LEVEL_ARTIFACTS:
+		if (strcmp(name, watch->client) == 0)
+			*rescan = true;
+		break;
+	case LEVEL_TENANT:
+		if (event->mask & SELF_EVENTS) {
+			*rescan = true;
+			break;
+		}
+		if (names_check_run(name, NULL) < 0)
+			break;
+		if ((event->mask & (IN_CREATE | IN_MOVED_TO)) && (event->mask & IN_ISDIR))
+			watch_run(watch, name);
+		watch->handler->run_changed(watch->ctx, name);
+		mark_dirty(watch, name);
+		break;
+	case LEVEL_RUN:
+		if (!event->len || (event->mask & IN_ISDIR))
+			break;	/* the dir itself, or a subdirectory: not shown */
+		watch->handler->file_changed(watch->ctx, watched->run, name,
+					     (event->mask & ENTRY_EVENTS) != 0);
+		mark_dirty(watch, watched->run);
+		break;
+	}
+}
+
+static void *watch_thread(void *arg)
+{
+	struct watch *watch = arg;
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct pollfd fds[2] = {
+		{ .fd = watch->inotify_fd, .events = POLLIN },
+		{ .fd = watch->stop_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		bool rescan = false;
+		ssize_t len;
+
+		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (fds[1].revents)
+			break;
+		while ((len = read(watch->inotify_fd, buf, sizeof(buf))) > 0) {
+			for (char *p = buf; p < buf + len;) {
+				const struct inotify_event *event = (const void *)p;
+				handle_event(watch, event, &rescan);
+				p += sizeof(*event) + event->len;
+			}
+		}
+		if (rescan) {
+			establish(watch);
+			watch->handler->tenant_changed(watch->ctx);
+		}
+		for (size_t i = 0; i < watch->n_dirty; i++)
+			watch->handler->run_settled(watch->ctx, watch->dirty[i]);
+		watch->n_dirty = 0;
+	}
+	return NULL;
+}
+
+int watch_start(const struct store *store, const char *client,
+		const struct watch_handler *handler, void *ctx, struct watch **out)
+{
+	struct watch *watch;
+	int ret;
+
+	watch = calloc(1, sizeof(*watch));
+	if (!watch)
+		return -ENOMEM;
+	watch->store = store;
+	watch->client = client;
+	watch->handler = handler;
+	watch->ctx = ctx;
+	watch->stop_fd = -1;
+	watch->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (watch->inotify_fd < 0) {
+		ret = -errno;
+		log_error("client %s: cannot watch the store: inotify: %s",
+			  client, strerror(errno));
+		goto fail;
+	}
+	watch->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (watch->stop_fd < 0) {
+		ret = -errno;
+		log_error("client %s: cannot watch the store: eventfd: %s",
+			  client, strerror(errno));
+		goto fail;
+	}
+	establish(watch);
+	ret = -pthread_create(&watch->thread, NULL, watch_thread, watch);
+	if (ret < 0) {
+		log_error("client %s: cannot start the watcher thread: %s",
+			  client, strerror(-ret));
+		goto fail;
+	}
+	*out = watch;
+	return 0;
+fail:
+	if (watch->inotify_fd >= 0)
+		close(watch->inotify_fd);
+	if (watch->stop_fd >= 0)
+		close(watch->stop_fd);
+	tdestroy(watch->by_wd, free);
+	free(watch);
+	return ret;
+}
+
+void watch_stop(struct watch *watch)
+{
+	uint64_t one = 1;
+
+	if (!watch)
+		return;
+	if (write(watch->stop_fd, &one, sizeof(one)) == sizeof(one))
+		pthread_join(watch->thread, NULL);
+	close(watch->inotify_fd);
+	close(watch->stop_fd);
+	tdestroy(watch->by_wd, free);
+	free(watch->dirty);
+	free(watch);
+}

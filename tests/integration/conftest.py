@@ -1,0 +1,809 @@
+"""Fixtures and helpers for the artifactfs integration tests.
+
+These tests mount the real daemon on real FUSE mounts.  Everything they need
+is here:
+
+* ``Store``: builds a RARO storage root (``artifacts/<client>/<run>/...``,
+  ``metadata.json`` in the kernel-server's exact serde format, ``sessions/``)
+  under a pytest tmp_path; ``build_default_store`` makes the standard world:
+  tenants alice and bob whose run ids collide, a legacy run and a session.
+* ``Mount`` and the ``mounter`` fixture: start ``artifactfs -f`` with
+  ``-o ready_fd=N``, wait for "ready", and at teardown always unmount, wait
+  for the daemon and fail the test if it exited non-zero or logged an error
+  (or a warning) the test did not declare.
+* small helpers: polling (``wait_until``), /proc/mounts, raw readdir with
+  d_ino/d_type, store snapshots, view walks.
+
+Tests import the helpers with ``from conftest import ...``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("ARTIFACTFS_BIN") or REPO_ROOT / "build" / "artifactfs")
+FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
+
+READY_TIMEOUT = 10.0   # daemon start until "ready"
+EXIT_TIMEOUT = 10.0    # unmount until the daemon has exited
+LIVE_TIMEOUT = 3.0     # the spec promises 1 s; polls give up after this
+
+LOG_RE = re.compile(r"^artifactfs: (error|warning|info|debug): ")
+SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
+                          r"ThreadSanitizer|runtime error:")
+VALID_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
+
+RUN_XATTRS = ("workflow_id", "user_directive", "created_at", "expires_at", "status")
+FILE_XATTRS = ("agent_id", "generated_at", "content_type", "size_bytes")
+XATTR_PREFIX = "user.artifact."
+
+# --------------------------------------------------------------------------
+# The default world
+# --------------------------------------------------------------------------
+
+ALICE = "alice"
+BOB = "bob"
+SHARED_RUN = "6f1c0a4e-2b7d-4c1e-9a55-0d3e7b9c1a42"   # exists for alice AND bob
+ALICE_RUN = "0b9e4f5a-7c21-4d6e-8f3a-2a1b3c4d5e6f"
+BOB_RUN = "d4c3b2a1-9e8f-4a7b-b6c5-1f2e3d4c5b6a"
+LEGACY_RUN = "9a8b7c6d-5e4f-4321-8765-abcdef012345"   # artifacts/<run>/ (no client)
+
+ALICE_MARK = b"ALICE-CONTENT-4b1d"
+BOB_MARK = b"BOB-CONTENT-9e7c"
+LEGACY_MARK = b"LEGACY-CONTENT-51aa"
+SESSION_MARK = b"SESSION-CONTENT-c0de"
+
+# Strings that identify a tenant's data: they must never appear in another
+# tenant's mount (names, bytes or xattr values).
+TENANT_SECRETS = {
+    ALICE: [ALICE_MARK, b"wf-alice", b"alice-agent", ALICE_RUN.encode(), b"private.txt",
+            b"notes.txt"],
+    BOB: [BOB_MARK, b"wf-bob", b"bob-agent", BOB_RUN.encode(), b"bob-secret",
+          b"bob-only"],
+}
+# Strings nobody may see: the legacy run and the unscoped sessions/ tree.
+NOBODY_SECRETS = [LEGACY_MARK, LEGACY_RUN.encode(), b"legacy-secret", b"wf-legacy",
+                  SESSION_MARK, b"session-secret"]
+
+# --------------------------------------------------------------------------
+# metadata.json as the kernel-server writes it
+# --------------------------------------------------------------------------
+
+CONTENT_TYPES = {".png": "image/png", ".csv": "text/csv", ".json": "application/json",
+                 ".md": "text/markdown", ".txt": "text/plain"}
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def rfc3339(when: datetime, nanos: int | None = None) -> str:
+    """A UTC time as chrono's to_rfc3339() prints it: offset "+00:00" and a
+    fraction of 0, 3, 6 or 9 digits (SecondsFormat::AutoSi)."""
+    when = when.astimezone(timezone.utc)
+    if nanos is None:
+        nanos = when.microsecond * 1000
+    base = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos == 0:
+        frac = ""
+    elif nanos % 1_000_000 == 0:
+        frac = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1000 == 0:
+        frac = f".{nanos // 1000:06d}"
+    else:
+        frac = f".{nanos:09d}"
+    return f"{base}{frac}+00:00"
+
+
+def serde_pretty(obj) -> bytes:
+    """serde_json::to_string_pretty: 2-space indent, insertion order, UTF-8,
+    no trailing newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class File:
+    """A backing file: data, mode, and an optional hole before the data."""
+    data: bytes = b""
+    mode: int = 0o644
+    hole: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.hole + len(self.data)
+
+    @property
+    def content(self) -> bytes:
+        return b"\0" * self.hole + self.data
+
+
+def as_file(spec) -> File:
+    if isinstance(spec, File):
+        return spec
+    if isinstance(spec, str):
+        spec = spec.encode()
+    return File(bytes(spec))
+
+
+def make_metadata(run_id: str, files: dict, *, workflow_id: str, user_directive: str,
+                  created: datetime, agent: str = "agent", status: str = "active") -> dict:
+    """An ArtifactMetadata document, fields in schema order."""
+    artifacts = []
+    for i, (name, f) in enumerate(files.items()):
+        gen = created + timedelta(seconds=10 + i)
+        artifacts.append({
+            "filename": name,
+            "agent_id": f"{agent}-{i}",
+            "generated_at": rfc3339(gen, nanos=(gen.microsecond * 1000) or 120_000_000),
+            "size_bytes": as_file(f).size,
+            "content_type": content_type(name),
+        })
+    return {
+        "run_id": run_id,
+        "workflow_id": workflow_id,
+        "user_directive": user_directive,
+        "created_at": rfc3339(created, nanos=created.microsecond * 1000 + 789),
+        "expires_at": rfc3339(created + timedelta(days=7), nanos=created.microsecond * 1000 + 789),
+        "artifacts": artifacts,
+        "status": status,
+    }
+
+
+def write_file(path: Path, f: File) -> None:
+    """Writes a file IN PLACE (same inode if it exists), as the kernel-server
+    does: open with O_TRUNC, write, no rename."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if f.hole:
+            os.lseek(fd, f.hole, os.SEEK_SET)
+        view = memoryview(f.data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if f.hole and not f.data:
+            os.ftruncate(fd, f.hole)
+    finally:
+        os.close(fd)
+    os.chmod(path, f.mode)
+
+
+@dataclass
+class Run:
+    client: str | None          # None: a legacy run directly under artifacts/
+    run_id: str
+    path: Path
+    files: dict                 # name -> File
+    meta: dict | None           # the metadata.json document, when it is one
+
+    def entry(self, name: str) -> dict | None:
+        for a in (self.meta or {}).get("artifacts", []):
+            if a.get("filename") == name:
+                return a
+        return None
+
+
+class Store:
+    """A RARO storage root under a temporary directory."""
+
+    def __init__(self, root: Path):
+        (Path(root) / "artifacts").mkdir(parents=True, exist_ok=True)
+        (Path(root) / "sessions").mkdir(exist_ok=True)
+        self.root = Path(root).resolve()
+        self.runs: dict[tuple, Run] = {}
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def default_index(self) -> Path:
+        return self.root / ".artifactfs" / "index.db"
+
+    def client_dir(self, client: str) -> Path:
+        return self.artifacts / client
+
+    def run_dir(self, client: str | None, run_id: str) -> Path:
+        return (self.artifacts / run_id) if client is None else (self.artifacts / client / run_id)
+
+    def run(self, client: str | None, run_id: str) -> Run:
+        return self.runs[(client, run_id)]
+
+    def add_run(self, client: str | None, run_id: str, files: dict | None = None, *,
+                metadata=True, expired: bool = False, workflow_id: str | None = None,
+                user_directive: str = "", created: datetime | None = None,
+                agent: str | None = None) -> Run:
+        """Creates a run dir with files.  metadata: True (generated from the
+        files), a dict (written in serde format), bytes (written as is), or
+        None (no metadata.json)."""
+        path = self.run_dir(client, run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        files = {name: as_file(spec) for name, spec in (files or {}).items()}
+        for name, f in files.items():
+            write_file(path / name, f)
+        now = datetime.now(timezone.utc)
+        if created is None:
+            created = now - (timedelta(days=8) if expired else timedelta(hours=1))
+        meta = None
+        if metadata is True:
+            meta = make_metadata(run_id, files,
+                                 workflow_id=workflow_id or f"wf-{client}-{run_id[:8]}",
+                                 user_directive=user_directive, created=created,
+                                 agent=agent or f"{client}-agent")
+            write_file(path / "metadata.json", File(serde_pretty(meta)))
+        elif isinstance(metadata, dict):
+            meta = metadata
+            write_file(path / "metadata.json", File(serde_pretty(meta)))
+        elif isinstance(metadata, (bytes, bytearray)):
+            write_file(path / "metadata.json", File(bytes(metadata)))
+        run = Run(client, run_id, path, files, meta)
+        self.runs[(client, run_id)] = run
+        return run
+
+    def write_metadata(self, run: Run, meta) -> None:
+        """Rewrites a run's metadata.json in place (dict: serde format)."""
+        if isinstance(meta, dict):
+            run.meta = meta
+            data = serde_pretty(meta)
+        else:
+            run.meta = None
+            data = bytes(meta)
+        write_file(run.path / "metadata.json", File(data))
+
+    def add_session_output(self, run_id: str, files: dict) -> None:
+        out = self.root / "sessions" / run_id / "output"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, spec in files.items():
+            write_file(out / name, as_file(spec))
+
+
+def build_default_store(root: Path) -> Store:
+    """alice and bob, both with run SHARED_RUN (different files and bytes),
+    one more run each, a legacy run and a session output."""
+    s = Store(root)
+    rnd = random.Random(20260207)
+    s.add_run(ALICE, SHARED_RUN, {
+        "report.md": b"# Alice's report\n\n" + ALICE_MARK + b"\n",
+        "data.csv": b"quarter,revenue\nQ3,1200\n" + ALICE_MARK + b"\n",
+        "plot.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16 + ALICE_MARK,
+        "run.sh": File(b"#!/bin/sh\necho alice\n# " + ALICE_MARK + b"\n", mode=0o755),
+        "private.txt": File(ALICE_MARK + b" private\n", mode=0o600),
+        "empty.txt": b"",
+        "big.bin": rnd.randbytes(3 * 1024 * 1024 + 123),
+        "sparse.img": File(ALICE_MARK, hole=8 * 1024 * 1024),
+        "résumé final.txt": "Résumé — alice\n".encode() + ALICE_MARK,
+    }, workflow_id="wf-alice-shared", user_directive="Summarise the Q3 numbers for Alice")
+    s.add_run(ALICE, ALICE_RUN, {"notes.txt": b"alice notes " + ALICE_MARK},
+              workflow_id="wf-alice-second", user_directive="")
+    s.add_run(BOB, SHARED_RUN, {
+        "report.md": b"# Bob's report\n\n" + BOB_MARK + b"\n",
+        "data.csv": b"quarter,cost\nQ3,999\n" + BOB_MARK + b"\n",
+        "bob-secret.txt": BOB_MARK + b" the secret",
+    }, workflow_id="wf-bob-shared", user_directive="Bob's directive " + BOB_MARK.decode())
+    s.add_run(BOB, BOB_RUN, {"bob-only.txt": b"bob only " + BOB_MARK},
+              workflow_id="wf-bob-second", user_directive="bob")
+    s.add_run(None, LEGACY_RUN, {"legacy-secret.txt": LEGACY_MARK},
+              workflow_id="wf-legacy", user_directive=LEGACY_MARK.decode(), agent="legacy")
+    s.add_session_output(SHARED_RUN, {"session-secret.txt": SESSION_MARK})
+    return s
+
+
+# --------------------------------------------------------------------------
+# What the view should show, computed from the backing tree
+# --------------------------------------------------------------------------
+
+def valid_id(name: str) -> bool:
+    return bool(VALID_ID_RE.match(name)) and name not in (".", "..")
+
+
+def run_expired(run_dir: Path) -> bool:
+    try:
+        meta = json.loads((run_dir / "metadata.json").read_bytes())
+        when = datetime.fromisoformat(meta["expires_at"].replace("Z", "+00:00"))
+    except Exception:
+        return False      # no valid expires_at: never expires
+    return when < datetime.now(timezone.utc)
+
+
+def expected_runs(store: Store, client: str, show_expired: bool = False) -> list[str]:
+    cdir = store.client_dir(client)
+    if not cdir.is_dir() or cdir.is_symlink():
+        return []
+    runs = []
+    for name in os.listdir(cdir):
+        st = os.lstat(cdir / name)
+        if not stat.S_ISDIR(st.st_mode) or not valid_id(name) or name == "promote":
+            continue
+        if not show_expired and run_expired(cdir / name):
+            continue
+        runs.append(name)
+    return sorted(runs)
+
+
+def expected_files(run_dir: Path) -> list[str]:
+    """The regular files of a backing run dir (what the view lists)."""
+    return sorted(n for n in os.listdir(run_dir) if stat.S_ISREG(os.lstat(run_dir / n).st_mode))
+
+
+def view_file_mode(backing_mode: int) -> int:
+    return 0o644 | (backing_mode & 0o111)
+
+
+# --------------------------------------------------------------------------
+# Generic helpers
+# --------------------------------------------------------------------------
+
+def wait_until(predicate, timeout: float = LIVE_TIMEOUT, interval: float = 0.02,
+               what: str = "condition"):
+    """Polls predicate until it returns a true value (returned) or timeout
+    passes (AssertionError).  OSErrors raised by predicate count as false."""
+    deadline = time.monotonic() + timeout
+    last, last_exc = None, None
+    while True:
+        try:
+            last = predicate()
+            last_exc = None
+            if last:
+                return last
+        except OSError as e:
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not reached within {timeout} s "
+                                 f"(last value {last!r}, last error {last_exc!r})")
+        time.sleep(interval)
+
+
+def _unescape_mount_field(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def fuse_mounts() -> list[str]:
+    """Mount points of every FUSE filesystem in /proc/mounts."""
+    res = []
+    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 3 and fields[2].startswith("fuse"):
+                res.append(_unescape_mount_field(fields[1]))
+    return res
+
+
+def is_mounted(path) -> bool:
+    return str(path) in fuse_mounts()
+
+
+def fusermount_u(path, lazy: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([FUSERMOUNT, "-uz" if lazy else "-u", str(path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def xattrs(path, follow_symlinks: bool = True) -> dict[str, bytes]:
+    return {n: os.getxattr(path, n, follow_symlinks=follow_symlinks)
+            for n in os.listxattr(path, follow_symlinks=follow_symlinks)}
+
+
+def tree_snapshot(root, exclude=()) -> dict:
+    """Everything about a tree a change could touch (not atimes): type, mode,
+    owner, size, mtime, ctime, inode, nlink, content hash, link target,
+    xattrs, for root and every entry below it (symlinks not followed)."""
+    root = Path(root)
+    snap = {}
+
+    def record(p: Path):
+        rel = os.path.relpath(p, root)
+        if any(rel == e or rel.startswith(e + "/") for e in exclude):
+            return
+        st = os.lstat(p)
+        entry = [stat.S_IFMT(st.st_mode), st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                 st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink]
+        if stat.S_ISREG(st.st_mode):
+            entry.append(sha256_file(p))
+        elif stat.S_ISLNK(st.st_mode):
+            entry.append(os.readlink(p))
+        try:
+            entry.append(sorted(xattrs(p, follow_symlinks=False).items()))
+        except OSError as e:
+            entry.append(f"xattr error {e.errno}")
+        snap[rel] = entry
+
+    record(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            record(Path(dirpath) / name)
+    return snap
+
+
+def run_cmd(args, check=True, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(a) for a in args], capture_output=True, timeout=60, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} exited {r.returncode}: {r.stderr!r}")
+    return r
+
+
+# raw readdir: Python's scandir hides d_type (it stats when it is DT_UNKNOWN).
+class _Dirent64(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.opendir.argtypes = [ctypes.c_char_p]
+_libc.opendir.restype = ctypes.c_void_p
+_libc.readdir64.argtypes = [ctypes.c_void_p]
+_libc.readdir64.restype = ctypes.POINTER(_Dirent64)
+_libc.closedir.argtypes = [ctypes.c_void_p]
+_libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.getxattr.restype = ctypes.c_ssize_t
+_libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.listxattr.restype = ctypes.c_ssize_t
+
+DT_UNKNOWN, DT_DIR, DT_REG = 0, 4, 8
+
+
+def raw_readdir(path) -> dict[str, tuple[int, int]]:
+    """name -> (d_ino, d_type) straight from readdir(3), "." and ".." left out."""
+    d = _libc.opendir(os.fsencode(str(path)))
+    if not d:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(path))
+    out = {}
+    try:
+        while True:
+            ctypes.set_errno(0)
+            ent = _libc.readdir64(d)
+            if not ent:
+                e = ctypes.get_errno()
+                if e:
+                    raise OSError(e, os.strerror(e), str(path))
+                break
+            name = os.fsdecode(ent.contents.d_name)
+            if name not in (".", ".."):
+                out[name] = (ent.contents.d_ino, ent.contents.d_type)
+    finally:
+        _libc.closedir(d)
+    return out
+
+
+def c_getxattr(path, name, size: int) -> tuple[int, int, bytes]:
+    """getxattr(2) with a buffer of the given size: (return value, errno, bytes)."""
+    buf = ctypes.create_string_buffer(max(size, 1))
+    ctypes.set_errno(0)
+    n = _libc.getxattr(os.fsencode(str(path)), name.encode(), buf if size else None, size)
+    return n, ctypes.get_errno(), buf.raw[:max(n, 0)] if size else b""
+
+
+def c_listxattr(path, size: int) -> tuple[int, int]:
+    buf = ctypes.create_string_buffer(max(size, 1))
+    ctypes.set_errno(0)
+    n = _libc.listxattr(os.fsencode(str(path)), buf if size else None, size)
+    return n, ctypes.get_errno()
+
+
+def walk_view(mnt) -> dict[str, dict]:
+    """Everything reachable in a mount: relpath -> {type, data, xattrs}."""
+    mnt = Path(mnt)
+    out = {}
+
+    def visit(p: Path, rel: str):
+        st = os.lstat(p)
+        info = {"type": "d" if stat.S_ISDIR(st.st_mode) else "f", "ino": st.st_ino,
+                "xattrs": xattrs(p, follow_symlinks=False), "data": None}
+        if stat.S_ISREG(st.st_mode):
+            info["data"] = read_bytes(p)
+        out[rel] = info
+        if stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(p)):
+                visit(p / name, f"{rel}/{name}" if rel != "." else name)
+
+    visit(mnt, ".")
+    return out
+
+
+def inode_map(mnt) -> dict[str, int]:
+    return {rel: info["ino"] for rel, info in walk_view(mnt).items()}
+
+
+# --------------------------------------------------------------------------
+# The daemon
+# --------------------------------------------------------------------------
+
+_ALL_MOUNTS: list["Mount"] = []
+
+
+def wait_ready(rfd: int, timeout: float) -> tuple[str, bytes]:
+    """Reads the ready pipe: ("ready", data), ("eof", data) or ("timeout", data)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout", data
+        r, _, _ = select.select([rfd], [], [], left)
+        if not r:
+            continue
+        chunk = os.read(rfd, 256)
+        if not chunk:
+            return "eof", data
+        data += chunk
+        if data.startswith(b"ready\n"):
+            return "ready", data
+        if len(data) >= 6:
+            return "garbage", data
+
+
+def pipe_eof(rfd: int, timeout: float) -> tuple[bool, bytes]:
+    """Whether the pipe reaches EOF within timeout, and what it still sent."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, data
+        r, _, _ = select.select([rfd], [], [], left)
+        if r:
+            chunk = os.read(rfd, 256)
+            if not chunk:
+                return True, data
+            data += chunk
+
+
+class DaemonFailed(AssertionError):
+    pass
+
+
+class Mount:
+    """One artifactfs daemon in the foreground, mounted on self.mnt."""
+
+    def __init__(self, store_root: Path, mnt: Path, client: str | None, options: list[str],
+                 *, log_dir: Path, name: str, expect_errors=(), expect_warnings=(),
+                 allow_warnings: bool = False, cmd_prefix=()):
+        self.store_root = Path(store_root)
+        self.mnt = Path(mnt)
+        self.client = client
+        self.options = [str(o) for o in options]
+        self.name = name
+        self.stderr_path = Path(log_dir) / f"{name}.stderr"
+        self.stdout_path = Path(log_dir) / f"{name}.stdout"
+        self.expect_errors = list(expect_errors)
+        self.expect_warnings = list(expect_warnings)
+        self.allow_warnings = allow_warnings
+        self.cmd_prefix = [str(c) for c in cmd_prefix]
+        self.proc: subprocess.Popen | None = None
+        self.rfd: int | None = None
+        self.state = "new"          # new -> running -> stopped | killed -> stopped
+        self.cmd: list[str] = []
+
+    def __truediv__(self, other) -> Path:
+        return self.mnt / other
+
+    def command(self, ready_fd: int) -> list[str]:
+        cmd = [*self.cmd_prefix, str(BIN), "-f", "-o", f"ready_fd={ready_fd}"]
+        if self.client is not None:
+            cmd += ["-o", f"client={self.client}"]
+        return cmd + self.options + [str(self.store_root), str(self.mnt)]
+
+    def start(self) -> "Mount":
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        r, w = os.pipe()
+        self.cmd = self.command(w)
+        with open(self.stderr_path, "ab") as err, open(self.stdout_path, "ab") as out:
+            try:
+                self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=err, pass_fds=(w,))
+            finally:
+                os.close(w)
+        self.rfd = r
+        self.state = "running"
+        status, data = wait_ready(r, READY_TIMEOUT)
+        if status != "ready":
+            self._abort()
+            raise DaemonFailed(
+                f"artifactfs did not become ready ({status}; ready pipe got {data!r}); "
+                f"exit status {self.proc.returncode}\ncommand: {self.cmd}\n"
+                f"stderr:\n{self.stderr()}")
+        if not is_mounted(self.mnt):
+            self._abort()
+            raise DaemonFailed(f"artifactfs said ready but {self.mnt} is not in /proc/mounts\n"
+                               f"stderr:\n{self.stderr()}")
+        return self
+
+    def _abort(self):
+        """Brings everything down after a failed start (no checks)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        if is_mounted(self.mnt):
+            if fusermount_u(self.mnt).returncode != 0:
+                fusermount_u(self.mnt, lazy=True)
+        self._close_pipe()
+        self.state = "stopped"
+
+    def _close_pipe(self):
+        if self.rfd is not None:
+            os.close(self.rfd)
+            self.rfd = None
+
+    # ---- the daemon's messages
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, level: str | None = None) -> list[str]:
+        lines = []
+        for line in self.stderr().splitlines():
+            m = LOG_RE.match(line)
+            if m and (level is None or m.group(1) == level):
+                lines.append(line)
+        return lines
+
+    def log_problems(self) -> list[str]:
+        problems = []
+        for line in self.stderr().splitlines():
+            if SANITIZER_RE.search(line):
+                problems.append(f"sanitizer report: {line}")
+                continue
+            m = LOG_RE.match(line)
+            if not m:
+                continue
+            if m.group(1) == "error" and not any(re.search(p, line) for p in self.expect_errors):
+                problems.append(f"unexpected error line: {line}")
+            if (m.group(1) == "warning" and not self.allow_warnings
+                    and not any(re.search(p, line) for p in self.expect_warnings)):
+                problems.append(f"unexpected warning line: {line}")
+        return problems
+
+    # ---- stopping
+    def stop(self) -> list[str]:
+        """Unmounts (always), waits for the daemon, and returns every problem
+        seen: failed unmount, non-zero exit, unexpected log lines."""
+        if self.state in ("new", "stopped"):
+            return []
+        problems = []
+        if self.state == "running":
+            if is_mounted(self.mnt):
+                r = fusermount_u(self.mnt)
+                if r.returncode != 0:
+                    problems.append(f"fusermount3 -u {self.mnt} failed: {r.stderr.strip()}")
+                    fusermount_u(self.mnt, lazy=True)
+            else:
+                problems.append(f"{self.mnt} was no longer mounted at teardown")
+            try:
+                rc = self.proc.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                problems.append(f"daemon still running {EXIT_TIMEOUT} s after unmount; killed")
+                self.proc.kill()
+                rc = self.proc.wait()
+            if rc != 0:
+                problems.append(f"daemon exited with status {rc}")
+        if is_mounted(self.mnt):
+            problems.append(f"{self.mnt} still mounted after teardown; lazily unmounted")
+            fusermount_u(self.mnt, lazy=True)
+        self._close_pipe()
+        problems += self.log_problems()
+        self.state = "stopped"
+        if problems:
+            problems.append(f"command: {self.cmd}\nstderr:\n{self.stderr()}")
+        return problems
+
+    def unmount(self) -> None:
+        """stop(), raising when anything went wrong."""
+        problems = self.stop()
+        if problems:
+            raise DaemonFailed("\n".join(problems))
+
+    def kill9(self) -> None:
+        """kill -9 of the daemon, then fusermount3 -u of the dead mount."""
+        assert self.state == "running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(EXIT_TIMEOUT)
+        r = fusermount_u(self.mnt)
+        assert r.returncode == 0, f"fusermount3 -u after kill -9 failed: {r.stderr}"
+        assert not is_mounted(self.mnt)
+        self.state = "killed"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_guard(tmp_path_factory):
+    """The binary must exist; at the end no mount may be left behind."""
+    if not os.access(BIN, os.X_OK):
+        pytest.fail(f"artifactfs binary not found at {BIN} "
+                    f"(build it with meson/ninja or set ARTIFACTFS_BIN)", pytrace=False)
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    for m in _ALL_MOUNTS:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.kill()
+    left = [mp for mp in fuse_mounts() if mp.startswith(base)]
+    for mp in left:
+        fusermount_u(mp, lazy=True)
+    assert not left, f"mounts left behind at the end of the session: {left}"
+
+
+@pytest.fixture
+def mounter(tmp_path):
+    """Factory: mounter(store, client, *options, mnt=, index=, expect_errors=,
+    expect_warnings=, allow_warnings=, cmd_prefix=, start=) -> Mount.
+
+    expect_errors / expect_warnings are regexes: a daemon line at that level
+    that matches none of them fails the test at teardown (allow_warnings=True
+    accepts every warning).  Every mount is unmounted at teardown, pass or
+    fail, and the daemon must then exit 0."""
+    mounts: list[Mount] = []
+    counter = itertools.count()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir(exist_ok=True)
+
+    def mount(store, client: str | None = ALICE, *options, mnt=None, index=None,
+              expect_errors=(), expect_warnings=(), allow_warnings=False, cmd_prefix=(),
+              start=True) -> Mount:
+        n = next(counter)
+        root = store.root if isinstance(store, Store) else Path(store)
+        mnt = Path(mnt) if mnt is not None else tmp_path / f"mnt{n}"
+        opts = list(options)
+        if index is not None:
+            opts += ["-o", f"index={index}"]
+        m = Mount(root, mnt, client, opts, log_dir=log_dir, name=f"daemon{n}",
+                  expect_errors=expect_errors, expect_warnings=expect_warnings,
+                  allow_warnings=allow_warnings, cmd_prefix=cmd_prefix)
+        mounts.append(m)
+        _ALL_MOUNTS.append(m)
+        if start:
+            m.start()
+        return m
+
+    yield mount
+
+    problems = []
+    for m in reversed(mounts):
+        try:
+            problems += [f"[{m.name}] {p}" for p in m.stop()]
+        except Exception as e:  # keep tearing the others down
+            problems.append(f"[{m.name}] teardown raised {e!r}")
+    if problems:
+        pytest.fail("daemon problems at teardown:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return build_default_store(tmp_path / "store")
+
+
+@pytest.fixture
+def alice(store, mounter) -> Mount:
+    return mounter(store, ALICE)

@@ -1,0 +1,1031 @@
+/*
+ * test_index.c - unit tests of the SQLite index (src/index.c).
+ *
+ * Each test gets a fresh temporary directory and looks at the result both
+ * through the index API and through a second, plain sqlite3 connection, the
+ * way an operator or another daemon would see the file.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "index.h"
+#include "meta.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_index.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/index.db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type,
+			struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* ---- a second connection, as an operator's sqlite3 would be ---- */
+
+/* Runs sql (one row, one column) and returns it; -1 for no row, -2 for NULL. */
+static int64_t sql_int(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int64_t value = -1;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
+			 SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		value = sqlite3_column_type(stmt, 0) == SQLITE_NULL ?
+			-2 : sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return value;
+}
+
+/* Runs sql and returns the first column of its one row, malloc'd, or NULL. */
+static char *sql_text(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	char *value = NULL;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
+			 SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW &&
+	    sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+		value = strdup((const char *)sqlite3_column_text(stmt, 0));
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return value;
+}
+
+static void sql_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *err = NULL;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
+					 SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+	sqlite3_close(db);
+}
+
+/* ---- capturing the log (src/log.c writes to fd 2) ---- */
+
+struct capture {
+	int saved;
+	char path[64];
+};
+
+static void capture_begin(struct capture *c)
+{
+	int fd;
+
+	snprintf(c->path, sizeof(c->path), "/tmp/test_index_log.XXXXXX");
+	fd = mkstemp(c->path);
+	assert_true(fd >= 0);
+	fflush(stderr);
+	c->saved = dup(STDERR_FILENO);
+	assert_true(c->saved >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+}
+
+/* Returns what was logged, malloc'd. */
+static char *capture_end(struct capture *c)
+{
+	char *text = calloc(1, 65536);
+	FILE *fp;
+
+	assert_non_null(text);
+	fflush(stderr);
+	assert_int_equal(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
+	close(c->saved);
+	fp = fopen(c->path, "r");
+	assert_non_null(fp);
+	(void)!fread(text, 1, 65535, fp);
+	fclose(fp);
+	unlink(c->path);
+	/* Show it anyway: a test's log is worth reading when it fails. */
+	fputs(text, stderr);
+	return text;
+}
+
+static size_t count_lines(const char *text)
+{
+	size_t n = 0;
+
+	for (; *text; text++)
+		n += *text == '\n';
+	return n;
+}
+
+/* ---- building runs ---- */
+
+static const struct index_run_stamp stamp1 = {
+	.dir_ino = 11, .dir_mtime_ns = 1700000000123456789,
+	.meta_ino = 12, .meta_size = 345,
+	.meta_mtime_ns = 1700000001000000001, .meta_ctime_ns = 1700000002000000002,
+};
+
+#define EXPIRES "2026-02-14T06:00:37.123456789+00:00"
+#define EXPIRES_UNIX INT64_C(1771048837)
+
+static struct meta_artifact full_artifacts[] = {
+	{
+		.filename = (char *)"chart.png",
+		.agent_id = (char *)"agent-1",
+		.generated_at = (char *)"2026-02-07T06:01:00.5+00:00",
+		.content_type = (char *)"image/png",
+		.has_size_bytes = true,
+		.size_bytes = 1234,
+	},
+	{
+		/* Every field missing but the name. */
+		.filename = (char *)"bare.txt",
+	},
+	{
+		.filename = (char *)"huge.bin",
+		.agent_id = (char *)"agent-2",
+		.has_size_bytes = true,
+		.size_bytes = UINT64_MAX,
+	},
+};
+
+static struct meta_run full_meta = {
+	.run_id = (char *)"run-1",
+	.workflow_id = (char *)"wf-9",
+	.user_directive = (char *)"",
+	.created_at = (char *)"2026-02-07T06:00:37.123456789+00:00",
+	.expires_at = (char *)EXPIRES,
+	.status = (char *)"active",
+	.artifacts = full_artifacts,
+	.n_artifacts = sizeof(full_artifacts) / sizeof(full_artifacts[0]),
+};
+
+static struct index *open_ok(const char *path)
+{
+	struct index *index = NULL;
+
+	assert_int_equal(index_open(path, &index), 0);
+	assert_non_null(index);
+	return index;
+}
+
+static void assert_attr(const struct index_attrs *attrs, size_t i,
+			const char *name, const char *value)
+{
+	assert_true(i < attrs->count);
+	assert_string_equal(attrs->attr[i].name, name);
+	assert_string_equal(attrs->attr[i].value, value);
+}
+
+/* ---- tests ---- */
+
+static void test_open_creates(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	char *mode;
+
+	assert_int_equal(access(f->path, F_OK), 0);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"),
+			 INDEX_SCHEMA_VERSION);
+	mode = sql_text(f->path, "PRAGMA journal_mode");
+	assert_non_null(mode);
+	assert_string_equal(mode, "wal");
+	free(mode);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
+				 " WHERE name IN ('runs', 'artifacts', 'runs_client_expiry')"),
+			 3);
+	index_close(index);
+
+	/* Opening it again finds it current and leaves it alone. */
+	index = open_ok(f->path);
+	index_close(index);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"),
+			 INDEX_SCHEMA_VERSION);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs"), 0);
+
+	index_close(NULL);
+}
+
+static void test_open_empty_file(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index;
+	int fd;
+
+	/* A zero-length file is an empty database: migrated, not set aside. */
+	fd = open(f->path, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	index = open_ok(f->path);
+	index_close(index);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"),
+			 INDEX_SCHEMA_VERSION);
+}
+
+static void test_stamp(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct index_run_stamp got, stamp2 = stamp1;
+	struct index_attrs attrs;
+	int64_t id;
+
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), -ENOENT);
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
+	assert_memory_equal(&got, &stamp1, sizeof(got));
+	id = sql_int(f->path, "SELECT id FROM runs WHERE client = 'c1' AND run = 'r1'");
+	assert_true(id > 0);
+	assert_int_equal(sql_int(f->path, "SELECT metadata_valid FROM runs"), 0);
+
+	/* A run without metadata has a row and no attributes. */
+	assert_int_equal(index_get_run_attrs(index, "c1", "r1", &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+
+	/* Replacing keeps the row's id and stores the new stamp. */
+	stamp2.meta_size = 999;
+	stamp2.meta_mtime_ns++;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp2, &full_meta,
+				       NULL, 0), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
+	assert_memory_equal(&got, &stamp2, sizeof(got));
+	assert_int_equal(sql_int(f->path, "SELECT id FROM runs WHERE client = 'c1' AND run = 'r1'"),
+			 id);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs"), 1);
+	assert_int_equal(sql_int(f->path, "SELECT metadata_valid FROM runs"), 1);
+	assert_true(sql_int(f->path, "SELECT indexed_at FROM runs") >=
+		    (int64_t)time(NULL) - 60);
+
+	/* Another client's run of the same id is another row. */
+	assert_int_equal(index_get_run_stamp(index, "c2", "r1", &got), -ENOENT);
+	index_close(index);
+}
+
+static void test_run_attrs(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_run partial = full_meta;
+	struct index_attrs attrs;
+
+	assert_int_equal(index_get_run_attrs(index, "c1", "r1", &attrs), -ENOENT);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       NULL, 0), 0);
+	assert_int_equal(index_get_run_attrs(index, "c1", "r1", &attrs), 0);
+	assert_int_equal(attrs.count, 5);
+	assert_attr(&attrs, 0, "workflow_id", "wf-9");
+	assert_attr(&attrs, 1, "user_directive", "");
+	assert_attr(&attrs, 2, "created_at", "2026-02-07T06:00:37.123456789+00:00");
+	assert_attr(&attrs, 3, "expires_at", EXPIRES);
+	assert_attr(&attrs, 4, "status", "active");
+	index_attrs_release(&attrs);
+	assert_int_equal(attrs.count, 0);
+
+	/* NULL fields are left out, the others keep their order. */
+	partial.workflow_id = NULL;
+	partial.expires_at = NULL;
+	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, &partial,
+				       NULL, 0), 0);
+	assert_int_equal(index_get_run_attrs(index, "c1", "r2", &attrs), 0);
+	assert_int_equal(attrs.count, 3);
+	assert_attr(&attrs, 0, "user_directive", "");
+	assert_attr(&attrs, 1, "created_at", "2026-02-07T06:00:37.123456789+00:00");
+	assert_attr(&attrs, 2, "status", "active");
+	index_attrs_release(&attrs);
+	index_close(index);
+}
+
+static const struct index_file some_files[] = {
+	{ .filename = "data.csv", .size = 10, .mtime_ns = 1000, .ino = 101 },
+	{ .filename = "chart.png", .size = 1234, .mtime_ns = 2000, .ino = 102 },
+};
+
+static void test_file_attrs_and_union(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct index_attrs attrs;
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	/* chart.png, bare.txt, huge.bin from meta; data.csv from files. */
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 4);
+
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png",
+					      &attrs), 0);
+	assert_int_equal(attrs.count, 4);
+	assert_attr(&attrs, 0, "agent_id", "agent-1");
+	assert_attr(&attrs, 1, "generated_at", "2026-02-07T06:01:00.5+00:00");
+	assert_attr(&attrs, 2, "content_type", "image/png");
+	assert_attr(&attrs, 3, "size_bytes", "1234");
+	index_attrs_release(&attrs);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts"
+				 " WHERE filename = 'chart.png'"), 102);
+
+	/* An entry whose file is missing: metadata, no file columns. */
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "bare.txt",
+					      &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts"
+				 " WHERE filename = 'bare.txt'"), -2);
+	assert_int_equal(sql_int(f->path, "SELECT file_size FROM artifacts"
+				 " WHERE filename = 'bare.txt'"), -2);
+
+	/* size_bytes beyond INT64_MAX cannot be stored: NULL, left out. */
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "huge.bin",
+					      &attrs), 0);
+	assert_int_equal(attrs.count, 1);
+	assert_attr(&attrs, 0, "agent_id", "agent-2");
+	index_attrs_release(&attrs);
+
+	/* A file without an entry: file columns, no metadata. */
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "data.csv",
+					      &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+	assert_int_equal(sql_int(f->path, "SELECT file_size FROM artifacts"
+				 " WHERE filename = 'data.csv'"), 10);
+	assert_int_equal(sql_int(f->path, "SELECT file_mtime_ns FROM artifacts"
+				 " WHERE filename = 'data.csv'"), 1000);
+	assert_int_equal(sql_int(f->path, "SELECT agent_id IS NULL AND"
+				 " content_type IS NULL AND size_bytes IS NULL"
+				 " FROM artifacts WHERE filename = 'data.csv'"), 1);
+
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "nothing",
+					      &attrs), -ENOENT);
+	index_attrs_release(&attrs);
+	assert_int_equal(index_get_file_attrs(index, "c2", "r1", "chart.png",
+					      &attrs), -ENOENT);
+	index_attrs_release(&attrs);
+
+	/* Putting again replaces the rows: no meta now, one file. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL,
+				       some_files, 1), 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 1);
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png",
+					      &attrs), -ENOENT);
+	index_attrs_release(&attrs);
+	index_close(index);
+}
+
+static void test_duplicates(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_artifact arts[] = {
+		{ .filename = (char *)"a", .agent_id = (char *)"first" },
+		{ .filename = (char *)"b", .agent_id = (char *)"only" },
+		{ .filename = (char *)"a", .agent_id = (char *)"second" },
+	};
+	struct meta_run meta = { .artifacts = arts, .n_artifacts = 3 };
+	struct index_file files[] = {
+		{ .filename = "a", .size = 1, .ino = 1 },
+		{ .filename = "a", .size = 2, .ino = 2 },
+	};
+	struct index_attrs attrs;
+
+	/* A hand-built list may repeat a name: the later one wins. */
+	assert_int_equal(index_put_run(index, "c", "r", &stamp1, &meta,
+				       files, 2), 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 2);
+	assert_int_equal(index_get_file_attrs(index, "c", "r", "a", &attrs), 0);
+	assert_int_equal(attrs.count, 1);
+	assert_attr(&attrs, 0, "agent_id", "second");
+	index_attrs_release(&attrs);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts"
+				 " WHERE filename = 'a'"), 2);
+	index_close(index);
+}
+
+#define SHA "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+static void set_sha(const char *path, const char *filename)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "UPDATE artifacts SET sha256 = '%s'"
+		 " WHERE filename = '%s'", SHA, filename);
+	sql_exec(path, sql);
+}
+
+static char *get_sha(struct index *index, const char *filename)
+{
+	struct index_attrs attrs;
+	char *sha = NULL;
+	size_t i;
+
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", filename,
+					      &attrs), 0);
+	for (i = 0; i < attrs.count; i++) {
+		if (strcmp(attrs.attr[i].name, "sha256") == 0) {
+			/* sha256 comes last. */
+			assert_int_equal(i, attrs.count - 1);
+			sha = strdup(attrs.attr[i].value);
+		}
+	}
+	index_attrs_release(&attrs);
+	return sha;
+}
+
+static void assert_sha(struct index *index, const char *filename, bool kept)
+{
+	char *sha = get_sha(index, filename);
+
+	if (kept) {
+		assert_non_null(sha);
+		assert_string_equal(sha, SHA);
+	} else {
+		assert_null(sha);
+	}
+	free(sha);
+}
+
+static void test_sha256_carry_over(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct index_file files[2];
+
+	memcpy(files, some_files, sizeof(files));
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	set_sha(f->path, "chart.png");
+	set_sha(f->path, "data.csv");
+	set_sha(f->path, "bare.txt");	/* has no file: never kept */
+	assert_sha(index, "chart.png", true);
+
+	/* Same files: both hashes kept. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "chart.png", true);
+	assert_sha(index, "data.csv", true);
+	assert_sha(index, "bare.txt", false);
+
+	/* Size changed: gone.  The other file is untouched. */
+	files[1].size++;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "chart.png", false);
+	assert_sha(index, "data.csv", true);
+
+	/* mtime changed: gone. */
+	files[0].mtime_ns++;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "data.csv", false);
+
+	/* ino changed (the file was replaced by rename): gone. */
+	set_sha(f->path, "data.csv");
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "data.csv", true);
+	files[0].ino = 555;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "data.csv", false);
+
+	/* A file that disappears and comes back does not get its hash back. */
+	set_sha(f->path, "data.csv");
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files + 1, 1), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       files, 2), 0);
+	assert_sha(index, "data.csv", false);
+	index_close(index);
+}
+
+static void test_delete_run(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct index_run_stamp got;
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 8);
+
+	assert_int_equal(index_delete_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), -ENOENT);
+	/* The cascade took r1's artifacts, and only those. */
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 4);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts a"
+				 " LEFT JOIN runs r ON r.id = a.run_id"
+				 " WHERE r.id IS NULL"), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r2", &got), 0);
+
+	/* Absent runs are not an error. */
+	assert_int_equal(index_delete_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_delete_run(index, "nobody", "r2"), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r2", &got), 0);
+	index_close(index);
+}
+
+static void test_list_runs(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	static const char *const a_runs[] = { "r3", "r1", "r10", "r2" };
+	char **runs;
+	size_t n, i;
+
+	for (i = 0; i < 4; i++)
+		assert_int_equal(index_put_run(index, "alice", a_runs[i], &stamp1,
+					       NULL, NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "bob", "r1", &stamp1, &full_meta,
+				       NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "bob", "x", &stamp1, NULL, NULL, 0), 0);
+
+	assert_int_equal(index_list_runs(index, "alice", &runs, &n), 0);
+	assert_int_equal(n, 4);
+	assert_string_equal(runs[0], "r1");
+	assert_string_equal(runs[1], "r10");
+	assert_string_equal(runs[2], "r2");
+	assert_string_equal(runs[3], "r3");
+	index_free_list(runs, n);
+
+	assert_int_equal(index_list_runs(index, "bob", &runs, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(runs[0], "r1");
+	assert_string_equal(runs[1], "x");
+	index_free_list(runs, n);
+
+	assert_int_equal(index_list_runs(index, "carol", &runs, &n), 0);
+	assert_int_equal(n, 0);
+	index_free_list(runs, n);
+
+	/* bob's r1 has metadata, alice's does not: separate rows. */
+	struct index_attrs attrs;
+
+	assert_int_equal(index_get_run_attrs(index, "alice", "r1", &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+	assert_int_equal(index_get_run_attrs(index, "bob", "r1", &attrs), 0);
+	assert_int_equal(attrs.count, 5);
+	index_attrs_release(&attrs);
+
+	/* Deleting bob's r1 leaves alice's. */
+	assert_int_equal(index_delete_run(index, "bob", "r1"), 0);
+	assert_int_equal(index_list_runs(index, "alice", &runs, &n), 0);
+	assert_int_equal(n, 4);
+	index_free_list(runs, n);
+	index_free_list(NULL, 0);
+	index_close(index);
+}
+
+static void test_expiry(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_run meta = full_meta;
+	int64_t when = 42;
+
+	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
+
+	meta.expires_at = (char *)"next tuesday";
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &meta, NULL, 0), 0);
+	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
+	/* The text is kept for the xattr even though it is not a time. */
+	assert_int_equal(sql_int(f->path, "SELECT expires_at = 'next tuesday'"
+				 " FROM runs"), 1);
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       NULL, 0), 0);
+	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), 0);
+	assert_int_equal(when, EXPIRES_UNIX);
+	assert_int_equal(sql_int(f->path, "SELECT expires_at_unix FROM runs"),
+			 EXPIRES_UNIX);
+	assert_int_equal(index_get_run_expiry(index, "c2", "r1", &when), -ENOENT);
+	index_close(index);
+}
+
+/* Returns the name of the one entry of dir starting with prefix, malloc'd. */
+static char *find_aside(const char *dir, const char *prefix, size_t *count)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char *found = NULL;
+
+	assert_non_null(d);
+	*count = 0;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+			(*count)++;
+			free(found);
+			found = strdup(e->d_name);
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* Checks that a fresh, working index took the place of a set-aside one. */
+static void assert_rebuilt(struct fixture *f, const char *logged,
+			   const char *reason, const char *old_content,
+			   const char *old_wal)
+{
+	char aside[256], *name;
+	struct index *index;
+	struct index_run_stamp got;
+	size_t count, len;
+	FILE *fp;
+	char buf[64] = "";
+
+	assert_int_equal(count_lines(logged), 1);
+	assert_non_null(strstr(logged, "warning"));
+	assert_non_null(strstr(logged, f->path));
+	assert_non_null(strstr(logged, reason));
+	assert_non_null(strstr(logged, "rebuilt"));
+
+	/* The file and its -wal (and a -shm if SQLite made one). */
+	name = find_aside(f->dir, "index.db.corrupt-", &count);
+	assert_true(count >= 2 && count <= 4);
+	free(name);
+	name = find_aside(f->dir, "index.db.corrupt-2", &count);
+	assert_non_null(name);
+	/*
+	 * <path>.corrupt-YYYYmmddTHHMMSSZ; find_aside returns the last it
+	 * saw, so strip a "-wal", "-shm" or "-journal".
+	 */
+	len = strlen("index.db.corrupt-20260101T000000Z");
+	assert_true(strlen(name) >= len);
+	assert_true(name[len] == '\0' || name[len] == '-');
+	name[len] = '\0';
+	assert_int_equal(name[len - 1], 'Z');
+	assert_int_equal(name[len - 8], 'T');
+	assert_non_null(strstr(logged, name));
+	if (old_content) {
+		snprintf(aside, sizeof(aside), "%s/%s", f->dir, name);
+		fp = fopen(aside, "r");
+		assert_non_null(fp);
+		(void)!fgets(buf, sizeof(buf), fp);
+		fclose(fp);
+		assert_string_equal(buf, old_content);
+	}
+	snprintf(aside, sizeof(aside), "%s/%s-wal", f->dir, name);
+	fp = fopen(aside, "r");
+	assert_non_null(fp);
+	buf[0] = '\0';
+	(void)!fgets(buf, sizeof(buf), fp);
+	fclose(fp);
+	assert_string_equal(buf, old_wal);
+	free(name);
+	/* Nothing of the old file stays next to the new one. */
+	snprintf(aside, sizeof(aside), "%s-journal", f->path);
+	assert_int_equal(access(aside, F_OK), -1);
+
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"),
+			 INDEX_SCHEMA_VERSION);
+	index = open_ok(f->path);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
+	index_close(index);
+}
+
+static void write_file(const char *path, const char *suffix, const char *text)
+{
+	char name[256];
+	FILE *fp;
+
+	snprintf(name, sizeof(name), "%s%s", path, suffix);
+	fp = fopen(name, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+static void test_garbage_moved_aside(void **state)
+{
+	struct fixture *f = *state;
+	struct capture cap;
+	struct index *index = NULL;
+	char *logged;
+	int ret;
+
+	write_file(f->path, "", "this is not a database, just some text\n");
+	/* A stray -wal would be replayed into the new file if left there. */
+	write_file(f->path, "-wal", "stray wal\n");
+	capture_begin(&cap);
+	ret = index_open(f->path, &index);
+	logged = capture_end(&cap);
+	assert_int_equal(ret, 0);
+	assert_non_null(index);
+	index_close(index);
+	assert_rebuilt(f, logged, "not a sound SQLite database",
+		       "this is not a database, just some text\n", "stray wal\n");
+	free(logged);
+}
+
+static void test_newer_version_moved_aside(void **state)
+{
+	struct fixture *f = *state;
+	struct capture cap;
+	struct index *index = NULL;
+	char *logged;
+	int ret;
+
+	sql_exec(f->path, "PRAGMA journal_mode = DELETE;"
+		 "CREATE TABLE future (x); PRAGMA user_version = 99");
+	write_file(f->path, "-wal", "");
+	write_file(f->path, "-journal", "");
+	capture_begin(&cap);
+	ret = index_open(f->path, &index);
+	logged = capture_end(&cap);
+	assert_int_equal(ret, 0);
+	index_close(index);
+	assert_rebuilt(f, logged, "schema version 99", NULL, "");
+	free(logged);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
+				 " WHERE name = 'future'"), 0);
+}
+
+static void test_unopenable(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = (struct index *)&index;
+	struct capture cap;
+	char path[256], *logged;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/missing/index.db", f->dir);
+	capture_begin(&cap);
+	ret = index_open(path, &index);
+	logged = capture_end(&cap);
+	assert_int_equal(ret, -ENOENT);
+	assert_null(index);
+	assert_int_equal(count_lines(logged), 1);
+	assert_non_null(strstr(logged, "error"));
+	assert_non_null(strstr(logged, path));
+	free(logged);
+
+	/* A directory is not set aside as if it were a corrupt file. */
+	assert_int_equal(mkdir(f->path, 0755), 0);
+	capture_begin(&cap);
+	ret = index_open(f->path, &index);
+	logged = capture_end(&cap);
+	assert_true(ret < 0);
+	assert_int_equal(ret, -EISDIR);
+	assert_int_equal(count_lines(logged), 1);
+	free(logged);
+	assert_int_equal(rmdir(f->path), 0);
+}
+
+static void test_two_handles(void **state)
+{
+	struct fixture *f = *state;
+	struct index *a = open_ok(f->path);
+	struct index *b = open_ok(f->path);
+	struct index_run_stamp got;
+	struct index_attrs attrs;
+	char **runs;
+	size_t n;
+
+	assert_int_equal(index_put_run(a, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(index_get_run_stamp(b, "c1", "r1", &got), 0);
+	assert_memory_equal(&got, &stamp1, sizeof(got));
+	assert_int_equal(index_get_file_attrs(b, "c1", "r1", "chart.png", &attrs), 0);
+	assert_int_equal(attrs.count, 4);
+	index_attrs_release(&attrs);
+
+	assert_int_equal(index_put_run(b, "c1", "r2", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_delete_run(b, "c1", "r1"), 0);
+	assert_int_equal(index_list_runs(a, "c1", &runs, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(runs[0], "r2");
+	index_free_list(runs, n);
+	index_close(a);
+	assert_int_equal(index_get_run_stamp(b, "c1", "r2", &got), 0);
+	index_close(b);
+}
+
+struct worker {
+	struct index *index;
+	int id;
+	int failures;
+};
+
+#define WORKER_FILES 50
+#define WORKER_ROUNDS 100
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct index_file files[WORKER_FILES];
+	char names[WORKER_FILES][16], run[16];
+	struct index_run_stamp stamp = stamp1, got;
+	struct index_attrs attrs;
+	char **runs;
+	size_t n;
+	int64_t when;
+	int i, round;
+
+	snprintf(run, sizeof(run), "run-%d", w->id);
+	for (i = 0; i < WORKER_FILES; i++) {
+		snprintf(names[i], sizeof(names[i]), "file-%03d", i);
+		files[i] = (struct index_file){ names[i], i, i, i + 1 };
+	}
+	for (round = 0; round < WORKER_ROUNDS; round++) {
+		stamp.dir_mtime_ns = round;
+		if (index_put_run(w->index, "c", run, &stamp, &full_meta,
+				  files, WORKER_FILES))
+			w->failures++;
+		if (index_get_run_stamp(w->index, "c", run, &got) ||
+		    got.dir_mtime_ns != round)
+			w->failures++;
+		if (index_get_run_attrs(w->index, "c", run, &attrs) ||
+		    attrs.count != 5)
+			w->failures++;
+		index_attrs_release(&attrs);
+		if (index_get_file_attrs(w->index, "c", run, "chart.png", &attrs) ||
+		    attrs.count != 4)
+			w->failures++;
+		index_attrs_release(&attrs);
+		if (index_get_run_expiry(w->index, "c", run, &when) ||
+		    when != EXPIRES_UNIX)
+			w->failures++;
+		if (index_list_runs(w->index, "c", &runs, &n) || n < 1)
+			w->failures++;
+		else
+			index_free_list(runs, n);
+		if (round % 10 == 4 && index_delete_run(w->index, "c", run))
+			w->failures++;
+	}
+	return NULL;
+}
+
+static void run_workers(struct index *a, struct index *b)
+{
+	struct worker w[4];
+	pthread_t t[4];
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		w[i] = (struct worker){ i % 2 ? b : a, i, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+	}
+}
+
+static void test_threads(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	char *check;
+
+	run_workers(index, index);
+	index_close(index);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs"), 4);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"),
+			 4 * (WORKER_FILES + 3));
+	check = sql_text(f->path, "PRAGMA integrity_check");
+	assert_non_null(check);
+	assert_string_equal(check, "ok");
+	free(check);
+}
+
+static void test_threads_two_daemons(void **state)
+{
+	struct fixture *f = *state;
+	struct index *a = open_ok(f->path);
+	struct index *b = open_ok(f->path);
+	char *check;
+
+	/* Two connections contend for the write lock: the busy timeout. */
+	run_workers(a, b);
+	index_close(a);
+	index_close(b);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"),
+			 4 * (WORKER_FILES + 3));
+	check = sql_text(f->path, "PRAGMA integrity_check");
+	assert_non_null(check);
+	assert_string_equal(check, "ok");
+	free(check);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs"), 4);
+}
+
+static void test_large_run(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	enum { N = 100000 };
+	struct index_file *files = calloc(N, sizeof(*files));
+	char *names = calloc(N, 16);
+	struct timespec t0, t1, t2;
+	size_t i;
+
+	assert_non_null(files);
+	assert_non_null(names);
+	/* Reverse order, so the index has to sort. */
+	for (i = 0; i < N; i++) {
+		snprintf(names + 16 * i, 16, "f%06zu", N - 1 - i);
+		files[i] = (struct index_file){ names + 16 * i, (int64_t)i, 7,
+						(int64_t)i + 1000 };
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(index_put_run(index, "c", "big", &stamp1, &full_meta,
+				       files, N), 0);
+	sql_exec(f->path, "UPDATE artifacts SET sha256 = '" SHA "'");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(index_put_run(index, "c", "big", &stamp1, &full_meta,
+				       files, N), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t2);
+	print_message("100,000 files: first put %.2f s, second put (carrying hashes) %.2f s\n",
+		      (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
+		      (double)(t2.tv_sec - t1.tv_sec) + (t2.tv_nsec - t1.tv_nsec) / 1e9);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), N + 3);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE sha256 IS NOT NULL"), N);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts"
+				 " WHERE filename = 'f000000'"), N - 1 + 1000);
+	index_close(index);
+	free(files);
+	free(names);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_empty_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stamp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_attrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_attrs_and_union, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sha256_carry_over, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_runs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_moved_aside, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_version_moved_aside, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unopenable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads_two_daemons, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_run, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
