@@ -112,9 +112,11 @@ static int run_loop(struct fuse_session *session, const struct options *opts)
 	if (!config)
 		return -ENOMEM;
 	fuse_loop_cfg_set_clone_fd(config, opts->fuse.clone_fd);
-	if (opts->fuse.max_threads != UINT_MAX)	/* -o max_threads= given */
+	/* UINT_MAX means "not given": libfuse's defaults then apply. */
+	if (opts->fuse.max_threads != UINT_MAX)
 		fuse_loop_cfg_set_max_threads(config, opts->fuse.max_threads);
-	fuse_loop_cfg_set_idle_threads(config, opts->fuse.max_idle_threads);
+	if (opts->fuse.max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(config, opts->fuse.max_idle_threads);
 	ret = fuse_session_loop_mt(session, config);
 	fuse_loop_cfg_destroy(config);
 	return ret;

@@ -262,12 +262,13 @@ int view_reconcile(struct view *view)
 		goto out;
 	}
 
-	qsort(seen, n_seen, sizeof(*seen), compare_names);
+	if (n_seen)	/* qsort() and bsearch() want a non-NULL array */
+		qsort(seen, n_seen, sizeof(*seen), compare_names);
 	ret = index_list_runs(view->index, view->client, &indexed, &n_indexed);
 	if (ret < 0)
 		goto out;
 	for (size_t i = 0; i < n_indexed; i++) {
-		if (bsearch(&indexed[i], seen, n_seen, sizeof(*seen), compare_names))
+		if (n_seen && bsearch(&indexed[i], seen, n_seen, sizeof(*seen), compare_names))
 			continue;
 		ret = index_delete_run(view->index, view->client, indexed[i]);
 		if (ret < 0)
