@@ -43,13 +43,13 @@ struct meta_run {
  * Parses a metadata.json document of len bytes (not NUL-terminated).
  *
  * Returns 0 when the document follows the schema exactly.
- * Returns -EINVAL when it does not: if buf is a JSON object, *run holds
+ * Returns -EINVAL when it is a JSON object that does not: *run then holds
  * every field that was present with the right type (the others NULL), and
  * artifacts entries that are objects with a string "filename" (later
  * duplicates of a filename replace earlier ones, as they were appended
- * later); if buf is not JSON, not valid UTF-8 or not an object, *run is
- * empty.  Returns -EFBIG when len > META_MAX_BYTES (*run empty), -ENOMEM.
- * On -EINVAL and -EFBIG a one-line description of the first problem, such
+ * later).  Returns -EBADMSG when buf is not JSON, not valid UTF-8 or not
+ * an object, -EFBIG when len > META_MAX_BYTES, -ENOMEM; *run is then empty.
+ * On -EINVAL, -EBADMSG and -EFBIG a one-line description of the first problem, such
  * as "field 'status' is not a string" or "line 3: invalid JSON: ...", is
  * written to problem (always NUL-terminated, may be NULL).
  * In every case *run must be released with meta_run_release().

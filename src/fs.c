@@ -24,6 +24,8 @@
 #include "names.h"
 
 #define XATTR_PREFIX "user.artifact."
+/* Seconds the kernel may keep the root's attributes. */
+#define ROOT_TIMEOUT 1.0
 
 /* An open directory: a stream for run dirs, a snapshot for the others. */
 struct dir_handle {
@@ -218,6 +220,23 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 /* --- lookup --------------------------------------------------------------- */
 
 /*
+ * Expiry is a matter of time, not of a change anyone could notice: the
+ * kernel must look a run up again when it expires, so it vanishes then.
+ */
+static void limit_to_expiry(struct fs *fs, const char *run, struct fuse_entry_param *e)
+{
+	int64_t expires_at;
+	double left;
+
+	if (fs->view->show_expired ||
+	    index_get_run_expiry(fs->view->index, fs->view->client, run, &expires_at) < 0)
+		return;
+	left = (double)(expires_at - (int64_t)time(NULL));
+	if (left < e->entry_timeout)
+		e->entry_timeout = e->attr_timeout = left > 0 ? left : 0;
+}
+
+/*
  * Resolves name in parent and counts a kernel reference to the result.
  * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
  */
@@ -243,6 +262,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 		fd = view_open_run(fs->view, name, &backing);
 		if (fd < 0)
 			return fd;
+		limit_to_expiry(fs, name, e);
 		ret = inode_get(fs->inodes, parent, INODE_RUN, name, backing.st_ino, fd, &inode);
 		break;
 	case INODE_RUN:
@@ -317,8 +337,8 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	}
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
-	else
-		fuse_reply_attr(req, &st, fs->timeout);
+	else	/* the root's link count follows runs expiring: keep it short */
+		fuse_reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : fs->timeout);
 }
 
 /* --- files ---------------------------------------------------------------- */
@@ -435,8 +455,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		return;
 	}
 	fi->fh = (uintptr_t)handle;
-	fi->keep_cache = fs->keep_cache;
-	fi->cache_readdir = fs->keep_cache;
+	/* The root's listing changes as runs expire: list it afresh each time. */
+	fi->keep_cache = fs->keep_cache && inode->kind != INODE_ROOT;
+	fi->cache_readdir = fi->keep_cache;
 	if (fuse_reply_open(req, fi) < 0)
 		dir_handle_free(handle);
 }

@@ -28,49 +28,49 @@
 /* How long a statement waits for another daemon's write lock. */
 #define BUSY_TIMEOUT_MS 5000
 
-
 /*
  * Schema migrations: migrations[v] turns a version v-1 file into version v.
+ * (The newlines are for operators: sqlite3's .schema shows the text as is.)
  * The next schema version appends its step here and bumps
  * INDEX_SCHEMA_VERSION; steps already released never change, since files
  * in the field were built by them.
  */
 static const char *const migrations[INDEX_SCHEMA_VERSION + 1] = {
 	[1] =
-	"CREATE TABLE runs ("
-	" id INTEGER PRIMARY KEY,"
-	" client TEXT NOT NULL,"
-	" run TEXT NOT NULL,"
-	" workflow_id TEXT,"
-	" user_directive TEXT,"
-	" created_at TEXT,"
-	" expires_at TEXT,"
-	" expires_at_unix INTEGER,"
-	" status TEXT,"
-	" metadata_valid INTEGER NOT NULL,"
-	" dir_ino INTEGER,"
-	" dir_mtime_ns INTEGER,"
-	" meta_ino INTEGER,"
-	" meta_size INTEGER,"
-	" meta_mtime_ns INTEGER,"
-	" meta_ctime_ns INTEGER,"
-	" indexed_at INTEGER,"
-	" UNIQUE (client, run)"
-	");"
-	"CREATE TABLE artifacts ("
-	" run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
-	" filename TEXT NOT NULL,"
-	" agent_id TEXT,"
-	" generated_at TEXT,"
-	" size_bytes INTEGER,"
-	" content_type TEXT,"
-	" sha256 TEXT,"
-	" file_size INTEGER,"
-	" file_mtime_ns INTEGER,"
-	" file_ino INTEGER,"
-	" PRIMARY KEY (run_id, filename)"
-	") WITHOUT ROWID;"
-	"CREATE INDEX runs_client_expiry ON runs (client, expires_at_unix);",
+	"CREATE TABLE runs (\n"
+	"\tid INTEGER PRIMARY KEY,\n"
+	"\tclient TEXT NOT NULL,\n"
+	"\trun TEXT NOT NULL,\n"
+	"\tworkflow_id TEXT,\n"
+	"\tuser_directive TEXT,\n"
+	"\tcreated_at TEXT,\n"
+	"\texpires_at TEXT,\n"
+	"\texpires_at_unix INTEGER,\n"
+	"\tstatus TEXT,\n"
+	"\tmetadata_valid INTEGER NOT NULL,\n"
+	"\tdir_ino INTEGER,\n"
+	"\tdir_mtime_ns INTEGER,\n"
+	"\tmeta_ino INTEGER,\n"
+	"\tmeta_size INTEGER,\n"
+	"\tmeta_mtime_ns INTEGER,\n"
+	"\tmeta_ctime_ns INTEGER,\n"
+	"\tindexed_at INTEGER,\n"
+	"\tUNIQUE (client, run)\n"
+	");\n"
+	"CREATE TABLE artifacts (\n"
+	"\trun_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+	"\tfilename TEXT NOT NULL,\n"
+	"\tagent_id TEXT,\n"
+	"\tgenerated_at TEXT,\n"
+	"\tsize_bytes INTEGER,\n"
+	"\tcontent_type TEXT,\n"
+	"\tsha256 TEXT,\n"
+	"\tfile_size INTEGER,\n"
+	"\tfile_mtime_ns INTEGER,\n"
+	"\tfile_ino INTEGER,\n"
+	"\tPRIMARY KEY (run_id, filename)\n"
+	") WITHOUT ROWID;\n"
+	"CREATE INDEX runs_client_expiry ON runs (client, expires_at_unix);\n",
 };
 
 enum stmt_id {
@@ -252,16 +252,17 @@ out:
 }
 
 /*
- * Applies migrations[from + 1 .. INDEX_SCHEMA_VERSION], each in its own
- * write transaction.  user_version is read again under the write lock
- * because another daemon opening the same file may have migrated it first.
+ * Applies each step of migrations[] newer than the file's user_version, in
+ * its own write transaction that also sets user_version.  user_version is
+ * read under the write lock because another daemon opening the same file
+ * may have migrated it first.
  */
 static int migrate(const char *path, sqlite3 *db)
 {
 	char sql[64];
 	int64_t current;
-	int version, rc = SQLITE_OK;
-	const char *what = "begin a transaction";
+	int version, rc;
+	const char *what;
 
 	for (version = 1; version <= INDEX_SCHEMA_VERSION; version++) {
 		what = "begin a transaction";
@@ -273,7 +274,7 @@ static int migrate(const char *path, sqlite3 *db)
 		if (rc != SQLITE_OK)
 			goto fail;
 		if (current < version) {
-			what = "create the tables";
+			what = "apply the step";
 			rc = sqlite3_exec(db, migrations[version], NULL, NULL, NULL);
 			if (rc != SQLITE_OK)
 				goto fail;
@@ -310,9 +311,23 @@ static int open_db(const char *path, sqlite3 **out, char *why, size_t why_size)
 	sqlite3 *db = NULL;
 	int64_t version = 0, tables;
 	bool wal, logged = false;
-	int rc, ret = 0;
+	int fd, rc, ret = 0;
 
 	*out = NULL;
+	/*
+	 * Create the file ourselves.  The errno of this open is the real
+	 * reason when it fails (SQLite, refused write access, retries
+	 * read-only and reports the errno of that second attempt); and the
+	 * index holds every tenant's metadata, so only the daemon's user may
+	 * read it (SQLite gives the -wal and -shm files the same mode).
+	 */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		log_error("index %s: cannot open: %s", path, strerror(-ret));
+		goto out;
+	}
+	close(fd);
 	/* NOMUTEX: struct index serialises its connection itself. */
 	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
 			     SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -539,8 +554,8 @@ int index_open(const char *path, struct index **out)
 					&index->stmt[i], NULL);
 		if (rc != SQLITE_OK) {
 			/* The file claims our version but has other tables. */
-			log_error("index %s: cannot prepare statement %zu: %s",
-				  path, i, sqlite3_errmsg(db));
+			log_error("index %s: cannot prepare \"%.40s...\": %s",
+				  path, stmt_sql[i], sqlite3_errmsg(db));
 			ret = errno_from_sqlite(db, rc);
 			free_index(index);
 			goto out;
@@ -629,7 +644,21 @@ int index_get_run_stamp(struct index *index, const char *client,
 	return ret;
 }
 
-/* Sorts entries by filename; of equal names the later one wins. */
+static const char *artifact_name(const void *p)
+{
+	const struct meta_artifact *art = p;
+
+	return art->filename;
+}
+
+static const char *file_name(const void *p)
+{
+	const struct index_file *file = p;
+
+	return file->filename;
+}
+
+/* Sorts entries by filename, and equal names in input order. */
 static int cmp_artifact(const void *a, const void *b)
 {
 	const struct meta_artifact *x = *(const void *const *)a;
@@ -650,17 +679,17 @@ static int cmp_file(const void *a, const void *b)
 }
 
 /*
- * Fills *sorted with pointers to the n elements of array (each size bytes,
- * filename at name_offset), sorted by name, without duplicates (the last
- * of equal names stays) and without elements whose name is NULL.
+ * Fills *sorted with pointers to the n elements of array (each size
+ * bytes), sorted by name, without the elements whose name is NULL and
+ * without duplicates: of equal names the last stays, as meta.h says a
+ * later entry replaces an earlier one.  The caller's array stays as it is.
  */
 static int sort_by_name(const void *array, size_t n, size_t size,
-			size_t name_offset,
+			const char *(*name_of)(const void *),
 			int (*cmp)(const void *, const void *),
 			const void ***sorted, size_t *n_sorted)
 {
 	const void **list;
-	const char *name, *next;
 	size_t i, m = 0;
 
 	*sorted = NULL;
@@ -671,22 +700,18 @@ static int sort_by_name(const void *array, size_t n, size_t size,
 	if (!list)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		const char *elem = (const char *)array + i * size;
+		const void *elem = (const char *)array + i * size;
 
-		memcpy(&name, elem + name_offset, sizeof(name));
-		if (name)
+		if (name_of(elem))
 			list[m++] = elem;
 	}
 	qsort(list, m, sizeof(*list), cmp);
 	n = m;
 	m = 0;
 	for (i = 0; i < n; i++) {
-		if (i + 1 < n) {
-			memcpy(&name, (const char *)list[i] + name_offset, sizeof(name));
-			memcpy(&next, (const char *)list[i + 1] + name_offset, sizeof(next));
-			if (strcmp(name, next) == 0)
-				continue;
-		}
+		if (i + 1 < n &&
+		    strcmp(name_of(list[i]), name_of(list[i + 1])) == 0)
+			continue;
 		list[m++] = list[i];
 	}
 	*sorted = list;
@@ -855,37 +880,37 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 	sqlite3_stmt *stmt = index->stmt[STMT_INSERT_ARTIFACT];
 	const struct meta_artifact *art;
 	const struct index_file *file;
+	const char *name;
 	size_t i = 0, j = 0, pos = 0;
 	int c, rc = SQLITE_OK;
-	bool bad;
+	bool bad, sized;
 
 	while (i < n_arts || j < n_files) {
-		art = i < n_arts ? arts[i] : NULL;
-		file = j < n_files ? files[j] : NULL;
-		c = !file ? -1 : !art ? 1 : strcmp(art->filename, file->filename);
-		if (c <= 0)
-			i++;
+		if (i == n_arts)
+			c = 1;
+		else if (j == n_files)
+			c = -1;
 		else
-			art = NULL;
-		if (c >= 0)
-			j++;
-		else
-			file = NULL;
+			c = strcmp(artifact_name(arts[i]), file_name(files[j]));
+		art = c <= 0 ? arts[i++] : NULL;
+		file = c >= 0 ? files[j++] : NULL;
+		/* c says which of art and file is set: at least one. */
+		name = art ? art->filename : file->filename;
 
 		bad = false;
 		bind_int64(stmt, 1, true, run_id, &bad);
-		bind_text(stmt, 2, art ? art->filename : file->filename, &bad);
+		bind_text(stmt, 2, name, &bad);
 		bind_text(stmt, 3, art ? art->agent_id : NULL, &bad);
 		bind_text(stmt, 4, art ? art->generated_at : NULL, &bad);
 		/* SQLite integers are signed: a larger size cannot be kept. */
-		bind_int64(stmt, 5, art && art->has_size_bytes &&
-			   art->size_bytes <= INT64_MAX,
-			   art ? (int64_t)art->size_bytes : 0, &bad);
+		sized = art && art->has_size_bytes && art->size_bytes <= INT64_MAX;
+		bind_int64(stmt, 5, sized, sized ? (int64_t)art->size_bytes : 0,
+			   &bad);
 		bind_text(stmt, 6, art ? art->content_type : NULL, &bad);
 		bind_text(stmt, 7, file ? kept_sha256(old, &pos, file) : NULL, &bad);
-		bind_int64(stmt, 8, file, file ? file->size : 0, &bad);
-		bind_int64(stmt, 9, file, file ? file->mtime_ns : 0, &bad);
-		bind_int64(stmt, 10, file, file ? file->ino : 0, &bad);
+		bind_int64(stmt, 8, file != NULL, file ? file->size : 0, &bad);
+		bind_int64(stmt, 9, file != NULL, file ? file->mtime_ns : 0, &bad);
+		bind_int64(stmt, 10, file != NULL, file ? file->ino : 0, &bad);
 		rc = bad ? bind_failed(index) : sqlite3_step(stmt);
 		sqlite3_reset(stmt);
 		if (rc != SQLITE_DONE)
@@ -960,16 +985,14 @@ int index_put_run(struct index *index, const char *client, const char *run,
 	/* Sorting needs no lock: do it before taking it. */
 	if (meta)
 		ret = sort_by_name(meta->artifacts, meta->n_artifacts,
-				   sizeof(*meta->artifacts),
-				   offsetof(struct meta_artifact, filename),
+				   sizeof(*meta->artifacts), artifact_name,
 				   cmp_artifact, &arts, &n_arts);
 	if (ret == 0)
-		ret = sort_by_name(files, n_files, sizeof(*files),
-				   offsetof(struct index_file, filename),
+		ret = sort_by_name(files, n_files, sizeof(*files), file_name,
 				   cmp_file, &sorted_files, &n_sorted_files);
 	if (ret < 0) {
 		/* index.h promises only -EIO here: the caller just retries. */
-		log_error("index %s: cannot index client %s run %s: %s",
+		log_error("index %s: cannot sort the files for client %s run %s: %s",
 			  index->path, client, run, strerror(-ret));
 		ret = -EIO;
 		goto out;

@@ -285,12 +285,12 @@ int meta_parse(const char *buf, size_t len, struct meta_run *run,
 				  error.line, error.text);
 		else
 			meta_note(&report, "invalid JSON: %s", error.text);
-		ret = -EINVAL;
+		ret = -EBADMSG;
 		goto out;
 	}
 	if (!json_is_object(root)) {
 		meta_note(&report, "document is not a JSON object");
-		ret = -EINVAL;
+		ret = -EBADMSG;
 		goto out;
 	}
 

@@ -131,13 +131,15 @@ static bool read_run_metadata(struct view *view, const char *run, int run_fd,
 	}
 	ret = meta_parse(buf, len, meta, problem, sizeof(problem));
 	free(buf);
-	if (ret == -ENOMEM)
-		return false;
-	if (ret < 0)
+	if (ret == -EBADMSG)
+		log_warning("client %s run %s: metadata.json is unreadable: %s; "
+			    "serving the run without its metadata",
+			    view->client, run, problem);
+	else if (ret == -EINVAL)
 		log_warning("client %s run %s: metadata.json does not follow the schema: %s; "
 			    "serving the run with what could be read",
 			    view->client, run, problem);
-	return true;
+	return ret == 0 || ret == -EINVAL;
 }
 
 /*

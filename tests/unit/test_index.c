@@ -230,9 +230,13 @@ static void test_open_creates(void **state)
 {
 	struct fixture *f = *state;
 	struct index *index = open_ok(f->path);
+	struct stat st;
 	char *mode;
 
-	assert_int_equal(access(f->path, F_OK), 0);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	/* Every tenant's metadata: for the daemon's user only. */
+	assert_int_equal(st.st_mode & 077, 0);
 	assert_int_equal(sql_int(f->path, "PRAGMA user_version"),
 			 INDEX_SCHEMA_VERSION);
 	mode = sql_text(f->path, "PRAGMA journal_mode");
@@ -829,6 +833,30 @@ static void test_unopenable(void **state)
 	assert_int_equal(rmdir(f->path), 0);
 }
 
+static void test_unwritable(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = NULL;
+	char path[256];
+
+	if (geteuid() == 0)
+		skip();	/* root may write anywhere */
+
+	/* An index SQLite could open only read-only is refused, not used. */
+	index = open_ok(f->path);
+	index_close(index);
+	assert_int_equal(chmod(f->path, 0400), 0);
+	assert_int_equal(index_open(f->path, &index), -EACCES);
+	assert_null(index);
+
+	/* A directory where the file cannot be created. */
+	snprintf(path, sizeof(path), "%s/ro", f->dir);
+	assert_int_equal(mkdir(path, 0555), 0);
+	snprintf(path, sizeof(path), "%s/ro/index.db", f->dir);
+	assert_int_equal(index_open(path, &index), -EACCES);
+	assert_null(index);
+}
+
 static void test_two_handles(void **state)
 {
 	struct fixture *f = *state;
@@ -1021,6 +1049,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage_moved_aside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_version_moved_aside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unopenable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_two_daemons, setup, teardown),

@@ -169,11 +169,11 @@ static void test_parse_no_problem_buffer(void **state)
 
 	assert_int_equal(meta_parse(fixture, strlen(fixture), &run, NULL, 0), 0);
 	meta_run_release(&run);
-	assert_int_equal(meta_parse("[]", 2, &run, NULL, 0), -EINVAL);
+	assert_int_equal(meta_parse("[]", 2, &run, NULL, 0), -EBADMSG);
 	meta_run_release(&run);
 	/* A short buffer gets a cut but terminated problem. */
 	memset(tiny, 'x', sizeof(tiny));
-	assert_int_equal(meta_parse("[]", 2, &run, tiny, sizeof(tiny)), -EINVAL);
+	assert_int_equal(meta_parse("[]", 2, &run, tiny, sizeof(tiny)), -EBADMSG);
 	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
 	assert_memory_equal(tiny, "documen", sizeof(tiny));
 	meta_run_release(&run);
@@ -546,7 +546,7 @@ static void test_size_bytes(void **state)
 			"{\"run_id\": \"r\", \"artifacts\": [{\"filename\": \"f\","
 			" \"size_bytes\": 18446744073709551615}]}";
 
-		assert_int_equal(parse_text(big, &run, problem), -EINVAL);
+		assert_int_equal(parse_text(big, &run, problem), -EBADMSG);
 		assert_starts_with(problem, "line 1: invalid JSON: ");
 		assert_run_empty(&run);
 		meta_run_release(&run);
@@ -563,7 +563,7 @@ static void test_not_an_object(void **state)
 	char problem[PROBLEM_SIZE];
 
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
-		assert_int_equal(parse_text(docs[i], &run, problem), -EINVAL);
+		assert_int_equal(parse_text(docs[i], &run, problem), -EBADMSG);
 		assert_string_equal(problem, "document is not a JSON object");
 		assert_run_empty(&run);
 		meta_run_release(&run);
@@ -588,19 +588,19 @@ static void test_invalid_json(void **state)
 	char problem[PROBLEM_SIZE];
 
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
-		assert_int_equal(parse_text(docs[i], &run, problem), -EINVAL);
+		assert_int_equal(parse_text(docs[i], &run, problem), -EBADMSG);
 		assert_starts_with(problem, "line ");
 		assert_non_null(strstr(problem, ": invalid JSON: "));
 		assert_run_empty(&run);
 		meta_run_release(&run);
 	}
-	assert_int_equal(parse_text(three_lines, &run, problem), -EINVAL);
+	assert_int_equal(parse_text(three_lines, &run, problem), -EBADMSG);
 	assert_starts_with(problem, "line 3: invalid JSON: ");
 	assert_run_empty(&run);
 	meta_run_release(&run);
 
 	/* A NULL buffer of length 0 is an empty document, not a crash. */
-	assert_int_equal(meta_parse(NULL, 0, &run, problem, sizeof(problem)), -EINVAL);
+	assert_int_equal(meta_parse(NULL, 0, &run, problem, sizeof(problem)), -EBADMSG);
 	assert_starts_with(problem, "line 1: invalid JSON: ");
 	meta_run_release(&run);
 	assert_int_equal(meta_parse(NULL, 5, &run, problem, sizeof(problem)), -EINVAL);
@@ -609,7 +609,7 @@ static void test_invalid_json(void **state)
 
 	/* The length is honoured: what follows it is not read. */
 	assert_int_equal(meta_parse(fixture, strlen(fixture) - 1, &run, problem,
-				    sizeof(problem)), -EINVAL);
+				    sizeof(problem)), -EBADMSG);
 	assert_run_empty(&run);
 	meta_run_release(&run);
 	{
@@ -639,7 +639,7 @@ static void test_invalid_utf8(void **state)
 	char problem[PROBLEM_SIZE];
 
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
-		assert_int_equal(parse_text(docs[i], &run, problem), -EINVAL);
+		assert_int_equal(parse_text(docs[i], &run, problem), -EBADMSG);
 		assert_starts_with(problem, "line 1: invalid JSON: ");
 		assert_run_empty(&run);
 		meta_run_release(&run);
