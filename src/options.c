@@ -33,15 +33,30 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_END
 };
 
-/* Takes STORE, the first positional argument; MOUNTPOINT goes to libfuse. */
-static int take_store(void *data, const char *arg, int key, struct fuse_args *args)
+/*
+ * Takes STORE, the first positional argument.  MOUNTPOINT is left for
+ * libfuse, but checked here first so that a bad one gets our message.
+ */
+static int take_positional(void *data, const char *arg, int key, struct fuse_args *args)
 {
 	struct options *opts = data;
+	struct stat st;
 
-	if (key != FUSE_OPT_KEY_NONOPT || opts->store)
+	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
-	opts->store = strdup(arg);
-	return opts->store ? 0 : -1;
+	if (!opts->store) {
+		opts->store = strdup(arg);
+		return opts->store ? 0 : -1;
+	}
+	if (stat(arg, &st) < 0) {
+		log_error("cannot mount on '%s': %s", arg, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("cannot mount on '%s': not a directory", arg);
+		return -1;
+	}
+	return 1;
 }
 
 void options_print_help(const char *program)
@@ -68,12 +83,11 @@ void options_print_help(const char *program)
 int options_parse(struct fuse_args *args, struct options *opts)
 {
 	const char *reason;
-	struct stat st;
 
 	memset(opts, 0, sizeof(*opts));
 	opts->ready_fd = -1;
 	opts->cache_timeout = 3600;
-	if (fuse_opt_parse(args, opts, option_spec, take_store) < 0)
+	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
 		return -EINVAL;
@@ -110,14 +124,6 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	if (!(opts->cache_timeout >= 0 && opts->cache_timeout <= 86400 * 365)) {
 		log_error("invalid cache_timeout %g: use 0 to 31536000 seconds",
 			  opts->cache_timeout);
-		return -EINVAL;
-	}
-	if (stat(opts->fuse.mountpoint, &st) < 0) {
-		log_error("cannot mount on '%s': %s", opts->fuse.mountpoint, strerror(errno));
-		return -EINVAL;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		log_error("cannot mount on '%s': not a directory", opts->fuse.mountpoint);
 		return -EINVAL;
 	}
 	if (!opts->uid_set)
