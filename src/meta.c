@@ -22,6 +22,7 @@ struct meta_report {
 	char *text;
 	size_t size;
 	bool noted;
+	bool ints_as_reals;	/* reloaded so an integer beyond int64 fits */
 };
 
 static void meta_note(struct meta_report *report, const char *fmt, ...)
@@ -110,15 +111,25 @@ static void meta_take_size(struct meta_report *report, json_t *obj,
 		meta_note(report, "field '%ssize_bytes' is missing", prefix);
 		return;
 	}
+	if (report->ints_as_reals && json_is_real(value)) {
+		/*
+		 * jansson holds integers as int64, and so does the index: a size
+		 * beyond that costs this field, not the document.
+		 */
+		double real = json_real_value(value);
+		if (real < 0 || real >= 0x1p63 || real != (double)(int64_t)real) {
+			meta_note(report, "field '%ssize_bytes' is out of range", prefix);
+			return;
+		}
+		artifact->size_bytes = (uint64_t)real;
+		artifact->has_size_bytes = true;
+		return;
+	}
 	/* serde will not read 1.0 or 1e3 into a u64 either. */
 	if (!json_is_integer(value)) {
 		meta_note(report, "field '%ssize_bytes' is not an integer", prefix);
 		return;
 	}
-	/*
-	 * jansson holds integers as int64: above INT64_MAX the whole document
-	 * fails to load, so only the negative half of the range is left out.
-	 */
 	size = json_integer_value(value);
 	if (size < 0) {
 		meta_note(report, "field '%ssize_bytes' is negative", prefix);
@@ -242,7 +253,7 @@ int meta_parse(const char *buf, size_t len, struct meta_run *run,
 	 * NUL inside strings so that it costs one field, not the document.
 	 */
 	const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
-	struct meta_report report = { problem, problem_size, false };
+	struct meta_report report = { .text = problem, .size = problem_size };
 	json_error_t error;
 	json_t *root = NULL;
 	int ret;
@@ -274,6 +285,11 @@ int meta_parse(const char *buf, size_t len, struct meta_run *run,
 	if (!root && json_error_code(&error) == json_error_duplicate_key) {
 		meta_note(&report, "line %d: invalid JSON: %s", error.line, error.text);
 		root = json_loadb(buf, len, flags, &error);
+	}
+	if (!root && json_error_code(&error) == json_error_numeric_overflow) {
+		meta_note(&report, "line %d: %s", error.line, error.text);
+		report.ints_as_reals = true;
+		root = json_loadb(buf, len, flags | JSON_DECODE_INT_AS_REAL, &error);
 	}
 	if (!root) {
 		if (json_error_code(&error) == json_error_out_of_memory) {

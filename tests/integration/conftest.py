@@ -31,6 +31,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -45,6 +46,9 @@ FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
 READY_TIMEOUT = 10.0   # daemon start until "ready"
 EXIT_TIMEOUT = 10.0    # unmount until the daemon has exited
 LIVE_TIMEOUT = 3.0     # the spec promises 1 s; polls give up after this
+# A hung daemon would hang the test in a FUSE request forever: after this
+# many seconds the test's daemons are killed (which aborts their requests).
+TEST_TIMEOUT = float(os.environ.get("ARTIFACTFS_TEST_TIMEOUT", "60"))
 
 LOG_RE = re.compile(r"^artifactfs: (error|warning|info|debug): ")
 SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
@@ -603,6 +607,7 @@ class Mount:
         self.rfd: int | None = None
         self.state = "new"          # new -> running -> stopped | killed -> stopped
         self.cmd: list[str] = []
+        self.ready_data = b""
 
     def __truediv__(self, other) -> Path:
         return self.mnt / other
@@ -626,6 +631,7 @@ class Mount:
         self.rfd = r
         self.state = "running"
         status, data = wait_ready(r, READY_TIMEOUT)
+        self.ready_data = data
         if status != "ready":
             self._abort()
             raise DaemonFailed(
@@ -768,6 +774,17 @@ def mounter(tmp_path):
     counter = itertools.count()
     log_dir = tmp_path / "logs"
     log_dir.mkdir(exist_ok=True)
+    hung = []
+
+    def watchdog():
+        for m in list(mounts):
+            if m.proc is not None and m.proc.poll() is None:
+                hung.append(m.name)
+                m.proc.kill()
+
+    timer = threading.Timer(TEST_TIMEOUT, watchdog)
+    timer.daemon = True
+    timer.start()
 
     def mount(store, client: str | None = ALICE, *options, mnt=None, index=None,
               expect_errors=(), expect_warnings=(), allow_warnings=False, cmd_prefix=(),
@@ -789,7 +806,9 @@ def mounter(tmp_path):
 
     yield mount
 
-    problems = []
+    timer.cancel()
+    problems = [f"[{name}] test still running after {TEST_TIMEOUT} s: daemon killed "
+                f"(hung request?)" for name in hung]
     for m in reversed(mounts):
         try:
             problems += [f"[{m.name}] {p}" for p in m.stop()]
