@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "inode.h"
+#include "promote.h"
 #include "view.h"
 #include "watch.h"
 
@@ -24,11 +25,13 @@ struct fs {
 	/*
 	 * Kernel cache lifetime for entries and attributes.  Long, because
 	 * the watcher pushes every change to the kernel; cut to 1 s when
-	 * changes can no longer be watched (see fs_degrade()).
+	 * changes can no longer all be watched.
 	 */
 	double timeout;
 	bool keep_cache;	/* data and directory caches survive open() */
 	struct timespec mounted_at;
+	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
+	struct promoter *promoter;
 };
 
 extern const struct fuse_lowlevel_ops fs_operations;

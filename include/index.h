@@ -2,7 +2,10 @@
  * index.h - the SQLite index of the store's metadata.
  *
  * The store is the source of truth; the index is a cache of it that can be
- * deleted and rebuilt at any time (inode numbers never come from it).  One
+ * deleted and rebuilt at any time (inode numbers never come from it),
+ * except for two records of its own: the audit of promotions and
+ * deletions, and the owners of runs that no longer have a directory
+ * (a run dir in a tenant's area says who owns it).  One
  * index file may serve several tenants, and several daemons at once (WAL
  * mode, busy timeout): every row is keyed by client id.  The schema is
  * documented for operators in docs/index.md and versioned with
@@ -23,7 +26,7 @@
 struct index;
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define INDEX_SCHEMA_VERSION 1
+#define INDEX_SCHEMA_VERSION 2
 
 /*
  * What a run's rows were built from.  When a fresh stat of the run dir and
@@ -133,5 +136,68 @@ int index_get_file_attrs(struct index *index, const char *client,
 			 const char *run, const char *filename,
 			 struct index_attrs *attrs);
 void index_attrs_release(struct index_attrs *attrs);
+
+/* --- schema 2: run ownership, promotion audit, usage ----------------------- */
+
+/*
+ * Records client as the owner of run unless the run already has one
+ * (the first tenant to promote into a run owns it; the row is never
+ * changed after).  Returns 0 when client owns run (now or before),
+ * -EACCES when another client does, -EIO.
+ */
+int index_claim_run(struct index *index, const char *client, const char *run);
+
+/*
+ * Reads the owner of run.  On success *owner is a malloc'd client id.
+ * Returns 0, -ENOENT (no owner recorded), -ENOMEM, -EIO.
+ */
+int index_get_run_owner(struct index *index, const char *run, char **owner);
+
+/* What an audit row records: one per promotion, refusal or deletion. */
+enum index_action {
+	INDEX_ACTION_PROMOTE,	/* stored as "promote" */
+	INDEX_ACTION_DELETE,	/* stored as "delete" */
+};
+
+struct index_audit {
+	int64_t time_ns;	/* when, nanoseconds since the epoch */
+	const char *client;
+	enum index_action action;
+	const char *run;	/* may be NULL (a request that named none) */
+	const char *filename;	/* may be NULL (a whole run deleted, a bad request) */
+	int64_t size;		/* -1 when unknown */
+	const char *sha256;	/* 64 lowercase hex digits, or NULL */
+	int error;		/* 0 for success, else a positive errno */
+	const char *reason;	/* one line, may be NULL on success */
+};
+
+/* Appends an audit row.  Returns 0, -EIO. */
+int index_add_audit(struct index *index, const struct index_audit *row);
+
+/*
+ * Calls fn for the newest limit audit rows of client, oldest first (the
+ * strings are valid during the call only; fn runs with the index locked
+ * and must not call back into it).  Returns 0, or the first
+ * non-zero value fn returned, or -EIO.
+ */
+int index_list_audit(struct index *index, const char *client, size_t limit,
+		     int (*fn)(void *ctx, const struct index_audit *row), void *ctx);
+
+/*
+ * Adds up what client stores: the file_size of every artifact row whose
+ * file is present, and how many such rows there are.  Returns 0, -EIO.
+ */
+int index_get_usage(struct index *index, const char *client,
+		    uint64_t *bytes, uint64_t *files);
+
+/*
+ * Records the SHA-256 of a file as promoted, on its artifact row, but only
+ * while the row describes that very file (same file_ino, file_size and
+ * file_mtime_ns): a hash never lands on other content.
+ * Returns 0, -ENOENT (no such row, or it describes another file), -EIO.
+ */
+int index_set_sha256(struct index *index, const char *client, const char *run,
+		     const char *filename, int64_t ino, int64_t size,
+		     int64_t mtime_ns, const char *sha256);
 
 #endif

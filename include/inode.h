@@ -23,11 +23,15 @@ enum inode_kind {
 	INODE_PROMOTE,		/* promote/ */
 	INODE_RUN,		/* a run dir */
 	INODE_FILE,		/* a regular file in a run dir */
+	INODE_STATUS,		/* promote/.status */
+	INODE_STAGED_RUN,	/* promote/<run> */
+	INODE_UPLOAD,		/* promote/<run>/<file> or promote/<request> */
 };
 
 /* st_ino of the two directories that have no backing directory. */
 #define INODE_ROOT_INO ((ino_t)1)
 #define INODE_PROMOTE_INO ((ino_t)0x7fffffffffffff01ULL)
+#define INODE_STATUS_INO ((ino_t)0x7fffffffffffff02ULL)
 
 struct inode {
 	struct inode *parent;	/* NULL for the root */

@@ -45,4 +45,18 @@ int names_check_run(const char *name, const char **reason);
  */
 int names_check_artifact(const char *name, const char **reason);
 
+/*
+ * Checks len bytes of text (a value, not a name): valid UTF-8 as above,
+ * with no control character (NUL included).  Same return and reason as
+ * names_check_id().
+ */
+int names_check_text(const char *text, size_t len, const char **reason);
+
+/*
+ * Copies text into out (out_size bytes, always NUL-terminated) with each
+ * byte that is not valid UTF-8, and each control character, replaced by
+ * '?': a name an agent chose, made safe for a log line or a JSON string.
+ */
+void names_make_printable(const char *text, char *out, size_t out_size);
+
 #endif

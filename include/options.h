@@ -21,6 +21,16 @@ struct options {
 	int show_expired;	/* -o show_expired */
 	int ready_fd;		/* -o ready_fd=N, -1 when not given */
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
+	/* promote/ and deletion */
+	char *agent_id;		/* -o agent=ID */
+	char *workflow_id;	/* -o workflow=ID */
+	char *user_directive;	/* -o directive=TEXT */
+	unsigned int retention_days;	/* -o retention=DAYS */
+	unsigned long long quota_bytes;	/* -o quota_bytes=N */
+	unsigned long long quota_files;	/* -o quota_files=N */
+	char *only_run;		/* -o run=RUN */
+	int read_only;		/* -o ro: no promote/, no deletion */
+	int no_delete;		/* -o nodelete */
 	struct fuse_cmdline_opts fuse;	/* -f, -d, -s, -h, -V, MOUNTPOINT, ... */
 };
 

@@ -13,6 +13,7 @@
 #define ARTIFACTFS_STORE_H
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -67,6 +68,21 @@ int store_open_dir(int dirfd, DIR **dir);
  * entry vanished.
  */
 unsigned char store_entry_type(DIR *dir, const struct dirent *entry);
+
+/*
+ * Makes the directory name in dirfd (a single component) unless it
+ * exists, then opens it O_RDONLY.  *created (may be NULL) tells whether
+ * it was made: the caller then owes its parent an fsync.
+ * Returns the fd or -errno (-ENOTDIR when name is something else).
+ */
+int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created);
+
+/*
+ * Removes name in dirfd, with everything below it when it is a
+ * directory; symlinks are removed, never followed.  Returns 0 or -errno
+ * (-ENOENT when name does not exist).
+ */
+int store_remove_tree(int dirfd, const char *name);
 
 /* Nanoseconds since the epoch of a struct timespec. */
 static inline long long store_time_ns(const struct timespec *ts)

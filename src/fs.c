@@ -27,6 +27,14 @@
 /* Seconds the kernel may keep the root's attributes. */
 #define ROOT_TIMEOUT 1.0
 
+/* An open file: a backing file, an upload, or promote/.status. */
+struct open_file {
+	int fd;			/* backing or staged file; -1 for .status */
+	struct upload *upload;	/* an upload this handle writes, or NULL */
+	char *text;		/* promote/.status as of open */
+	size_t len;
+};
+
 /* An open directory: a stream for run dirs, a snapshot for the others. */
 struct dir_handle {
 	DIR *stream;		/* INODE_RUN: the backing directory */
@@ -34,9 +42,13 @@ struct dir_handle {
 	struct dir_entry {
 		char *name;
 		ino_t ino;
-	} *entries;		/* INODE_ROOT, INODE_PROMOTE: fixed at opendir */
-	size_t count;
+		unsigned char type;
+	} *entries;		/* the other directories: fixed at opendir */
+	size_t count, capacity;
 };
+
+static void notify_file(void *ctx, const char *run, const char *file, bool entry);
+static void notify_run(void *ctx, const char *run);
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -75,34 +87,79 @@ static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t n
 
 /* --- the root listing ---------------------------------------------------- */
 
-static void dir_handle_free(struct dir_handle *handle)
+static void dir_handle_release(struct dir_handle *handle)
 {
-	if (!handle)
-		return;
 	if (handle->stream)
 		closedir(handle->stream);
 	for (size_t i = 0; i < handle->count; i++)
 		free(handle->entries[i].name);
 	free(handle->entries);
+}
+
+static void dir_handle_free(struct dir_handle *handle)
+{
+	if (!handle)
+		return;
+	dir_handle_release(handle);
 	free(handle);
 }
 
-static int dir_handle_add(struct dir_handle *handle, size_t *capacity,
-			  const char *name, ino_t ino)
+static int dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
+			  unsigned char type)
 {
-	if (handle->count == *capacity) {
-		size_t bigger = *capacity ? *capacity * 2 : 16;
+	struct dir_entry *entry;
+
+	if (handle->count == handle->capacity) {
+		size_t bigger = handle->capacity ? handle->capacity * 2 : 16;
 		struct dir_entry *grown = realloc(handle->entries, bigger * sizeof(*grown));
 		if (!grown)
 			return -ENOMEM;
 		handle->entries = grown;
-		*capacity = bigger;
+		handle->capacity = bigger;
 	}
-	handle->entries[handle->count].name = strdup(name);
-	if (!handle->entries[handle->count].name)
+	entry = &handle->entries[handle->count];
+	entry->name = strdup(name);
+	if (!entry->name)
 		return -ENOMEM;
-	handle->entries[handle->count++].ino = ino;
+	entry->ino = ino;
+	entry->type = type;
+	handle->count++;
 	return 0;
+}
+
+/* Adapters for the promoter's listings. */
+static int add_staged_run(void *ctx, const char *run, const struct stat *st)
+{
+	return dir_handle_add(ctx, run, st->st_ino, DT_DIR);
+}
+
+static int add_upload(void *ctx, const char *name, const struct stat *st)
+{
+	return dir_handle_add(ctx, name, st->st_ino, DT_REG);
+}
+
+/* promote/: its outcome file, the runs staged on this mount, requests in flight. */
+static int list_promote(struct fs *fs, struct dir_handle *handle)
+{
+	int ret;
+
+	if ((ret = dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
+	    (ret = dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	    (ret = dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0 ||
+	    (ret = promote_list_staged_runs(fs->promoter, add_staged_run, handle)) < 0)
+		return ret;
+	return promote_list_uploads(fs->promoter, NULL, add_upload, handle);
+}
+
+/* promote/<run>: the uploads in flight into run. */
+static int list_staged_run(struct fs *fs, struct inode *dir, struct dir_handle *handle)
+{
+	int ret;
+
+	if ((ret = dir_handle_add(handle, ".", dir->ino, DT_DIR)) < 0 ||
+	    (ret = dir_handle_add(handle, "..", INODE_PROMOTE_INO, DT_DIR)) < 0)
+		return ret;
+	return promote_list_uploads(fs->promoter, dir->name, add_upload, handle);
 }
 
 /*
@@ -111,14 +168,15 @@ static int dir_handle_add(struct dir_handle *handle, size_t *capacity,
  */
 static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
 {
-	size_t capacity = 0;
 	struct dirent *entry;
 	DIR *dir = NULL;
 	int fd, ret;
 
-	if ((ret = dir_handle_add(handle, &capacity, ".", INODE_ROOT_INO)) < 0 ||
-	    (ret = dir_handle_add(handle, &capacity, "..", INODE_ROOT_INO)) < 0 ||
-	    (ret = dir_handle_add(handle, &capacity, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO)) < 0)
+	if ((ret = dir_handle_add(handle, ".", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	    (ret = dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0)
+		return ret;
+	if (fs->promoter &&
+	    (ret = dir_handle_add(handle, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO, DT_DIR)) < 0)
 		return ret;
 
 	fd = store_open_tenant(fs->view->store, fs->view->client, O_RDONLY);
@@ -144,7 +202,7 @@ static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tena
 		if (store_entry_type(dir, entry) != DT_DIR ||
 		    !view_run_visible(fs->view, entry->d_name))
 			continue;
-		ret = dir_handle_add(handle, &capacity, entry->d_name, entry->d_ino);
+		ret = dir_handle_add(handle, entry->d_name, entry->d_ino, DT_DIR);
 		if (ret < 0)
 			goto out;
 	}
@@ -173,9 +231,7 @@ static int stat_root(struct fs *fs, struct stat *st)
 		st->st_mtim = tenant.st_mtim;
 		st->st_ctim = tenant.st_ctim;
 	}
-	for (size_t i = 0; i < listing.count; i++)
-		free(listing.entries[i].name);
-	free(listing.entries);
+	dir_handle_release(&listing);
 	return ret;
 }
 
@@ -188,6 +244,54 @@ static void present_backing(struct fs *fs, struct stat *st, const struct stat *b
 		st->st_nlink = 2;	/* a run dir shows no subdirectories */
 }
 
+/* The run an upload goes to: its parent's name, or NULL for a request. */
+static const char *upload_run(const struct inode *inode)
+{
+	return inode->parent->kind == INODE_STAGED_RUN ? inode->parent->name : NULL;
+}
+
+/*
+ * Stats a promote/ entry of kind: promote/.status, the staging of run
+ * promote/<name>, or the upload name into run (NULL: a request).  An
+ * upload's name shows the staged file while it is in flight, then the
+ * artifact it became (so a tool that sets times or modes after close
+ * finds it), then nothing.
+ */
+static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *run,
+			      const char *name, struct stat *st)
+{
+	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
+	struct stat backing;
+	int tenant_fd, ret;
+
+	if (kind == INODE_STATUS) {
+		set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = 0;	/* made at open; read it to its end */
+		return 0;
+	}
+	if (kind == INODE_STAGED_RUN)
+		ret = promote_stage_run(fs->promoter, name, false, &backing);
+	else
+		ret = promote_stat_upload(fs->promoter, run, name, &backing);
+	if (ret == -ENOENT && kind == INODE_UPLOAD && run) {
+		snprintf(path, sizeof(path), "%s/%s", run, name);
+		tenant_fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+		if (tenant_fd < 0)
+			return tenant_fd;
+		ret = fstatat(tenant_fd, path, &backing, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		close(tenant_fd);
+		if (ret == 0 && !S_ISREG(backing.st_mode))
+			ret = -ENOENT;
+		if (ret == -ENOTDIR || ret == -ELOOP)
+			ret = -ENOENT;
+	}
+	if (ret < 0)
+		return ret;
+	present_backing(fs, st, &backing);
+	return 0;
+}
+
 static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 {
 	struct stat backing;
@@ -198,6 +302,11 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	case INODE_PROMOTE:
 		set_virtual_dir(fs, st, INODE_PROMOTE_INO, 2);
 		return 0;
+	case INODE_STATUS:
+	case INODE_STAGED_RUN:
+		return stat_promote_entry(fs, inode->kind, NULL, inode->name, st);
+	case INODE_UPLOAD:
+		return stat_promote_entry(fs, inode->kind, upload_run(inode), inode->name, st);
 	case INODE_RUN:
 		if (fstat(inode->fd, &backing) < 0)
 			return -errno;
@@ -212,6 +321,8 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 		if (backing.st_ino != inode->ino)
 			return -ESTALE;	/* the name now holds another file */
 		break;
+	default:
+		return -ENOENT;
 	}
 	present_backing(fs, st, &backing);
 	return 0;
@@ -237,6 +348,47 @@ static void limit_to_expiry(struct fs *fs, const char *run, struct fuse_entry_pa
 }
 
 /*
+ * Resolves a name in promote/ or promote/<run>.  Nothing there is cached
+ * by the kernel: uploads come and go with every close.
+ */
+static int lookup_promote_child(struct fs *fs, struct inode *parent, const char *name,
+				struct fuse_entry_param *e)
+{
+	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	enum inode_kind kind = INODE_UPLOAD;
+	struct inode *inode;
+	struct stat st;
+	int ret;
+
+	e->attr_timeout = e->entry_timeout = 0;
+	if (!run && strcmp(name, PROMOTE_STATUS_FILE) == 0) {
+		kind = INODE_STATUS;
+	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
+		/* Not a request in flight: promote/<run> of a run one may promote into. */
+		int fd = view_open_run(fs->view, name, &st);
+
+		if (fd >= 0)
+			close(fd);
+		if (fd < 0 && promote_stage_run(fs->promoter, name, false, &st) < 0)
+			return -ENOENT;
+		if (promote_check_run(fs->promoter, name) < 0)
+			return -ENOENT;
+		ret = promote_stage_run(fs->promoter, name, true, &st);
+		if (ret < 0)
+			return ret;
+		kind = INODE_STAGED_RUN;
+	}
+	ret = stat_promote_entry(fs, kind, run, name, &e->attr);
+	if (ret < 0)
+		return ret;
+	ret = inode_get(fs->inodes, parent, kind, name, e->attr.st_ino, -1, &inode);
+	if (ret < 0)
+		return ret;
+	e->ino = inode_to_nodeid(inode);
+	return 0;
+}
+
+/*
  * Resolves name in parent and counts a kernel reference to the result.
  * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
  */
@@ -253,7 +405,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 
 	switch (parent->kind) {
 	case INODE_ROOT:
-		if (strcmp(name, NAMES_PROMOTE_DIR) == 0) {
+		if (strcmp(name, NAMES_PROMOTE_DIR) == 0 && fs->promoter) {
 			inode_get(fs->inodes, parent, INODE_PROMOTE, name, INODE_PROMOTE_INO, -1, &inode);
 			set_virtual_dir(fs, &e->attr, INODE_PROMOTE_INO, 2);
 			e->ino = inode_to_nodeid(inode);
@@ -273,7 +425,8 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 		ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing.st_ino, -1, &inode);
 		break;
 	case INODE_PROMOTE:
-		return -ENOENT;
+	case INODE_STAGED_RUN:
+		return lookup_promote_child(fs, parent, name, e);
 	default:
 		return -ENOTDIR;
 	}
@@ -284,17 +437,24 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	return 0;
 }
 
+static bool is_promote_dir(const struct inode *inode)
+{
+	return inode->kind == INODE_PROMOTE || inode->kind == INODE_STAGED_RUN;
+}
+
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	int ret;
 
-	ret = lookup_child(fs, inode_of(req, parent), name, &e);
+	struct inode *dir = inode_of(req, parent);
+
+	ret = lookup_child(fs, dir, name, &e);
 	if (ret == -ENOENT) {
 		/* Cache the absence too; the watcher drops it if the name appears. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->timeout;
+		e.entry_timeout = is_promote_dir(dir) ? 0 : fs->timeout;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -320,6 +480,11 @@ static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+static struct open_file *handle_of(struct fuse_file_info *fi)
+{
+	return (struct open_file *)(uintptr_t)fi->fh;
+}
+
 static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -327,9 +492,10 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	struct stat st, backing;
 	int ret;
 
-	if (fi && inode->kind == INODE_FILE) {
+	if (fi && (inode->kind == INODE_FILE || inode->kind == INODE_UPLOAD) &&
+	    handle_of(fi)->fd >= 0) {
 		/* fstat() of an open file: ask the file itself, not its name. */
-		ret = fstat((int)fi->fh, &backing) < 0 ? -errno : 0;
+		ret = fstat(handle_of(fi)->fd, &backing) < 0 ? -errno : 0;
 		if (ret == 0)
 			present_backing(fs, &st, &backing);
 	} else {
@@ -337,63 +503,235 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	}
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
+	else if (is_promote_dir(inode) || inode->kind == INODE_STATUS ||
+		 inode->kind == INODE_UPLOAD)
+		fuse_reply_attr(req, &st, 0);
 	else	/* the root's link count follows runs expiring: keep it short */
 		fuse_reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : fs->timeout);
 }
 
 /* --- files ---------------------------------------------------------------- */
 
+/*
+ * Opens a backing file for reading: never following a symlink, never
+ * waiting on a FIFO, and only the very file the inode stands for.
+ */
+static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
+{
+	int open_flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (flags & O_NOATIME);
+	struct stat st;
+	int fd;
+
+	fd = store_open_beneath(dirfd, path, open_flags, 0);
+	if (fd == -EPERM && (open_flags & O_NOATIME))
+		/* Not the backing file's owner: atime is then not ours to spare. */
+		fd = store_open_beneath(dirfd, path, open_flags & ~O_NOATIME, 0);
+	if (fd < 0)
+		return fd == -ELOOP ? -ENOENT : fd;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != ino) {
+		close(fd);
+		/* The name was replaced since lookup: the kernel looks it up again. */
+		return -ESTALE;
+	}
+	return fd;
+}
+
+static void file_handle_free(struct open_file *handle)
+{
+	if (handle->upload)
+		promote_end_upload(handle->upload);
+	else if (handle->fd >= 0)
+		close(handle->fd);
+	free(handle->text);
+	free(handle);
+}
+
+static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct open_file *handle)
+{
+	fi->fh = (uintptr_t)handle;
+	if (fuse_reply_open(req, fi) < 0)
+		file_handle_free(handle);	/* the opener is gone: no release will come */
+}
+
+/* Starts an upload for an open or create in promote/, and replies. */
+static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
+			bool truncate, struct fuse_file_info *fi, bool create)
+{
+	struct fs *fs = fs_of(req);
+	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	struct open_file *handle;
+	struct fuse_entry_param e = { 0 };
+	struct inode *inode;
+	int ret;
+
+	handle = calloc(1, sizeof(*handle));
+	if (!handle) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = promote_begin_upload(fs->promoter, run, name, truncate, &handle->upload, &e.attr);
+	if (ret < 0) {
+		free(handle);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	handle->fd = promote_upload_fd(handle->upload);
+	/* Every byte goes to the daemon at once: the quota is checked per write. */
+	fi->direct_io = 1;
+	fi->noflush = 0;
+	if (!create) {
+		reply_open(req, fi, handle);
+		return;
+	}
+	ret = inode_get(fs->inodes, parent, INODE_UPLOAD, name, e.attr.st_ino, -1, &inode);
+	if (ret < 0) {
+		file_handle_free(handle);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	present_backing(fs, &e.attr, &e.attr);
+	e.ino = inode_to_nodeid(inode);
+	fi->fh = (uintptr_t)handle;
+	if (fuse_reply_create(req, &e, fi) < 0)
+		file_handle_free(handle);
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct inode *inode = inode_of(req, nodeid);
-	int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (fi->flags & O_NOATIME);
-	struct stat st;
-	int fd;
+	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
+	struct open_file *handle;
+	int fd, dirfd;
 
-	if (inode->kind != INODE_FILE) {
-		fuse_reply_err(req, EISDIR);
+	if (inode->kind == INODE_UPLOAD && writing) {
+		open_upload(req, inode->parent, inode->name, fi->flags & O_TRUNC, fi, false);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+	if (writing) {
+		fuse_reply_err(req, inode->kind == INODE_STATUS ? EACCES : EROFS);
+		return;
+	}
+	handle = calloc(1, sizeof(*handle));
+	if (!handle) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	handle->fd = -1;
+	switch (inode->kind) {
+	case INODE_FILE:
+		fd = open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
+		fi->keep_cache = fs->keep_cache;
+		break;
+	case INODE_STATUS:
+		fd = promote_format_status(fs->promoter, &handle->text, &handle->len);
+		fi->direct_io = 1;	/* its size is known only now */
+		break;
+	case INODE_UPLOAD:
+		/* Reading back: the staged file, or the artifact it became. */
+		fd = promote_open_staged(fs->promoter, upload_run(inode), inode->name);
+		if (fd == -ENOENT && upload_run(inode)) {
+			snprintf(path, sizeof(path), "%s/%s", upload_run(inode), inode->name);
+			dirfd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+			fd = dirfd < 0 ? dirfd : open_backing(dirfd, path, fi->flags, inode->ino);
+			if (dirfd >= 0)
+				close(dirfd);
+		}
+		fi->direct_io = 1;
+		break;
+	default:
+		fd = -EISDIR;
+	}
+	if (fd < 0) {
+		free(handle->text);
+		free(handle);
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	if (inode->kind != INODE_STATUS)
+		handle->fd = fd;
+	fi->noflush = 1;
+	reply_open(req, fi, handle);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct inode *dir = inode_of(req, parent);
+
+	if (!is_promote_dir(dir) || !fs_of(req)->promoter) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fd = store_open_beneath(inode->parent->fd, inode->name, flags, 0);
-	if (fd == -EPERM && (flags & O_NOATIME))
-		/* Not the backing file's owner: atime is then not ours to spare. */
-		fd = store_open_beneath(inode->parent->fd, inode->name, flags & ~O_NOATIME, 0);
-	if (fd < 0) {
-		fuse_reply_err(req, fd == -ELOOP ? ENOENT : -fd);
-		return;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != inode->ino) {
-		close(fd);
-		/* The name was replaced since lookup: the kernel looks it up again. */
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	fi->fh = (uint64_t)fd;
-	fi->keep_cache = fs->keep_cache;
-	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) < 0)
-		close(fd);	/* the opener is gone: no release will come */
+	open_upload(req, dir, name, true, fi, true);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
 		    struct fuse_file_info *fi)
 {
+	struct open_file *handle = handle_of(fi);
 	struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
 
+	if (handle->fd < 0) {
+		/* promote/.status, as of open */
+		size_t start = (size_t)offset < handle->len ? (size_t)offset : handle->len;
+		fuse_reply_buf(req, handle->text + start,
+			       size < handle->len - start ? size : handle->len - start);
+		return;
+	}
 	data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	data.buf[0].fd = (int)fi->fh;
+	data.buf[0].fd = handle->fd;
 	data.buf[0].pos = offset;
 	fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
 }
 
+static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t size,
+		     off_t offset, struct fuse_file_info *fi)
+{
+	struct open_file *handle = handle_of(fi);
+	ssize_t written;
+
+	if (!handle->upload) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	written = promote_upload_write(handle->upload, buf, size, offset);
+	if (written < 0)
+		fuse_reply_err(req, (int)-written);
+	else
+		fuse_reply_write(req, (size_t)written);
+}
+
+/* A file landed in run: the view shows it, and the run if it is new, now. */
+static void notify_landing(struct fs *fs, const char *run, const char *name)
+{
+	notify_file(fs, run, name, true);
+	notify_run(fs, run);
+}
+
+/*
+ * The writer's close(): the moment an upload is committed, so that close()
+ * reports the outcome.  The view is told at once, not when the watcher
+ * notices.
+ */
+static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+	struct open_file *handle = handle_of(fi);
+	struct inode *inode = inode_of(req, nodeid);
+	int ret = 0;
+
+	if (handle->upload) {
+		ret = promote_commit_upload(handle->upload);
+		if (ret == 0 && upload_run(inode))
+			notify_landing(fs_of(req), upload_run(inode), inode->name);
+	}
+	fuse_reply_err(req, -ret);
+}
+
 static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
-	close((int)fi->fh);
+	file_handle_free(handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -401,23 +739,18 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t nodeid, off_t offset, int whence
 		     struct fuse_file_info *fi)
 {
 	/* SEEK_DATA and SEEK_HOLE: sparse-aware copies need the backing answer. */
-	off_t result = lseek((int)fi->fh, offset, whence);
+	off_t result = handle_of(fi)->fd < 0 ? -1 : lseek(handle_of(fi)->fd, offset, whence);
 
 	if (result < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, handle_of(fi)->fd < 0 ? ESPIPE : errno);
 	else
 		fuse_reply_lseek(req, result);
-}
-
-static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, 0);
 }
 
 static void fs_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync,
 		     struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);	/* nothing of ours is ever dirty */
+	fuse_reply_err(req, 0);	/* staged data is made durable at commit */
 }
 
 /* --- directories ------------------------------------------------------------ */
@@ -427,7 +760,6 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	struct fs *fs = fs_of(req);
 	struct inode *inode = inode_of(req, nodeid);
 	struct dir_handle *handle;
-	size_t capacity = 0;
 	int ret;
 
 	handle = calloc(1, sizeof(*handle));
@@ -440,8 +772,10 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		ret = list_root(fs, handle, NULL);
 		break;
 	case INODE_PROMOTE:
-		if ((ret = dir_handle_add(handle, &capacity, ".", INODE_PROMOTE_INO)) == 0)
-			ret = dir_handle_add(handle, &capacity, "..", INODE_ROOT_INO);
+		ret = list_promote(fs, handle);
+		break;
+	case INODE_STAGED_RUN:
+		ret = list_staged_run(fs, inode, handle);
 		break;
 	case INODE_RUN:
 		ret = store_open_dir(inode->fd, &handle->stream);
@@ -455,8 +789,11 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		return;
 	}
 	fi->fh = (uintptr_t)handle;
-	/* The root's listing changes as runs expire: list it afresh each time. */
-	fi->keep_cache = fs->keep_cache && inode->kind != INODE_ROOT;
+	/*
+	 * The root's listing changes as runs expire, promote/'s with every
+	 * upload: those are listed afresh each time.
+	 */
+	fi->keep_cache = fs->keep_cache && inode->kind == INODE_RUN;
 	fi->cache_readdir = fi->keep_cache;
 	if (fuse_reply_open(req, fi) < 0)
 		dir_handle_free(handle);
@@ -507,7 +844,7 @@ static size_t read_snapshot(fuse_req_t req, struct inode *dir, struct dir_handle
 	/* A snapshot entry's cookie is its index + 1. */
 	for (size_t i = (size_t)offset; i < handle->count; i++) {
 		size_t used = add_entry(req, dir, buf + pos, size - pos, handle->entries[i].name,
-					handle->entries[i].ino, DT_DIR, (off_t)i + 1, plus);
+					handle->entries[i].ino, handle->entries[i].type, (off_t)i + 1, plus);
 		if (!used)
 			break;
 		pos += used;
@@ -615,6 +952,13 @@ static int read_attrs(struct fs *fs, struct inode *inode, struct index_attrs *at
 	case INODE_FILE:
 		return index_get_file_attrs(fs->view->index, fs->view->client,
 					    inode->parent->name, inode->name, attrs);
+	case INODE_STAGED_RUN:
+		return index_get_run_attrs(fs->view->index, fs->view->client, inode->name, attrs);
+	case INODE_UPLOAD:
+		if (!upload_run(inode))
+			return -ENOENT;
+		return index_get_file_attrs(fs->view->index, fs->view->client,
+					    upload_run(inode), inode->name, attrs);
 	default:
 		return -ENOENT;
 	}
@@ -674,10 +1018,64 @@ out:
 
 /* --- everything that would change the store --------------------------------- */
 
+/*
+ * In promote/ a tool may set what the view decides anyway (owner, mode)
+ * or what the staged file keeps (times): accepted, so cp -a, tar -x and
+ * rsync finish cleanly.  The size changes only through the writer's handle.
+ */
+static int setattr_upload(struct fs *fs, struct inode *inode, const struct stat *attr,
+			  int to_set, struct fuse_file_info *fi)
+{
+	struct upload *upload = fi ? handle_of(fi)->upload : NULL;
+	struct timespec times[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+	int ret = 0, fd = -1;
+
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (!upload)
+			return promote_stat_upload(fs->promoter, upload_run(inode), inode->name,
+						   &(struct stat){ 0 }) == 0 ? -EBUSY : -EROFS;
+		ret = promote_upload_truncate(upload, attr->st_size);
+		if (ret < 0)
+			return ret;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		times[0] = to_set & FUSE_SET_ATTR_ATIME_NOW ?
+			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		times[1] = to_set & FUSE_SET_ATTR_MTIME_NOW ?
+			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_mtim;
+	if (!(to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
+		return 0;
+	/* Times land on the staged file, so the artifact keeps them. */
+	fd = upload ? dup(promote_upload_fd(upload)) :
+	     promote_open_staged(fs->promoter, upload_run(inode), inode->name);
+	if (fd >= 0) {
+		ret = futimens(fd, times) < 0 ? -errno : 0;
+		close(fd);
+	}
+	return ret;
+}
+
 static void fs_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = fs_of(req);
+	struct inode *inode = inode_of(req, nodeid);
+	struct stat st;
+	int ret;
+
+	if (inode->kind == INODE_UPLOAD)
+		ret = setattr_upload(fs, inode, attr, to_set, fi);
+	else if (inode->kind == INODE_STAGED_RUN)
+		ret = (to_set & FUSE_SET_ATTR_SIZE) ? -EISDIR : 0;
+	else
+		ret = -EROFS;
+	if (ret == 0)
+		ret = stat_inode(fs, inode, &st);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, 0);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -686,14 +1084,60 @@ static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	fuse_reply_err(req, EROFS);
 }
 
+/* mkdir promote/<run>: a run to upload into. */
 static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = fs_of(req);
+	struct inode *dir = inode_of(req, parent);
+	struct fuse_entry_param e = { 0 };
+	struct inode *inode;
+	struct stat st;
+	int ret;
+
+	if (dir->kind != INODE_PROMOTE || !fs->promoter) {
+		fuse_reply_err(req, dir->kind == INODE_STAGED_RUN ? EPERM : EROFS);
+		return;
+	}
+	ret = promote_stage_run(fs->promoter, name, true, &st);
+	if (ret == 0)
+		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, st.st_ino, -1, &inode);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	present_backing(fs, &e.attr, &st);
+	e.ino = inode_to_nodeid(inode);
+	fuse_reply_entry(req, &e);
 }
 
+/* rm of an artifact (or of metadata.json) in a run. */
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = fs_of(req);
+	struct inode *dir = inode_of(req, parent);
+
+	if (dir->kind == INODE_RUN && fs->promoter)
+		fuse_reply_err(req, -promote_delete_file(fs->promoter, dir->name, name));
+	else
+		fuse_reply_err(req, is_promote_dir(dir) ? EPERM : EROFS);
+}
+
+/* rmdir of a run (the end of rm -r), or of an idle promote/<run>. */
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct inode *dir = inode_of(req, parent);
+	int ret = -EROFS;
+
+	if (!fs->promoter)
+		ret = -EROFS;
+	else if (dir->kind == INODE_ROOT && strcmp(name, NAMES_PROMOTE_DIR) == 0)
+		ret = -EPERM;
+	else if (dir->kind == INODE_ROOT)
+		ret = promote_delete_run(fs->promoter, name);
+	else if (dir->kind == INODE_PROMOTE)
+		ret = promote_unstage_run(fs->promoter, name);
+	fuse_reply_err(req, -ret);
 }
 
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -712,16 +1156,33 @@ static void fs_link(fuse_req_t req, fuse_ino_t nodeid, fuse_ino_t newparent, con
 	fuse_reply_err(req, EROFS);
 }
 
-static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
-}
-
+/*
+ * Metadata for what is being promoted: user.artifact.agent_id on an
+ * upload in flight, user.artifact.workflow_id and .user_directive on
+ * promote/<run>.  Everything else is read-only.
+ */
 static void fs_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name,
 			const char *value, size_t size, int flags)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = fs_of(req);
+	struct inode *inode = inode_of(req, nodeid);
+	const size_t prefix = strlen(XATTR_PREFIX);
+	int ret;
+
+	if (inode->kind != INODE_UPLOAD && inode->kind != INODE_STAGED_RUN) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (strncmp(name, XATTR_PREFIX, prefix) != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (inode->kind == INODE_STAGED_RUN)
+		ret = promote_set_run_attr(fs->promoter, inode->name, name + prefix, value, size);
+	else
+		ret = promote_set_file_attr(fs->promoter, upload_run(inode) ? upload_run(inode) : "",
+					    inode->name, name + prefix, value, size);
+	fuse_reply_err(req, ret == -ENOENT ? EROFS : -ret);
 }
 
 static void fs_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
@@ -731,7 +1192,14 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
 
 static void fs_access(fuse_req_t req, fuse_ino_t nodeid, int mask)
 {
-	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+	struct inode *inode = inode_of(req, nodeid);
+
+	if (!(mask & W_OK))
+		fuse_reply_err(req, 0);
+	else if (inode->kind == INODE_STATUS)
+		fuse_reply_err(req, EACCES);
+	else
+		fuse_reply_err(req, fs_of(req)->promoter ? 0 : EROFS);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -755,12 +1223,13 @@ const struct fuse_lowlevel_ops fs_operations = {
 	.mknod = fs_mknod,
 	.mkdir = fs_mkdir,
 	.unlink = fs_unlink,
-	.rmdir = fs_unlink,
+	.rmdir = fs_rmdir,
 	.symlink = fs_symlink,
 	.rename = fs_rename,
 	.link = fs_link,
 	.open = fs_open,
 	.read = fs_read,
+	.write = fs_write,
 	.flush = fs_flush,
 	.release = fs_release,
 	.fsync = fs_fsync,

@@ -1,5 +1,7 @@
 /*
- * index.c - the SQLite index: a rebuildable cache of the store's metadata.
+ * index.c - the SQLite index: a rebuildable cache of the store's metadata,
+ * plus (since schema 2) what the store cannot tell: who owns each run, and
+ * the audit of promotions and deletions.
  *
  * This file owns the index database file and everything about it: opening
  * it (WAL, busy timeout, setting aside a file that is not a usable index),
@@ -71,7 +73,47 @@ static const char *const migrations[INDEX_SCHEMA_VERSION + 1] = {
 	"\tPRIMARY KEY (run_id, filename)\n"
 	") WITHOUT ROWID;\n"
 	"CREATE INDEX runs_client_expiry ON runs (client, expires_at_unix);\n",
+	/*
+	 * Unlike the tables of step 1, these are not derived from the store
+	 * and cannot be rebuilt from it: who owns a run (sessions/ is not
+	 * scoped by client, so the first tenant to promote into a run keeps
+	 * it), and the promotion audit.  The ids of audit only grow (rows are
+	 * deleted oldest first), so id order is insertion order.
+	 */
+	[2] =
+	"CREATE TABLE run_owners (\n"
+	"\trun TEXT PRIMARY KEY,\n"
+	"\tclient TEXT NOT NULL,\n"
+	"\tclaimed_at INTEGER NOT NULL\n"
+	");\n"
+	"CREATE TABLE audit (\n"
+	"\tid INTEGER PRIMARY KEY,\n"
+	"\ttime_ns INTEGER NOT NULL,\n"
+	"\tclient TEXT NOT NULL,\n"
+	"\taction TEXT NOT NULL CHECK (action IN ('promote', 'delete')),\n"
+	"\trun TEXT,\n"
+	"\tfilename TEXT,\n"
+	"\tsize INTEGER,\n"
+	"\tsha256 TEXT,\n"
+	"\terror INTEGER NOT NULL,\n"
+	"\treason TEXT\n"
+	");\n"
+	"CREATE INDEX audit_client ON audit (client, id);\n",
 };
+
+/*
+ * The audit keeps the newest AUDIT_KEEP rows of each client.  Finding the
+ * cut costs a walk over up to AUDIT_KEEP index entries (milliseconds), too
+ * much for every insert: a client is trimmed at its first insert through
+ * a struct index (what earlier processes counted is lost) and then after
+ * every AUDIT_TRIM_EVERY more, so a client holds at most AUDIT_KEEP +
+ * AUDIT_TRIM_EVERY - 1 rows per daemon writing for it.  The counts are
+ * remembered for up to AUDIT_CLIENTS_MAX clients; past that they are all
+ * forgotten, which costs each client one early trim.
+ */
+#define AUDIT_KEEP 100000
+#define AUDIT_TRIM_EVERY 1000
+#define AUDIT_CLIENTS_MAX 1024
 
 enum stmt_id {
 	STMT_BEGIN,
@@ -87,6 +129,13 @@ enum stmt_id {
 	STMT_GET_EXPIRY,
 	STMT_RUN_ATTRS,
 	STMT_FILE_ATTRS,
+	STMT_CLAIM_RUN,
+	STMT_GET_OWNER,
+	STMT_ADD_AUDIT,
+	STMT_TRIM_AUDIT,
+	STMT_LIST_AUDIT,
+	STMT_USAGE,
+	STMT_SET_SHA256,
 	STMT_COUNT
 };
 
@@ -148,6 +197,31 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	"SELECT a.agent_id, a.generated_at, a.content_type, a.size_bytes,"
 	" a.sha256 FROM runs r JOIN artifacts a ON a.run_id = r.id"
 	" WHERE r.client = ?1 AND r.run = ?2 AND a.filename = ?3",
+	/* The first claim stays: see index_claim_run(). */
+	[STMT_CLAIM_RUN] =
+	"INSERT OR IGNORE INTO run_owners (run, client, claimed_at)"
+	" VALUES (?1, ?2, ?3)",
+	[STMT_GET_OWNER] = "SELECT client FROM run_owners WHERE run = ?1",
+	[STMT_ADD_AUDIT] =
+	"INSERT INTO audit (time_ns, client, action, run, filename, size,"
+	" sha256, error, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	/* Both walks are over audit_client; no row at ?2 means nothing to cut. */
+	[STMT_TRIM_AUDIT] =
+	"DELETE FROM audit WHERE client = ?1 AND id < (SELECT id FROM audit"
+	" WHERE client = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+	/* The newest ?2 rows (audit_client, backwards), then oldest first. */
+	[STMT_LIST_AUDIT] =
+	"SELECT time_ns, action, run, filename, size, sha256, error, reason"
+	" FROM (SELECT * FROM audit WHERE client = ?1 ORDER BY id DESC"
+	" LIMIT ?2) ORDER BY id",
+	[STMT_USAGE] =
+	"SELECT coalesce(sum(a.file_size), 0), count(*) FROM runs r"
+	" JOIN artifacts a ON a.run_id = r.id"
+	" WHERE r.client = ?1 AND a.file_size IS NOT NULL",
+	[STMT_SET_SHA256] =
+	"UPDATE artifacts SET sha256 = ?7 WHERE run_id = (SELECT id FROM runs"
+	" WHERE client = ?1 AND run = ?2) AND filename = ?3 AND file_ino = ?4"
+	" AND file_size = ?5 AND file_mtime_ns = ?6",
 };
 
 static const char *const run_attr_names[] = {
@@ -158,11 +232,19 @@ static const char *const file_attr_names[] = {
 	"agent_id", "generated_at", "content_type", "size_bytes", "sha256",
 };
 
+/* How many audit rows a client added since its last trim. */
+struct audit_count {
+	char *client;
+	unsigned inserts;
+};
+
 struct index {
 	char *path;			/* for log lines; immutable */
-	pthread_mutex_t lock;		/* guards db and every stmt */
+	pthread_mutex_t lock;		/* guards everything below */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[STMT_COUNT];
+	struct audit_count *audit_counts;	/* sorted by client */
+	size_t n_audit_counts;
 };
 
 /*
@@ -499,10 +581,22 @@ out:
 	return ret;
 }
 
+/* Forgets every client's audit count. */
+static void audit_counts_clear(struct index *index)
+{
+	size_t i;
+
+	for (i = 0; i < index->n_audit_counts; i++)
+		free(index->audit_counts[i].client);
+	index->n_audit_counts = 0;
+}
+
 static void free_index(struct index *index)
 {
 	size_t i;
 
+	audit_counts_clear(index);
+	free(index->audit_counts);
 	for (i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(index->stmt[i]);
 	sqlite3_close(index->db);
@@ -1257,4 +1351,335 @@ void index_attrs_release(struct index_attrs *attrs)
 	for (i = 0; i < attrs->count && i < INDEX_ATTRS_MAX; i++)
 		free(attrs->attr[i].value);
 	memset(attrs, 0, sizeof(*attrs));
+}
+
+int index_claim_run(struct index *index, const char *client, const char *run)
+{
+	sqlite3_stmt *stmt;
+	const unsigned char *owner;
+	const char *what;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	/*
+	 * Unlike the cache, a claim lost to a power cut cannot be rebuilt,
+	 * and the run's promoted files survive it: the next tenant to
+	 * promote would own their run.  So this commit syncs the WAL (only
+	 * a commit that wrote does, once per run).
+	 */
+	what = "make the claim durable";
+	/* Not a prepared statement: a PRAGMA acts when compiled. */
+	rc = sqlite3_exec(index->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	/*
+	 * Insert-if-absent, then read back, both under the write lock that
+	 * BEGIN IMMEDIATE takes: no other daemon can claim in between, so
+	 * the owner read is the one that stays.
+	 */
+	what = "begin a transaction";
+	stmt = index->stmt[STMT_BEGIN];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "claim the run";
+	stmt = index->stmt[STMT_CLAIM_RUN];
+	rc = sqlite3_bind_text(stmt, 1, run, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(stmt, 2, client, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 3, (int64_t)time(NULL));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	stmt_done(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "read the owner";
+	stmt = index->stmt[STMT_GET_OWNER];
+	rc = sqlite3_bind_text(stmt, 1, run, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		/* client is NOT NULL: a NULL here is SQLite out of memory. */
+		owner = sqlite3_column_text(stmt, 0);
+		if (owner)
+			ret = strcmp((const char *)owner, client) ? -EACCES : 0;
+		else
+			rc = SQLITE_NOMEM;
+	}
+	stmt_done(stmt);
+	if (rc != SQLITE_ROW)
+		goto fail;
+
+	what = "commit";
+	stmt = index->stmt[STMT_COMMIT];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	goto unlock;
+
+fail:
+	ret = sql_failed(index, what, client, run);
+	rollback(index);
+unlock:
+	/* Should this fail, commits stay FULL: slower, never wrong. */
+	sqlite3_exec(index->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_get_run_owner(struct index *index, const char *run, char **owner)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_GET_OWNER];
+	const unsigned char *text;
+	int rc, ret = 0;
+
+	*owner = NULL;
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_bind_text(stmt, 1, run, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		text = sqlite3_column_text(stmt, 0);
+		if (!text || !(*owner = strdup((const char *)text))) {
+			ret = -ENOMEM;
+			log_error("index %s: cannot read the owner of run %s: %s",
+				  index->path, run, strerror(ENOMEM));
+		}
+	} else if (rc == SQLITE_DONE) {
+		ret = -ENOENT;
+	} else {
+		ret = -EIO;
+		log_error("index %s: cannot read the owner of run %s: %s",
+			  index->path, run, sqlite3_errmsg(index->db));
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+static const char *action_name(enum index_action action)
+{
+	switch (action) {
+	case INDEX_ACTION_PROMOTE:
+		return "promote";
+	case INDEX_ACTION_DELETE:
+		return "delete";
+	}
+	return NULL;
+}
+
+/*
+ * Counts an audit row of client and tells whether the client is due a
+ * trim (see AUDIT_KEEP).  The counts are a sorted array, allocated at
+ * full size the first time, searched by hand to find where a new client
+ * goes.
+ */
+static bool audit_trim_due(struct index *index, const char *client)
+{
+	struct audit_count *count;
+	size_t lo = 0, hi = index->n_audit_counts, mid;
+	char *copy;
+	int c;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		count = &index->audit_counts[mid];
+		c = strcmp(client, count->client);
+		if (c == 0) {
+			if (++count->inserts < AUDIT_TRIM_EVERY)
+				return false;
+			count->inserts = 0;
+			return true;
+		}
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (index->n_audit_counts == AUDIT_CLIENTS_MAX) {
+		audit_counts_clear(index);
+		lo = 0;
+	}
+	if (!index->audit_counts)
+		index->audit_counts = malloc(AUDIT_CLIENTS_MAX *
+					     sizeof(*index->audit_counts));
+	copy = index->audit_counts ? strdup(client) : NULL;
+	/* Without memory the client is not remembered: trimmed again next time. */
+	if (copy) {
+		count = &index->audit_counts[lo];
+		memmove(count + 1, count,
+			(index->n_audit_counts - lo) * sizeof(*count));
+		count->client = copy;
+		count->inserts = 0;
+		index->n_audit_counts++;
+	}
+	/* New to this struct index: what others counted is unknown. */
+	return true;
+}
+
+/* Deletes client's audit rows older than the newest AUDIT_KEEP. */
+static void audit_trim(struct index *index, const char *client)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_TRIM_AUDIT];
+	int rc;
+
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, AUDIT_KEEP - 1);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	/* The row itself is in: a failed trim is made up for by the next. */
+	if (rc != SQLITE_DONE)
+		log_error("index %s: cannot trim the audit of client %s: %s",
+			  index->path, client, sqlite3_errmsg(index->db));
+	stmt_done(stmt);
+}
+
+int index_add_audit(struct index *index, const struct index_audit *row)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_ADD_AUDIT];
+	bool bad = false;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	bind_int64(stmt, 1, true, row->time_ns, &bad);
+	bind_text(stmt, 2, row->client, &bad);
+	/* An action index.h does not know binds NULL: refused, logged. */
+	bind_text(stmt, 3, action_name(row->action), &bad);
+	bind_text(stmt, 4, row->run, &bad);
+	bind_text(stmt, 5, row->filename, &bad);
+	bind_int64(stmt, 6, row->size >= 0, row->size, &bad);
+	bind_text(stmt, 7, row->sha256, &bad);
+	bind_int64(stmt, 8, true, row->error, &bad);
+	bind_text(stmt, 9, row->reason, &bad);
+	rc = bad ? bind_failed(index) : sqlite3_step(stmt);
+	if (rc != SQLITE_DONE)
+		ret = sql_failed(index, "add an audit row", row->client,
+				 row->run ? row->run : "(none)");
+	stmt_done(stmt);
+	if (ret == 0 && audit_trim_due(index, row->client))
+		audit_trim(index, row->client);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+/* Returns a text column, or NULL for SQL NULL (or SQLite out of memory). */
+static const char *column_text(sqlite3_stmt *stmt, int i)
+{
+	return (const char *)sqlite3_column_text(stmt, i);
+}
+
+int index_list_audit(struct index *index, const char *client, size_t limit,
+		     int (*fn)(void *ctx, const struct index_audit *row), void *ctx)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_LIST_AUDIT];
+	struct index_audit row;
+	const char *action;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	/* LIMIT is signed, and a negative one means no limit at all. */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, (uint64_t)limit > INT64_MAX ?
+					INT64_MAX : (int64_t)limit);
+	/*
+	 * fn runs under the lock, with the statement open (which is what
+	 * keeps the strings valid): it must not call back into this index.
+	 */
+	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		action = column_text(stmt, 1);
+		row = (struct index_audit){
+			.time_ns = sqlite3_column_int64(stmt, 0),
+			.client = client,
+			/* The CHECK constraint allows these two only. */
+			.action = action && strcmp(action, "delete") == 0 ?
+				  INDEX_ACTION_DELETE : INDEX_ACTION_PROMOTE,
+			.run = column_text(stmt, 2),
+			.filename = column_text(stmt, 3),
+			.size = sqlite3_column_type(stmt, 4) == SQLITE_NULL ?
+				-1 : sqlite3_column_int64(stmt, 4),
+			.sha256 = column_text(stmt, 5),
+			.error = sqlite3_column_int(stmt, 6),
+			.reason = column_text(stmt, 7),
+		};
+		ret = fn(ctx, &row);
+		if (ret)
+			break;
+		rc = SQLITE_OK;
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		log_error("index %s: cannot list the audit of client %s: %s",
+			  index->path, client, sqlite3_errmsg(index->db));
+		ret = -EIO;
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_get_usage(struct index *index, const char *client,
+		    uint64_t *bytes, uint64_t *files)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_USAGE];
+	int rc, ret = 0;
+
+	*bytes = 0;
+	*files = 0;
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		/* Sizes come from stat(): never negative. */
+		*bytes = (uint64_t)sqlite3_column_int64(stmt, 0);
+		*files = (uint64_t)sqlite3_column_int64(stmt, 1);
+	} else {
+		log_error("index %s: cannot add up the usage of client %s: %s",
+			  index->path, client, sqlite3_errmsg(index->db));
+		ret = -EIO;
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_set_sha256(struct index *index, const char *client, const char *run,
+		     const char *filename, int64_t ino, int64_t size,
+		     int64_t mtime_ns, const char *sha256)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_SET_SHA256];
+	bool bad = false;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	bind_text(stmt, 1, client, &bad);
+	bind_text(stmt, 2, run, &bad);
+	bind_text(stmt, 3, filename, &bad);
+	bind_int64(stmt, 4, true, ino, &bad);
+	bind_int64(stmt, 5, true, size, &bad);
+	bind_int64(stmt, 6, true, mtime_ns, &bad);
+	bind_text(stmt, 7, sha256, &bad);
+	rc = bad ? bind_failed(index) : sqlite3_step(stmt);
+	/*
+	 * sqlite3_changes() counts the rows the WHERE matched, whether or
+	 * not the value was new: 0 means no row describes this file.
+	 */
+	if (rc == SQLITE_DONE && sqlite3_changes(index->db) == 0) {
+		ret = -ENOENT;
+	} else if (rc != SQLITE_DONE) {
+		log_error("index %s: cannot record the sha256 of file %s for client %s run %s: %s",
+			  index->path, filename, client, run,
+			  sqlite3_errmsg(index->db));
+		ret = -EIO;
+	}
+	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
 }

@@ -23,6 +23,7 @@
 #include "inode.h"
 #include "log.h"
 #include "options.h"
+#include "promote.h"
 #include "store.h"
 #include "view.h"
 #include "watch.h"
@@ -129,6 +130,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *session = NULL;
 	struct index *index = NULL;
 	struct watch *watch = NULL;
+	struct promoter *promoter = NULL;
 	struct options opts;
 	struct view view;
 	struct fs fs = { 0 };
@@ -159,6 +161,20 @@ int main(int argc, char *argv[])
 	};
 	if (view_reconcile(&view) < 0)
 		goto out;
+	if (!opts.read_only) {
+		struct promote_options promote = {
+			.agent_id = opts.agent_id ? opts.agent_id : "artifactfs",
+			.workflow_id = opts.workflow_id ? opts.workflow_id : "",
+			.user_directive = opts.user_directive ? opts.user_directive : "",
+			.retention_days = opts.retention_days,
+			.quota_bytes = opts.quota_bytes,
+			.quota_files = opts.quota_files,
+			.only_run = opts.only_run,
+			.no_delete = opts.no_delete,
+		};
+		if (promote_open(&view, &promote, &promoter) < 0)
+			goto out;
+	}
 
 	fs = (struct fs){
 		.view = &view,
@@ -166,6 +182,7 @@ int main(int argc, char *argv[])
 		.gid = opts.gid,
 		.timeout = opts.cache_timeout,
 		.keep_cache = opts.cache_timeout > 0,
+		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
 	if (inode_table_new(&fs.inodes) < 0) {
@@ -210,6 +227,7 @@ out:
 	if (opts.ready_fd >= 0)
 		close(opts.ready_fd);	/* closed unwritten: startup failed */
 	inode_table_free(fs.inodes);
+	promote_close(promoter);
 	index_close(index);
 	free(index_path);
 	store_close(&store);

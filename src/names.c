@@ -122,11 +122,27 @@ static bool names_is_control(unsigned int cp)
 	return cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f);
 }
 
+int names_check_text(const char *text, size_t len, const char **reason)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	unsigned int cp;
+	size_t n;
+
+	/* One pass; the reason is that of the first offending character. */
+	for (size_t i = 0; i < len; i += n) {
+		n = names_utf8_decode(s + i, len - i, &cp);
+		if (n == 0)
+			return names_reject(reason, "is not valid UTF-8");
+		if (names_is_control(cp))
+			return names_reject(reason, "contains a control character");
+	}
+	return 0;
+}
+
 int names_check_artifact(const char *name, const char **reason)
 {
-	const unsigned char *s = (const unsigned char *)name;
-	size_t len, i, n;
-	unsigned int cp;
+	const char *slash;
+	size_t len;
 
 	if (!name)
 		return names_reject(reason, "is missing");
@@ -138,20 +154,37 @@ int names_check_artifact(const char *name, const char **reason)
 	/* Caught by the leading '.' rule too, but this says it better. */
 	if (names_is_dot_or_dotdot(name))
 		return names_reject(reason, "is '.' or '..'");
-	/* One pass; the reason is that of the first offending character. */
-	for (i = 0; i < len; i += n) {
-		if (s[i] == '/')
-			return names_reject(reason, "contains '/'");
-		n = names_utf8_decode(s + i, len - i, &cp);
-		if (n == 0)
-			return names_reject(reason, "is not valid UTF-8");
-		if (names_is_control(cp))
-			return names_reject(reason, "contains a control character");
-	}
+	/* The reason is that of the first offending character. */
+	slash = memchr(name, '/', len);
+	if (names_check_text(name, slash ? (size_t)(slash - name) : len, reason) < 0)
+		return -EINVAL;
+	if (slash)
+		return names_reject(reason, "contains '/'");
 	/* Hidden files would not show in listings, and "." and ".." escape. */
 	if (name[0] == '.')
 		return names_reject(reason, "starts with '.'");
 	if (strcmp(name, NAMES_METADATA_FILE) == 0)
 		return names_reject(reason, "is reserved");
 	return 0;
+}
+
+void names_make_printable(const char *text, char *out, size_t out_size)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t len = strlen(text), used = 0, n;
+	unsigned int cp;
+
+	if (out_size == 0)
+		return;
+	for (size_t i = 0; i < len && used + 1 < out_size; i += n) {
+		n = names_utf8_decode(s + i, len - i, &cp);
+		if (n == 0 || names_is_control(cp) || used + n >= out_size) {
+			out[used++] = '?';
+			n = n ? n : 1;
+			continue;
+		}
+		memcpy(out + used, s + i, n);
+		used += n;
+	}
+	out[used] = '\0';
 }

@@ -16,6 +16,8 @@
 #include "names.h"
 #include "options.h"
 
+enum { KEY_READ_ONLY = 1 };
+
 #define OPTION(template, field, value) \
 	{ template, offsetof(struct options, field), value }
 
@@ -30,6 +32,16 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("show_expired", show_expired, 1),
 	OPTION("ready_fd=%d", ready_fd, 0),
 	OPTION("cache_timeout=%lf", cache_timeout, 0),
+	OPTION("agent=%s", agent_id, 0),
+	OPTION("workflow=%s", workflow_id, 0),
+	OPTION("directive=%s", user_directive, 0),
+	OPTION("retention=%u", retention_days, 0),
+	OPTION("quota_bytes=%llu", quota_bytes, 0),
+	OPTION("quota_files=%llu", quota_files, 0),
+	OPTION("run=%s", only_run, 0),
+	OPTION("nodelete", no_delete, 1),
+	/* Kept for the kernel as well: it then refuses every write itself. */
+	FUSE_OPT_KEY("ro", KEY_READ_ONLY),
 	FUSE_OPT_END
 };
 
@@ -42,6 +54,8 @@ static int take_positional(void *data, const char *arg, int key, struct fuse_arg
 	struct options *opts = data;
 	struct stat st;
 
+	if (key == KEY_READ_ONLY)
+		opts->read_only = 1;
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (!opts->store) {
@@ -75,6 +89,17 @@ void options_print_help(const char *program)
 	       "    -o cache_timeout=S     kernel attribute and entry cache, seconds\n"
 	       "                           (default 3600; changes are pushed out at once)\n"
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
+	       "\n"
+	       "promotion and deletion:\n"
+	       "    -o agent=ID            agent_id of direct uploads (default artifactfs)\n"
+	       "    -o workflow=ID         workflow_id of runs made by uploads (default \"\")\n"
+	       "    -o directive=TEXT      user_directive of runs made by uploads (default \"\")\n"
+	       "    -o retention=DAYS      expires_at = created_at + DAYS (default 7)\n"
+	       "    -o quota_bytes=N       bytes the tenant may store (default: no limit)\n"
+	       "    -o quota_files=N       files the tenant may store (default: no limit)\n"
+	       "    -o run=RUN             promote/ serves this run only\n"
+	       "    -o nodelete            deleting artifacts and runs fails with EPERM\n"
+	       "    -o ro                  no promote/, no deletion\n"
 	       "\n", program);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -87,6 +112,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->ready_fd = -1;
 	opts->cache_timeout = 3600;
+	opts->retention_days = 7;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -126,6 +152,14 @@ int options_parse(struct fuse_args *args, struct options *opts)
 			  opts->cache_timeout);
 		return -EINVAL;
 	}
+	if (opts->only_run && names_check_run(opts->only_run, &reason) < 0) {
+		log_error("invalid run id '%s' in -o run=: it %s", opts->only_run, reason);
+		return -EINVAL;
+	}
+	if (opts->retention_days == 0 || opts->retention_days > 36500) {
+		log_error("invalid retention %u: use 1 to 36500 days", opts->retention_days);
+		return -EINVAL;
+	}
 	if (!opts->uid_set)
 		opts->uid = getuid();
 	if (!opts->gid_set)
@@ -138,6 +172,10 @@ void options_release(struct options *opts)
 	free(opts->store);
 	free(opts->client);
 	free(opts->index_path);
+	free(opts->agent_id);
+	free(opts->workflow_id);
+	free(opts->user_directive);
+	free(opts->only_run);
 	free(opts->fuse.mountpoint);
 	memset(opts, 0, sizeof(*opts));
 }

@@ -183,3 +183,49 @@ unsigned char store_entry_type(DIR *dir, const struct dirent *entry)
 		return DT_UNKNOWN;
 	return IFTODT(st.st_mode);
 }
+
+int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created)
+{
+	bool made = mkdirat(dirfd, name, mode) == 0;
+
+	if (!made && errno != EEXIST)
+		return -errno;
+	if (created)
+		*created = made;
+	return store_open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+}
+
+int store_remove_tree(int parent_fd, const char *name)
+{
+	struct dirent *entry;
+	DIR *dir;
+	int fd, ret;
+
+	if (unlinkat(parent_fd, name, 0) == 0)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -errno;
+	/* A directory: empty it first, one level at a time, no symlink followed. */
+	fd = store_open_beneath(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return fd;
+	dir = fdopendir(fd);
+	if (!dir) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	ret = 0;
+	while ((entry = readdir(dir))) {
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		ret = store_remove_tree(dirfd(dir), entry->d_name);
+		if (ret < 0 && ret != -ENOENT)
+			break;
+		ret = 0;
+	}
+	closedir(dir);
+	if (ret < 0)
+		return ret;
+	return unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}

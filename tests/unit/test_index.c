@@ -244,8 +244,9 @@ static void test_open_creates(void **state)
 	assert_string_equal(mode, "wal");
 	free(mode);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
-				 " WHERE name IN ('runs', 'artifacts', 'runs_client_expiry')"),
-			 3);
+				 " WHERE name IN ('runs', 'artifacts', 'runs_client_expiry',"
+				 " 'run_owners', 'audit', 'audit_client')"),
+			 6);
 	index_close(index);
 
 	/* Opening it again finds it current and leaves it alone. */
@@ -1033,6 +1034,507 @@ static void test_large_run(void **state)
 	free(names);
 }
 
+/* ---- schema 2: migration, run ownership, audit, usage, sha256 ---- */
+
+/* Step 1 of the migrations as released: what a version 1 daemon made. */
+static const char v1_schema[] =
+	"PRAGMA journal_mode = WAL;"
+	"CREATE TABLE runs (id INTEGER PRIMARY KEY, client TEXT NOT NULL,"
+	" run TEXT NOT NULL, workflow_id TEXT, user_directive TEXT,"
+	" created_at TEXT, expires_at TEXT, expires_at_unix INTEGER,"
+	" status TEXT, metadata_valid INTEGER NOT NULL, dir_ino INTEGER,"
+	" dir_mtime_ns INTEGER, meta_ino INTEGER, meta_size INTEGER,"
+	" meta_mtime_ns INTEGER, meta_ctime_ns INTEGER, indexed_at INTEGER,"
+	" UNIQUE (client, run));"
+	"CREATE TABLE artifacts (run_id INTEGER NOT NULL REFERENCES runs(id)"
+	" ON DELETE CASCADE, filename TEXT NOT NULL, agent_id TEXT,"
+	" generated_at TEXT, size_bytes INTEGER, content_type TEXT,"
+	" sha256 TEXT, file_size INTEGER, file_mtime_ns INTEGER,"
+	" file_ino INTEGER, PRIMARY KEY (run_id, filename)) WITHOUT ROWID;"
+	"CREATE INDEX runs_client_expiry ON runs (client, expires_at_unix);"
+	"PRAGMA user_version = 1;";
+
+static void test_migrate_v1(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index;
+	struct index_run_stamp got;
+	struct index_attrs attrs;
+	uint64_t bytes, files;
+	char **runs;
+	size_t n;
+
+	sql_exec(f->path, v1_schema);
+	sql_exec(f->path,
+		 "INSERT INTO runs VALUES (7, 'c1', 'r1', 'wf-9', '', NULL,"
+		 " '" EXPIRES "', 1771048837, 'active', 1, 11, 22, 33, 44, 55,"
+		 " 66, 1700000000);"
+		 "INSERT INTO artifacts VALUES (7, 'chart.png', 'agent-1', NULL,"
+		 " 1234, 'image/png', 'abc', 1234, 2000, 102);"
+		 "INSERT INTO artifacts VALUES (7, 'bare.txt', NULL, NULL, NULL,"
+		 " NULL, NULL, NULL, NULL, NULL);");
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 1);
+
+	index = open_ok(f->path);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
+				 " WHERE name IN ('run_owners', 'audit',"
+				 " 'audit_client')"), 3);
+	/* Migrated in place, not set aside. */
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs"), 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 2);
+	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
+	assert_int_equal(got.dir_ino, 11);
+	assert_int_equal(got.meta_ctime_ns, 66);
+	assert_int_equal(index_list_runs(index, "c1", &runs, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(runs[0], "r1");
+	index_free_list(runs, n);
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png",
+					      &attrs), 0);
+	assert_int_equal(attrs.count, 4);
+	assert_attr(&attrs, 0, "agent_id", "agent-1");
+	assert_attr(&attrs, 3, "sha256", "abc");
+	index_attrs_release(&attrs);
+
+	/* The new tables work on the migrated file. */
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 1234);
+	assert_int_equal(files, 1);
+	assert_int_equal(index_claim_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_claim_run(index, "c2", "r1"), -EACCES);
+	index_close(index);
+
+	/* Opening again: already current, nothing changes. */
+	index = open_ok(f->path);
+	index_close(index);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM run_owners"), 1);
+}
+
+static void test_claim(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	char *owner = (char *)"untouched";
+	int64_t now = (int64_t)time(NULL);
+
+	assert_int_equal(index_get_run_owner(index, "r1", &owner), -ENOENT);
+	assert_null(owner);
+
+	assert_int_equal(index_claim_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_claim_run(index, "c2", "r1"), -EACCES);
+	assert_int_equal(index_claim_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_get_run_owner(index, "r1", &owner), 0);
+	assert_string_equal(owner, "c1");
+	free(owner);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM run_owners"), 1);
+	assert_true(sql_int(f->path, "SELECT claimed_at FROM run_owners") >= now - 60);
+	assert_true(sql_int(f->path, "SELECT claimed_at FROM run_owners") <= now + 60);
+
+	/* Another run is another claim; a prefix is not the same client. */
+	assert_int_equal(index_claim_run(index, "c2", "r2"), 0);
+	assert_int_equal(index_claim_run(index, "c", "r2"), -EACCES);
+	assert_int_equal(index_claim_run(index, "c22", "r2"), -EACCES);
+	assert_int_equal(index_get_run_owner(index, "r2", &owner), 0);
+	assert_string_equal(owner, "c2");
+	free(owner);
+
+	/* Ownership outlives the run's rows: sessions/<run> is still there. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_delete_run(index, "c1", "r1"), 0);
+	assert_int_equal(index_claim_run(index, "c2", "r1"), -EACCES);
+	index_close(index);
+
+	/* And the file: a second open sees the same owners. */
+	index = open_ok(f->path);
+	assert_int_equal(index_claim_run(index, "c2", "r1"), -EACCES);
+	assert_int_equal(index_claim_run(index, "c1", "r1"), 0);
+	index_close(index);
+}
+
+#define CLAIM_RUNS 200
+
+struct claimer {
+	struct index *index;
+	const char *client;
+	pthread_barrier_t *start;
+	int result[CLAIM_RUNS];
+};
+
+static void *claimer_main(void *arg)
+{
+	struct claimer *c = arg;
+	char run[32];
+	int i;
+
+	/* Both start each claim together: every run is contended. */
+	for (i = 0; i < CLAIM_RUNS; i++) {
+		snprintf(run, sizeof(run), "run-%d", i);
+		pthread_barrier_wait(c->start);
+		c->result[i] = index_claim_run(c->index, c->client, run);
+	}
+	return NULL;
+}
+
+static void test_claim_race(void **state)
+{
+	struct fixture *f = *state;
+	struct index *a = open_ok(f->path);
+	struct index *b = open_ok(f->path);
+	pthread_barrier_t start;
+	struct claimer c[2] = {
+		{ .index = a, .client = "alice", .start = &start },
+		{ .index = b, .client = "bob", .start = &start },
+	};
+	pthread_t t[2];
+	char run[32], *owner;
+	int i, j, wins[2] = { 0, 0 };
+
+	/* Two connections, as two daemons: only SQLite's locking between them. */
+	assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, claimer_main, &c[i]), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	pthread_barrier_destroy(&start);
+
+	for (i = 0; i < CLAIM_RUNS; i++) {
+		snprintf(run, sizeof(run), "run-%d", i);
+		assert_int_equal(index_get_run_owner(a, run, &owner), 0);
+		for (j = 0; j < 2; j++) {
+			if (strcmp(owner, c[j].client) == 0) {
+				assert_int_equal(c[j].result[i], 0);
+				wins[j]++;
+			} else {
+				assert_int_equal(c[j].result[i], -EACCES);
+			}
+		}
+		free(owner);
+	}
+	assert_int_equal(wins[0] + wins[1], CLAIM_RUNS);
+	print_message("claims won: alice %d, bob %d\n", wins[0], wins[1]);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM run_owners"),
+			 CLAIM_RUNS);
+	index_close(a);
+	index_close(b);
+}
+
+/* What index_list_audit() handed over, copied. */
+struct audit_seen {
+	size_t n;
+	int stop_at;		/* return 99 from this call on (1-based); 0: never */
+	struct {
+		int64_t time_ns;
+		char client[16];
+		enum index_action action;
+		char run[16];
+		char filename[16];
+		int64_t size;
+		char sha256[80];
+		int error;
+		char reason[32];
+		bool null_run, null_filename, null_sha256, null_reason;
+	} row[16];
+};
+
+static void copy_field(char *dst, size_t size, const char *src, bool *null)
+{
+	*null = src == NULL;
+	snprintf(dst, size, "%s", src ? src : "");
+}
+
+static int audit_collect(void *ctx, const struct index_audit *row)
+{
+	struct audit_seen *seen = ctx;
+	bool unused;
+
+	assert_true(seen->n < 16);
+	seen->row[seen->n].time_ns = row->time_ns;
+	copy_field(seen->row[seen->n].client, 16, row->client, &unused);
+	seen->row[seen->n].action = row->action;
+	copy_field(seen->row[seen->n].run, 16, row->run,
+		   &seen->row[seen->n].null_run);
+	copy_field(seen->row[seen->n].filename, 16, row->filename,
+		   &seen->row[seen->n].null_filename);
+	seen->row[seen->n].size = row->size;
+	copy_field(seen->row[seen->n].sha256, 80, row->sha256,
+		   &seen->row[seen->n].null_sha256);
+	seen->row[seen->n].error = row->error;
+	copy_field(seen->row[seen->n].reason, 32, row->reason,
+		   &seen->row[seen->n].null_reason);
+	seen->n++;
+	return seen->stop_at && (int)seen->n >= seen->stop_at ? 99 : 0;
+}
+
+static int list_audit(struct index *index, const char *client, size_t limit,
+		      struct audit_seen *seen, int stop_at)
+{
+	memset(seen, 0, sizeof(*seen));
+	seen->stop_at = stop_at;
+	return index_list_audit(index, client, limit, audit_collect, seen);
+}
+
+static void test_audit(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	const struct index_audit rows[] = {
+		{ 1000, "c1", INDEX_ACTION_PROMOTE, "r1", "a.csv", 10, SHA, 0, NULL },
+		{ 2000, "c2", INDEX_ACTION_PROMOTE, "r9", "x.bin", 5, NULL, 0, NULL },
+		{ 3000, "c1", INDEX_ACTION_PROMOTE, "r1", "../x", -1, NULL, EINVAL,
+		  "file name contains '/'" },
+		/* A whole run deleted: no file, size unknown. */
+		{ 4000, "c1", INDEX_ACTION_DELETE, "r1", NULL, -1, NULL, 0, NULL },
+		/* A request that named no run. */
+		{ 5000, "c1", INDEX_ACTION_PROMOTE, NULL, NULL, -1, NULL, EACCES,
+		  "no run given" },
+	};
+	struct index_audit bad = rows[0];
+	struct audit_seen seen;
+	struct capture cap;
+	char *logged;
+	size_t i;
+	int ret;
+
+	assert_int_equal(list_audit(index, "c1", 10, &seen, 0), 0);
+	assert_int_equal(seen.n, 0);
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		assert_int_equal(index_add_audit(index, &rows[i]), 0);
+
+	/* All of c1's, oldest first, every field as given. */
+	assert_int_equal(list_audit(index, "c1", 10, &seen, 0), 0);
+	assert_int_equal(seen.n, 4);
+	assert_int_equal(seen.row[0].time_ns, 1000);
+	assert_string_equal(seen.row[0].client, "c1");
+	assert_int_equal(seen.row[0].action, INDEX_ACTION_PROMOTE);
+	assert_string_equal(seen.row[0].run, "r1");
+	assert_string_equal(seen.row[0].filename, "a.csv");
+	assert_int_equal(seen.row[0].size, 10);
+	assert_string_equal(seen.row[0].sha256, SHA);
+	assert_int_equal(seen.row[0].error, 0);
+	assert_true(seen.row[0].null_reason);
+
+	assert_int_equal(seen.row[1].time_ns, 3000);
+	assert_string_equal(seen.row[1].filename, "../x");
+	assert_int_equal(seen.row[1].size, -1);
+	assert_true(seen.row[1].null_sha256);
+	assert_int_equal(seen.row[1].error, EINVAL);
+	assert_string_equal(seen.row[1].reason, "file name contains '/'");
+
+	assert_int_equal(seen.row[2].action, INDEX_ACTION_DELETE);
+	assert_string_equal(seen.row[2].run, "r1");
+	assert_true(seen.row[2].null_filename);
+
+	assert_int_equal(seen.row[3].time_ns, 5000);
+	assert_true(seen.row[3].null_run);
+	assert_true(seen.row[3].null_filename);
+	assert_int_equal(seen.row[3].error, EACCES);
+
+	/* The stored form, as an operator sees it. */
+	assert_int_equal(sql_int(f->path, "SELECT size FROM audit WHERE time_ns = 3000"), -2);
+	assert_int_equal(sql_int(f->path, "SELECT action = 'delete' FROM audit"
+				 " WHERE time_ns = 4000"), 1);
+	assert_int_equal(sql_int(f->path, "SELECT run FROM audit WHERE time_ns = 5000"), -2);
+
+	/* A limit keeps the newest, still oldest first. */
+	assert_int_equal(list_audit(index, "c1", 2, &seen, 0), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.row[0].time_ns, 4000);
+	assert_int_equal(seen.row[1].time_ns, 5000);
+	assert_int_equal(list_audit(index, "c1", 1, &seen, 0), 0);
+	assert_int_equal(seen.n, 1);
+	assert_int_equal(seen.row[0].time_ns, 5000);
+	assert_int_equal(list_audit(index, "c1", 0, &seen, 0), 0);
+	assert_int_equal(seen.n, 0);
+	assert_int_equal(list_audit(index, "c1", SIZE_MAX, &seen, 0), 0);
+	assert_int_equal(seen.n, 4);
+
+	/* Each client sees its own rows only. */
+	assert_int_equal(list_audit(index, "c2", 10, &seen, 0), 0);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.row[0].filename, "x.bin");
+	assert_string_equal(seen.row[0].client, "c2");
+	assert_int_equal(list_audit(index, "c", 10, &seen, 0), 0);
+	assert_int_equal(seen.n, 0);
+
+	/* fn's first non-zero return stops the walk and is returned. */
+	assert_int_equal(list_audit(index, "c1", 10, &seen, 2), 99);
+	assert_int_equal(seen.n, 2);
+
+	/* An action index.h does not know is refused, with one error. */
+	bad.action = (enum index_action)7;
+	capture_begin(&cap);
+	ret = index_add_audit(index, &bad);
+	logged = capture_end(&cap);
+	assert_int_equal(ret, -EIO);
+	assert_int_equal(count_lines(logged), 1);
+	assert_non_null(strstr(logged, "c1"));
+	free(logged);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"), 5);
+	index_close(index);
+}
+
+static void add_audit_rows(struct index *index, const char *client, int n)
+{
+	struct index_audit row = { 0, client, INDEX_ACTION_PROMOTE, "r", "f",
+				   1, NULL, 0, NULL };
+	int i;
+
+	for (i = 0; i < n; i++) {
+		row.time_ns = 900000000 + i;
+		assert_int_equal(index_add_audit(index, &row), 0);
+	}
+}
+
+static void test_audit_bound(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct audit_seen seen;
+
+	index_close(index);
+	/* 100,500 old rows of one client, 10 of another, interleaved at the end. */
+	sql_exec(f->path,
+		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+		 " WHERE i < 100500)"
+		 " INSERT INTO audit (time_ns, client, action, error)"
+		 " SELECT i, 'big', 'promote', 0 FROM n;"
+		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+		 " WHERE i < 10)"
+		 " INSERT INTO audit (time_ns, client, action, error)"
+		 " SELECT i, 'small', 'delete', 0 FROM n;");
+	index = open_ok(f->path);
+
+	/* The first row a struct index adds for a client trims it. */
+	add_audit_rows(index, "big", 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'big'"), 100000);
+	/* The oldest went: 100,500 + 1 - 100,000 = 501 of them. */
+	assert_int_equal(sql_int(f->path, "SELECT min(time_ns) FROM audit"
+				 " WHERE client = 'big'"), 502);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'small'"), 10);
+
+	/* Then every 1000 rows: up to 999 over, never more. */
+	add_audit_rows(index, "big", 999);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'big'"), 100999);
+	add_audit_rows(index, "big", 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'big'"), 100000);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'small'"), 10);
+
+	/* The newest stay, and are what a listing shows. */
+	assert_int_equal(list_audit(index, "big", 2, &seen, 0), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.row[0].time_ns, 900000000 + 998);
+	assert_int_equal(seen.row[1].time_ns, 900000000);
+
+	/* A small client's trim deletes nothing. */
+	add_audit_rows(index, "small", 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit"
+				 " WHERE client = 'small'"), 11);
+	index_close(index);
+}
+
+static void test_usage(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	const struct index_file other[] = {
+		{ .filename = "big.bin", .size = 1000000, .mtime_ns = 1, .ino = 201 },
+	};
+	uint64_t bytes = 42, files = 42;
+
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(files, 0);
+
+	/* 4 rows: chart.png and data.csv have files, bare.txt and huge.bin not. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 1244);
+	assert_int_equal(files, 2);
+
+	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, NULL,
+				       other, 1), 0);
+	assert_int_equal(index_put_run(index, "c2", "r1", &stamp1, NULL,
+				       some_files, 1), 0);
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 1001244);
+	assert_int_equal(files, 3);
+	assert_int_equal(index_get_usage(index, "c2", &bytes, &files), 0);
+	assert_int_equal(bytes, 10);
+	assert_int_equal(files, 1);
+
+	/* A run with entries but no files adds nothing. */
+	assert_int_equal(index_put_run(index, "c3", "r1", &stamp1, &full_meta,
+				       NULL, 0), 0);
+	assert_int_equal(index_get_usage(index, "c3", &bytes, &files), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(files, 0);
+
+	assert_int_equal(index_delete_run(index, "c1", "r2"), 0);
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 1244);
+	assert_int_equal(files, 2);
+	index_close(index);
+}
+
+static void test_set_sha256(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	const char *other = "0000000000000000000000000000000000000000000000000000000000000000";
+
+	/* data.csv: size 10, mtime 1000, ino 101; chart.png: 1234, 2000, 102. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
+					  101, 10, 1000, SHA), 0);
+	assert_sha(index, "data.csv", true);
+	assert_sha(index, "chart.png", false);
+	/* Setting it again is not "no row". */
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
+					  101, 10, 1000, SHA), 0);
+
+	/* Any difference means the row describes other content: no change. */
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
+					  999, 10, 1000, other), -ENOENT);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
+					  101, 11, 1000, other), -ENOENT);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
+					  101, 10, 1001, other), -ENOENT);
+	assert_sha(index, "data.csv", true);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "chart.png",
+					  102, 1234, 1999, SHA), -ENOENT);
+	assert_sha(index, "chart.png", false);
+
+	/* No such row: other client, run, file; an entry without a file. */
+	assert_int_equal(index_set_sha256(index, "c2", "r1", "data.csv",
+					  101, 10, 1000, other), -ENOENT);
+	assert_int_equal(index_set_sha256(index, "c1", "r2", "data.csv",
+					  101, 10, 1000, other), -ENOENT);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "nothing",
+					  101, 10, 1000, other), -ENOENT);
+	assert_int_equal(index_set_sha256(index, "c1", "r1", "bare.txt",
+					  0, 0, 0, other), -ENOENT);
+	assert_sha(index, "bare.txt", false);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE sha256 IS NOT NULL"), 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE sha256 = '" SHA "' AND filename = 'data.csv'"), 1);
+
+	/* The hash then lives as any other: kept while the file stays. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	assert_sha(index, "data.csv", true);
+	index_close(index);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1054,6 +1556,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_two_daemons, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_sha256, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

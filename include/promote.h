@@ -1,0 +1,169 @@
+/*
+ * promote.h - putting artifacts into a tenant's store, and taking them out.
+ *
+ * An upload is staged in STORE/.artifactfs/staging/<client>/<instance>/ (on
+ * the store's file system, so the final rename is atomic) and committed
+ * when its writer closes it: the file is fsync'd and renamed into the run,
+ * metadata.json is rewritten atomically under a lock on the run dir, the
+ * index is updated and an audit row written.  An intent record written
+ * before the rename lets the next mount finish a commit a crash cut short.
+ *
+ * Everything here is FUSE-free and keyed by the view's tenant.  Functions
+ * return 0 or a negative errno; every refusal that reaches a user is
+ * logged once and audited, naming tenant, run and file.
+ */
+#ifndef ARTIFACTFS_PROMOTE_H
+#define ARTIFACTFS_PROMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "view.h"
+
+struct promote_options {
+	const char *agent_id;		/* default agent of direct uploads */
+	const char *workflow_id;	/* default workflow of a new run */
+	const char *user_directive;	/* default directive of a new run */
+	unsigned int retention_days;	/* expires_at = created_at + this */
+	uint64_t quota_bytes;		/* per tenant; 0 for no limit */
+	uint64_t quota_files;		/* per tenant; 0 for no limit */
+	const char *only_run;		/* promote into this run only, or NULL */
+	bool no_delete;			/* deletion refused with EPERM */
+};
+
+/* Longest value accepted for an artifact attribute set through the mount. */
+#define PROMOTE_ATTR_MAX 4096
+/* Largest request document accepted. */
+#define PROMOTE_REQUEST_MAX (1024 * 1024)
+/* The outcome file in promote/, and how many audit rows it shows. */
+#define PROMOTE_STATUS_FILE ".status"
+#define PROMOTE_STATUS_LINES 1000
+
+struct promoter;
+struct upload;
+
+/*
+ * Prepares promotion for view's tenant: makes this instance's staging
+ * directory, finishes or discards what instances that died left staged,
+ * and reads the MIME table.  Returns 0 and *out, or -errno (logged).
+ */
+int promote_open(struct view *view, const struct promote_options *options,
+		 struct promoter **out);
+
+/* Discards what is still staged and frees the promoter.  NULL is a no-op. */
+void promote_close(struct promoter *promoter);
+
+/*
+ * Whether the tenant may promote into run: a valid run id, allowed by
+ * only_run, and not another tenant's (by the index, or by a run dir of
+ * that id in another tenant's area).  Returns 0, -EINVAL, -EACCES.
+ */
+int promote_check_run(struct promoter *promoter, const char *run);
+
+/*
+ * The staging directory of promote/<run>, made if needed after
+ * promote_check_run().  *st describes it.  With create false, -ENOENT
+ * when it was never made.  Returns 0 or -errno.
+ */
+int promote_stage_run(struct promoter *promoter, const char *run, bool create,
+		      struct stat *st);
+
+/* Removes an idle promote/<run>.  Returns 0, -EBUSY, -ENOENT, -errno. */
+int promote_unstage_run(struct promoter *promoter, const char *run);
+
+/*
+ * Calls fn for each run staged on this mount (promote/ lists them).
+ * Returns 0 or -errno.
+ */
+int promote_list_staged_runs(struct promoter *promoter,
+			     int (*fn)(void *ctx, const char *run, const struct stat *st),
+			     void *ctx);
+
+/*
+ * Sets "workflow_id" or "user_directive" for files later promoted into a
+ * new run.  Returns 0, -EINVAL (bad name or value), -E2BIG, -EOPNOTSUPP.
+ */
+int promote_set_run_attr(struct promoter *promoter, const char *run,
+			 const char *name, const char *value, size_t size);
+
+/*
+ * Starts an upload: run/name (a direct upload) or, with run NULL, a
+ * request file called name.  Unless truncate is set, the staged file
+ * starts with the content of the existing artifact, if any.
+ * Returns 0 and *out with *st describing the staged file; -EINVAL (bad
+ * name), -EACCES, -EBUSY (already being uploaded), -EDQUOT, -errno.
+ */
+int promote_begin_upload(struct promoter *promoter, const char *run, const char *name,
+			 bool truncate, struct upload **out, struct stat *st);
+
+/* The staged file, for reads and fstat. */
+int promote_upload_fd(const struct upload *upload);
+
+/*
+ * Writes to the staged file.  Returns the bytes written, or -EDQUOT (the
+ * upload then fails as a whole), -errno.
+ */
+ssize_t promote_upload_write(struct upload *upload, const void *buf, size_t size,
+			     off_t offset);
+
+/* Truncates or extends the staged file.  Returns 0, -EDQUOT, -errno. */
+int promote_upload_truncate(struct upload *upload, off_t size);
+
+/*
+ * Sets attribute name ("agent_id") of the upload in flight for run/file.
+ * Returns 0, -ENOENT (none in flight), -EINVAL, -E2BIG, -EOPNOTSUPP.
+ */
+int promote_set_file_attr(struct promoter *promoter, const char *run, const char *file,
+			  const char *name, const char *value, size_t size);
+
+/*
+ * Commits what was written since the last commit (the writer's close):
+ * a direct upload lands in its run, a request promotes each file it
+ * names from sessions/, in order, stopping at the first failure.
+ * Returns 0 or the failure's -errno (logged and audited).
+ */
+int promote_commit_upload(struct upload *upload);
+
+/*
+ * Ends an upload (the last close): commits what is still uncommitted
+ * (the result can then only be logged and audited), removes the staged
+ * file, frees the upload.
+ */
+void promote_end_upload(struct upload *upload);
+
+/*
+ * Looks up the upload in flight for run/name (run NULL: a request).
+ * Returns 0 with *st describing the staged file, or -ENOENT.
+ */
+int promote_stat_upload(struct promoter *promoter, const char *run, const char *name,
+			struct stat *st);
+
+/* A new read-only fd on the staged file of run/name, or -ENOENT. */
+int promote_open_staged(struct promoter *promoter, const char *run, const char *name);
+
+/* Calls fn for each upload in flight into run (NULL: the requests). */
+int promote_list_uploads(struct promoter *promoter, const char *run,
+			 int (*fn)(void *ctx, const char *name, const struct stat *st),
+			 void *ctx);
+
+/*
+ * Deletes an artifact (its file, its metadata.json entry, its index row),
+ * or metadata.json itself.  Returns 0, -EPERM (nodelete), -ENOENT, -errno.
+ */
+int promote_delete_file(struct promoter *promoter, const char *run, const char *name);
+
+/*
+ * Deletes a run whose artifacts are all gone (rm -r): what the view hides
+ * in it goes too.  Returns 0, -EPERM, -ENOTEMPTY, -ENOENT, -errno.
+ */
+int promote_delete_run(struct promoter *promoter, const char *run);
+
+/*
+ * Formats promote/.status: the tenant's last PROMOTE_STATUS_LINES audit
+ * rows as JSON lines, oldest first.  *text is malloc'd.  Returns 0 or -errno.
+ */
+int promote_format_status(struct promoter *promoter, char **text, size_t *len);
+
+#endif

@@ -1,0 +1,1709 @@
+/*
+ * promote.c - staging uploads and committing them into a tenant's store;
+ * requests for session files; deletion.
+ *
+ * Staging layout, all on the store's file system:
+ *   STORE/.artifactfs/staging/<client>/<instance>/      flock'ed while alive
+ *       runs/<run>/<name>     direct uploads in flight
+ *       requests/<name>       request documents in flight
+ *       work/                 intents and metadata.json drafts
+ *
+ * A commit is: fsync the staged file; write an intent (what is about to
+ * land, with its SHA-256); rename into the run; rewrite metadata.json
+ * (draft, fsync, rename) under an flock on the run dir, so concurrent
+ * promoters of one run, in this daemon or another, never lose an entry;
+ * update the index; drop the intent.  A crash after the rename leaves an
+ * intent that the next mount completes; a crash before leaves only
+ * staging, which the next mount removes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "meta.h"
+#include "mime.h"
+#include "names.h"
+#include "promote.h"
+#include "request.h"
+
+#define STAGING_DIR ".artifactfs/staging"
+#define SHA256_HEX_SIZE 65
+#define REASON_SIZE 256
+#define SECONDS_PER_DAY 86400
+
+/* Run attributes set on promote/<run> before its first file lands. */
+struct run_attrs {
+	char run[NAMES_ID_MAX + 1];
+	char *workflow_id;
+	char *user_directive;
+	struct run_attrs *next;
+};
+
+struct upload {
+	struct promoter *promoter;
+	struct upload *next;
+	char run[NAMES_ID_MAX + 1];	/* "" for a request */
+	char name[NAMES_FILE_MAX + 1];
+	int fd;			/* the staged file; after a commit, the artifact */
+	int dir_fd;		/* where it is staged (not owned) */
+	uint64_t size;		/* apparent size, as the quota counts it */
+	bool dirty;		/* written since the last commit */
+	bool committed;		/* committed at least once */
+	bool staged;		/* the staged name exists (not yet renamed away) */
+	int failure;		/* sticky -errno: the upload can no longer commit */
+	char *agent_id;
+	/* SHA-256 of a sequential write, so a plain copy is hashed once. */
+	EVP_MD_CTX *hash;
+	uint64_t hashed;
+};
+
+struct promoter {
+	struct view *view;
+	struct promote_options options;
+	struct mime_table *mime;
+	int instance_fd;	/* flock'ed for the life of the daemon */
+	int runs_fd, requests_fd, work_fd;
+	char instance[64];
+	pthread_mutex_t lock;	/* uploads, run_attrs, staged totals */
+	struct upload *uploads;
+	struct run_attrs *run_attrs;
+	uint64_t staged_bytes;
+	uint64_t staged_files;
+	/* The tenant's stored bytes and files, from the index, for quotas. */
+	uint64_t used_bytes;
+	uint64_t used_files;
+	unsigned long work_serial;
+};
+
+/* What lands in metadata.json for one committed file. */
+struct landing {
+	const char *run;
+	const char *name;
+	const char *agent_id;
+	const char *workflow_id;	/* used when the run is new */
+	const char *user_directive;	/* used when the run is new */
+	uint64_t size;
+	char sha256[SHA256_HEX_SIZE];
+	char generated_at[META_TIME_SIZE];
+};
+
+static int refresh_usage(struct promoter *p);
+
+/* --- small helpers ------------------------------------------------------- */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *errno_name(int error)
+{
+	const char *name = strerrorname_np(error);
+
+	return name ? name : "EIO";
+}
+
+/* One log line and one audit row for every outcome a user can see. */
+static void record(struct promoter *p, enum index_action action, const char *run,
+		   const char *name, int64_t size, const char *sha256, int error,
+		   const char *reason)
+{
+	char run_text[NAMES_ID_MAX * 4 + 1], name_text[NAMES_FILE_MAX * 4 + 1];
+	char reason_text[REASON_SIZE];
+	struct index_audit row = {
+		.time_ns = now_ns(),
+		.client = p->view->client,
+		.action = action,
+		.run = run ? run_text : NULL,
+		.filename = name ? name_text : NULL,
+		.size = size,
+		.sha256 = sha256,
+		.error = error,
+		.reason = reason ? reason_text : NULL,
+	};
+	const char *verb = action == INDEX_ACTION_PROMOTE ? "promotion" : "deletion";
+
+	/* Names come from agents: what is logged and shown must be plain text. */
+	if (run)
+		names_make_printable(run, run_text, sizeof(run_text));
+	if (name)
+		names_make_printable(name, name_text, sizeof(name_text));
+	if (reason)
+		names_make_printable(reason, reason_text, sizeof(reason_text));
+	run = row.run;
+	name = row.filename;
+	reason = row.reason;
+
+	if (error)
+		log_warning("client %s run %s file %s: %s refused (%s): %s", p->view->client,
+			    run ? run : "-", name ? name : "-", verb, errno_name(error),
+			    reason ? reason : strerror(error));
+	else
+		log_info("client %s run %s file %s: %s done", p->view->client,
+			 run ? run : "-", name ? name : "-", verb);
+	index_add_audit(p->view->index, &row);
+}
+
+static int fsync_fd(int fd)
+{
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* Accepts an attribute value: bounded UTF-8 text without control characters. */
+static int check_attr_value(const char *value, size_t size)
+{
+	if (size > PROMOTE_ATTR_MAX)
+		return -E2BIG;
+	return names_check_text(value, size, NULL);
+}
+
+static void hex_digest(const unsigned char *digest, char *hex)
+{
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* Hashes a whole file by reading it (for uploads written out of order). */
+static int hash_file(int fd, char *hex)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	static const size_t chunk = 1 << 20;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char *buf = malloc(chunk);
+	off_t offset = 0;
+	int ret = 0;
+
+	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = pread(fd, buf, chunk, offset);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		offset += n;
+	}
+	EVP_DigestFinal_ex(ctx, digest, NULL);
+	hex_digest(digest, hex);
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return ret;
+}
+
+/* --- ownership ----------------------------------------------------------- */
+
+/* Whether some other tenant's area, or the legacy layout, holds run. */
+static int find_foreign_run(struct promoter *p, const char *run)
+{
+	char path[2 * NAMES_ID_MAX + 32];
+	struct dirent *entry;
+	struct stat st;
+	DIR *dir;
+	int fd, ret = 0;
+
+	fd = store_open_beneath(p->view->store->root_fd, "artifacts", O_RDONLY | O_DIRECTORY, 0);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	/* A legacy run dir (artifacts/<run>/metadata.json) belongs to nobody here. */
+	snprintf(path, sizeof(path), "%s/%s", run, NAMES_METADATA_FILE);
+	if (fstatat(fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		close(fd);
+		return -EACCES;
+	}
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
+	while ((entry = readdir(dir))) {
+		if (strcmp(entry->d_name, p->view->client) == 0 ||
+		    names_check_id(entry->d_name, NULL) < 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", entry->d_name, run);
+		if (fstatat(dirfd(dir), path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			ret = -EACCES;
+			break;
+		}
+	}
+	closedir(dir);
+	return ret;
+}
+
+/* Opens the tenant's own run dir (O_RDONLY), or -ENOENT. */
+static int open_own_run(struct promoter *p, const char *run)
+{
+	char path[2 * NAMES_ID_MAX + 16];
+
+	snprintf(path, sizeof(path), "artifacts/%s/%s", p->view->client, run);
+	return store_open_beneath(p->view->store->root_fd, path,
+				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+}
+
+int promote_check_run(struct promoter *p, const char *run)
+{
+	char *owner = NULL;
+	int fd, ret;
+
+	if (names_check_run(run, NULL) < 0)
+		return -EINVAL;
+	if (p->options.only_run && strcmp(run, p->options.only_run) != 0)
+		return -EACCES;
+	fd = open_own_run(p, run);
+	if (fd >= 0) {
+		close(fd);
+		return 0;	/* the tenant's own run dir: its run */
+	}
+	ret = index_get_run_owner(p->view->index, run, &owner);
+	if (ret == 0) {
+		ret = strcmp(owner, p->view->client) == 0 ? 0 : -EACCES;
+		free(owner);
+		return ret;
+	}
+	if (ret != -ENOENT)
+		return ret;
+	return find_foreign_run(p, run);
+}
+
+/* --- metadata.json ------------------------------------------------------- */
+
+/* A copy of text ("" for NULL), or NULL with *ret set to -ENOMEM. */
+static char *copy_text(const char *text, int *ret)
+{
+	char *copy = strdup(text ? text : "");
+
+	if (!copy)
+		*ret = -ENOMEM;
+	return copy;
+}
+
+/*
+ * Reads the run's metadata.json into *meta.  A missing file is an empty
+ * run (-ENOENT); a file that does not follow the schema is never
+ * rewritten (-EIO): rewriting would lose what the kernel-server wrote.
+ */
+static int read_metadata(struct promoter *p, int run_fd, const char *run,
+			 struct meta_run *meta, char *reason)
+{
+	char problem[160];
+	struct stat st;
+	size_t len;
+	char *buf;
+	int ret;
+
+	ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
+	if (ret == -ENOENT)
+		return -ENOENT;
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "cannot read metadata.json: %s", strerror(-ret));
+		return -EIO;
+	}
+	ret = meta_parse(buf, len, meta, problem, sizeof(problem));
+	free(buf);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE,
+			 "metadata.json does not follow the schema (%s); not rewriting it", problem);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Writes *meta as the run's metadata.json: draft, fsync, rename, fsync dir. */
+static int write_metadata(struct promoter *p, int run_fd, const struct meta_run *meta,
+			  char *reason)
+{
+	char draft[64];
+	size_t len, done = 0;
+	char *text = NULL;
+	int fd = -1, ret;
+
+	ret = meta_format(meta, &text, &len);
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "cannot format metadata.json: %s", strerror(-ret));
+		return ret == -ENOMEM ? ret : -EIO;
+	}
+	pthread_mutex_lock(&p->lock);
+	snprintf(draft, sizeof(draft), "metadata.%lu", p->work_serial++);
+	pthread_mutex_unlock(&p->lock);
+	fd = openat(p->work_fd, draft, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	while (done < len) {
+		ssize_t n = write(fd, text + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		done += (size_t)n;
+	}
+	if ((ret = fsync_fd(fd)) < 0)
+		goto fail;
+	if (renameat(p->work_fd, draft, run_fd, NAMES_METADATA_FILE) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = fsync_fd(run_fd);
+	if (ret < 0)
+		goto fail;
+	close(fd);
+	free(text);
+	return 0;
+fail:
+	snprintf(reason, REASON_SIZE, "cannot write metadata.json: %s", strerror(-ret));
+	if (fd >= 0) {
+		close(fd);
+		unlinkat(p->work_fd, draft, 0);
+	}
+	free(text);
+	return -EIO;
+}
+
+/* Sets *field to a copy of value.  Returns 0 or -ENOMEM. */
+static int replace_string(char **field, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (!copy)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+/*
+ * Puts the landing's entry into *meta, replacing any entry of that name
+ * (and dropping duplicates the kernel-server may have appended), filling
+ * a new run's fields.  Returns 0 or -ENOMEM.
+ */
+static int add_entry(struct promoter *p, struct meta_run *meta, const struct landing *l)
+{
+	struct meta_artifact *entry = NULL;
+	size_t kept = 0;
+	int ret = 0;
+
+	if (!meta->run_id) {
+		char created[META_TIME_SIZE], expires[META_TIME_SIZE];
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		meta_format_time(now.tv_sec, now.tv_nsec, created);
+		meta_format_time(now.tv_sec + (int64_t)p->options.retention_days * SECONDS_PER_DAY,
+				 now.tv_nsec, expires);
+		meta->run_id = copy_text(l->run, &ret);
+		meta->workflow_id = copy_text(l->workflow_id, &ret);
+		meta->user_directive = copy_text(l->user_directive, &ret);
+		meta->created_at = copy_text(created, &ret);
+		meta->expires_at = copy_text(expires, &ret);
+		meta->status = copy_text("active", &ret);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < meta->n_artifacts; i++) {
+		struct meta_artifact *a = &meta->artifacts[i];
+		if (strcmp(a->filename, l->name) == 0 && entry) {
+			free(a->filename);
+			free(a->agent_id);
+			free(a->generated_at);
+			free(a->content_type);
+			continue;
+		}
+		meta->artifacts[kept] = *a;
+		if (strcmp(a->filename, l->name) == 0)
+			entry = &meta->artifacts[kept];
+		kept++;
+	}
+	meta->n_artifacts = kept;
+	if (!entry) {
+		struct meta_artifact *grown = realloc(meta->artifacts,
+						      (kept + 1) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		meta->artifacts = grown;
+		entry = &grown[kept];
+		memset(entry, 0, sizeof(*entry));
+		entry->filename = strdup(l->name);
+		meta->n_artifacts++;
+		if (!entry->filename)
+			return -ENOMEM;
+	}
+	if ((ret = replace_string(&entry->agent_id, l->agent_id)) < 0 ||
+	    (ret = replace_string(&entry->generated_at, l->generated_at)) < 0 ||
+	    (ret = replace_string(&entry->content_type, mime_type_of(p->mime, l->name))) < 0)
+		return ret;
+	entry->size_bytes = l->size;
+	entry->has_size_bytes = true;
+	return 0;
+}
+
+/* Drops every entry of name from *meta.  Returns whether one was there. */
+static bool remove_entry(struct meta_run *meta, const char *name)
+{
+	size_t kept = 0;
+	bool found = false;
+
+	for (size_t i = 0; i < meta->n_artifacts; i++) {
+		struct meta_artifact *a = &meta->artifacts[i];
+		if (strcmp(a->filename, name) == 0) {
+			free(a->filename);
+			free(a->agent_id);
+			free(a->generated_at);
+			free(a->content_type);
+			found = true;
+			continue;
+		}
+		meta->artifacts[kept++] = *a;
+	}
+	meta->n_artifacts = kept;
+	return found;
+}
+
+/* --- intents -------------------------------------------------------------- */
+
+/*
+ * Writes what is about to land, durably, before it lands: the next mount
+ * completes the metadata of a file whose rename a crash left unrecorded.
+ */
+static int write_intent(struct promoter *p, const struct landing *l, char *intent_name)
+{
+	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
+				"run", l->run, "name", l->name, "agent_id", l->agent_id,
+				"workflow_id", l->workflow_id, "user_directive", l->user_directive,
+				"sha256", l->sha256, "generated_at", l->generated_at,
+				"size", (json_int_t)l->size);
+	int fd = -1, ret = 0;
+	char *text = NULL;
+
+	if (!doc || !(text = json_dumps(doc, JSON_COMPACT))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&p->lock);
+	snprintf(intent_name, 64, "intent.%lu", p->work_serial++);
+	pthread_mutex_unlock(&p->lock);
+	fd = openat(p->work_fd, intent_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+		ret = -EIO;
+		goto out;
+	}
+	ret = fsync_fd(fd);
+	if (ret == 0)
+		ret = fsync_fd(p->work_fd);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0 && fd >= 0)
+		unlinkat(p->work_fd, intent_name, 0);
+	free(text);
+	json_decref(doc);
+	return ret;
+}
+
+/* --- committing ----------------------------------------------------------- */
+
+/* Opens (making it, durably, if needed) the tenant's run dir. */
+static int make_run_dir(struct promoter *p, const char *run)
+{
+	int artifacts_fd, tenant_fd, run_fd;
+	bool made;
+
+	artifacts_fd = store_make_dir(p->view->store->root_fd, "artifacts", 0755, &made);
+	if (artifacts_fd < 0)
+		return artifacts_fd;
+	if (made)
+		fsync(p->view->store->root_fd);
+	tenant_fd = store_make_dir(artifacts_fd, p->view->client, 0755, &made);
+	if (made)
+		fsync(artifacts_fd);
+	close(artifacts_fd);
+	if (tenant_fd < 0)
+		return tenant_fd;
+	run_fd = store_make_dir(tenant_fd, run, 0755, &made);
+	if (run_fd >= 0 && made)
+		fsync(tenant_fd);
+	close(tenant_fd);
+	return run_fd;
+}
+
+/*
+ * Reads the run's metadata.json into *meta for a landing: absent is
+ * fine (a new run), unreadable is not.  run_fd is locked by the caller.
+ */
+static int read_metadata_for_landing(struct promoter *p, int run_fd, const char *run,
+				     struct meta_run *meta, char *reason)
+{
+	int ret = read_metadata(p, run_fd, run, meta, reason);
+
+	return ret == -ENOENT ? 0 : ret;
+}
+
+/* Adds the landing to *meta and writes it; run_fd is locked by the caller. */
+static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
+			  const struct landing *l, char *reason)
+{
+	int ret = add_entry(p, meta, l);
+
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "out of memory");
+		return ret;
+	}
+	return write_metadata(p, run_fd, meta, reason);
+}
+
+/* Brings the index in step with a landed file and records its hash. */
+static void index_landing(struct promoter *p, int run_fd, const struct landing *l)
+{
+	struct stat st;
+
+	view_sync_run(p->view, l->run, true);
+	if (fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		index_set_sha256(p->view->index, p->view->client, l->run, l->name,
+				 (int64_t)st.st_ino, st.st_size, store_time_ns(&st.st_mtim),
+				 l->sha256);
+}
+
+/*
+ * Lands the staged file (staged_dir, staged_name) as l->run/l->name.
+ * On failure the store is as before for that file.  Returns 0 or -errno
+ * with reason set.
+ */
+static int land_file(struct promoter *p, int staged_dir, const char *staged_name,
+		     const struct landing *l, char *reason)
+{
+	struct meta_run meta = { 0 };
+	char intent[64] = "";
+	int run_fd = -1, ret;
+
+	ret = promote_check_run(p, l->run);
+	if (ret == 0)
+		ret = index_claim_run(p->view->index, p->view->client, l->run);
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, ret == -EACCES ?
+			 "the run belongs to another tenant" : "invalid run id");
+		return ret;
+	}
+	run_fd = make_run_dir(p, l->run);
+	if (run_fd < 0) {
+		snprintf(reason, REASON_SIZE, "cannot make the run directory: %s",
+			 strerror(-run_fd));
+		return -EIO;
+	}
+	/* One writer of metadata.json at a time, across threads and daemons. */
+	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	/* Refuse before anything moves if metadata.json cannot be kept valid. */
+	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, reason);
+	if (ret < 0)
+		goto out;
+	ret = write_intent(p, l, intent);
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "cannot write the intent record: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	if (renameat(staged_dir, staged_name, run_fd, l->name) < 0) {
+		ret = -errno;
+		snprintf(reason, REASON_SIZE, "cannot move the file into the run: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	ret = fsync_fd(run_fd);
+	if (ret == 0)
+		ret = record_landing(p, run_fd, &meta, l, reason);
+	if (ret < 0) {
+		/* The file is in place; the intent finishes its metadata at next mount. */
+		intent[0] = '\0';
+		goto out;
+	}
+	index_landing(p, run_fd, l);
+	refresh_usage(p);
+out:
+	if (intent[0])
+		unlinkat(p->work_fd, intent, 0);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	return ret;
+}
+
+/* --- uploads -------------------------------------------------------------- */
+
+static struct upload *find_upload(struct promoter *p, const char *run, const char *name)
+{
+	for (struct upload *u = p->uploads; u; u = u->next)
+		if (strcmp(u->run, run ? run : "") == 0 && strcmp(u->name, name) == 0)
+			return u;
+	return NULL;
+}
+
+static struct run_attrs *find_run_attrs(struct promoter *p, const char *run)
+{
+	for (struct run_attrs *a = p->run_attrs; a; a = a->next)
+		if (strcmp(a->run, run) == 0)
+			return a;
+	return NULL;
+}
+
+/*
+ * Reads the tenant's usage from the index (when a quota needs it).  Done
+ * when an upload starts, not on each write: writes only add to staged_bytes.
+ */
+static int refresh_usage(struct promoter *p)
+{
+	uint64_t bytes = 0, files = 0;
+	int ret;
+
+	if (!p->options.quota_bytes && !p->options.quota_files)
+		return 0;
+	ret = index_get_usage(p->view->index, p->view->client, &bytes, &files);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&p->lock);
+	p->used_bytes = bytes;
+	p->used_files = files;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* Whether adding bytes and files would take the tenant over a quota.  Locked. */
+static bool over_quota(const struct promoter *p, uint64_t bytes, uint64_t files)
+{
+	return (p->options.quota_bytes &&
+		p->used_bytes + p->staged_bytes + bytes > p->options.quota_bytes) ||
+	       (p->options.quota_files &&
+		p->used_files + p->staged_files + files > p->options.quota_files);
+}
+
+int promote_stage_run(struct promoter *p, const char *run, bool create, struct stat *st)
+{
+	int fd, ret;
+
+	if (!create) {
+		if (fstatat(p->runs_fd, run, st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		return S_ISDIR(st->st_mode) ? 0 : -ENOENT;
+	}
+	ret = promote_check_run(p, run);
+	if (ret < 0) {
+		record(p, INDEX_ACTION_PROMOTE, run, NULL, -1, NULL, -ret,
+		       ret == -EACCES ? "the run belongs to another tenant or this mount "
+		       "serves another run" : "invalid run id");
+		return ret;
+	}
+	fd = store_make_dir(p->runs_fd, run, 0700, NULL);
+	if (fd < 0)
+		return fd;
+	ret = fstat(fd, st) < 0 ? -errno : 0;
+	close(fd);
+	return ret;
+}
+
+int promote_unstage_run(struct promoter *p, const char *run)
+{
+	bool busy = false;
+
+	pthread_mutex_lock(&p->lock);
+	for (struct upload *u = p->uploads; u; u = u->next)
+		busy |= strcmp(u->run, run) == 0;
+	pthread_mutex_unlock(&p->lock);
+	if (busy)
+		return -EBUSY;
+	return unlinkat(p->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+int promote_list_staged_runs(struct promoter *p,
+			     int (*fn)(void *ctx, const char *run, const struct stat *st),
+			     void *ctx)
+{
+	struct dirent *entry;
+	struct stat st;
+	DIR *dir;
+	int ret = 0;
+
+	ret = store_open_dir(p->runs_fd, &dir);
+	if (ret < 0)
+		return ret;
+	while ((entry = readdir(dir)) && ret == 0) {
+		if (names_check_run(entry->d_name, NULL) < 0 ||
+		    fstatat(dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		ret = fn(ctx, entry->d_name, &st);
+	}
+	closedir(dir);
+	return ret;
+}
+
+int promote_set_run_attr(struct promoter *p, const char *run, const char *name,
+			 const char *value, size_t size)
+{
+	struct run_attrs *attrs;
+	char **field;
+	char *copy;
+	int ret;
+
+	if (strcmp(name, "workflow_id") != 0 && strcmp(name, "user_directive") != 0)
+		return -EOPNOTSUPP;
+	ret = check_attr_value(value, size);
+	if (ret < 0)
+		return ret;
+	copy = strndup(value, size);
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&p->lock);
+	attrs = find_run_attrs(p, run);
+	if (!attrs) {
+		attrs = calloc(1, sizeof(*attrs));
+		if (!attrs) {
+			pthread_mutex_unlock(&p->lock);
+			free(copy);
+			return -ENOMEM;
+		}
+		snprintf(attrs->run, sizeof(attrs->run), "%s", run);
+		attrs->next = p->run_attrs;
+		p->run_attrs = attrs;
+	}
+	field = strcmp(name, "workflow_id") == 0 ? &attrs->workflow_id : &attrs->user_directive;
+	free(*field);
+	*field = copy;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+static void upload_free(struct upload *u)
+{
+	if (u->fd >= 0)
+		close(u->fd);
+	EVP_MD_CTX_free(u->hash);
+	free(u->agent_id);
+	free(u);
+}
+
+/* Copies the current content of src into the fresh staged file dst. */
+static int copy_content(int src, int dst, uint64_t *size)
+{
+	struct stat st;
+	off_t in = 0, out = 0;
+
+	if (fstat(src, &st) < 0)
+		return -errno;
+	while (in < st.st_size) {
+		ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(st.st_size - in), 0);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* Makes the upload's staged file (again, after a commit moved it away). */
+static int stage_file(struct upload *u, int content_fd)
+{
+	int fd, ret = 0;
+
+	unlinkat(u->dir_fd, u->name, 0);	/* a leftover of an earlier failure */
+	fd = openat(u->dir_fd, u->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	u->size = 0;
+	if (content_fd >= 0)
+		ret = copy_content(content_fd, fd, &u->size);
+	if (ret < 0) {
+		close(fd);
+		unlinkat(u->dir_fd, u->name, 0);
+		return ret;
+	}
+	if (u->fd >= 0)
+		close(u->fd);
+	u->fd = fd;
+	u->staged = true;
+	/* Content copied in: the sequential hash cannot cover it. */
+	u->hashed = u->size ? UINT64_MAX : 0;
+	if (u->hash)
+		EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
+	return 0;
+}
+
+int promote_begin_upload(struct promoter *p, const char *run, const char *name,
+			 bool truncate, struct upload **out, struct stat *st)
+{
+	struct upload *u = NULL;
+	int existing = -1, ret;
+	const char *reason;
+
+	if (names_check_artifact(name, &reason) < 0) {
+		record(p, INDEX_ACTION_PROMOTE, run, name, -1, NULL, EINVAL, reason);
+		return -EINVAL;
+	}
+	if (run && (ret = promote_check_run(p, run)) < 0) {
+		record(p, INDEX_ACTION_PROMOTE, run, name, -1, NULL, -ret,
+		       ret == -EACCES ? "the run belongs to another tenant" : "invalid run id");
+		return ret;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->promoter = p;
+	u->fd = -1;
+	snprintf(u->run, sizeof(u->run), "%s", run ? run : "");
+	snprintf(u->name, sizeof(u->name), "%s", name);
+	u->hash = EVP_MD_CTX_new();
+	if (!u->hash || !EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL)) {
+		upload_free(u);
+		return -ENOMEM;
+	}
+	if (run) {
+		ret = store_make_dir(p->runs_fd, run, 0700, NULL);
+		if (ret < 0) {
+			upload_free(u);
+			return ret;
+		}
+		u->dir_fd = ret;
+		/* dd conv=notrunc into an existing artifact starts from its bytes. */
+		if (!truncate) {
+			char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
+			snprintf(path, sizeof(path), "%s/%s", run, name);
+			int tenant_fd = store_open_tenant(p->view->store, p->view->client, O_PATH);
+			if (tenant_fd >= 0) {
+				existing = store_open_beneath(tenant_fd, path,
+							      O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+				close(tenant_fd);
+			}
+		}
+	} else {
+		u->dir_fd = dup(p->requests_fd);
+		if (u->dir_fd < 0) {
+			upload_free(u);
+			return -errno;
+		}
+	}
+
+	ret = refresh_usage(p);
+	pthread_mutex_lock(&p->lock);
+	if (ret == 0 && find_upload(p, run, name))
+		ret = -EBUSY;
+	if (ret == 0 && run && over_quota(p, 0, 1))
+		ret = -EDQUOT;
+	if (ret == 0)
+		ret = stage_file(u, existing);
+	if (ret == 0) {
+		u->next = p->uploads;
+		p->uploads = u;
+		p->staged_files++;
+		p->staged_bytes += u->size;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (existing >= 0)
+		close(existing);
+	if (ret < 0) {
+		if (ret == -EBUSY || ret == -EDQUOT)
+			record(p, INDEX_ACTION_PROMOTE, run, name, -1, NULL, -ret,
+			       ret == -EBUSY ? "the file is already being uploaded" :
+			       "the tenant's file quota is used up");
+		close(u->dir_fd);
+		upload_free(u);
+		return ret;
+	}
+	if (fstat(u->fd, st) < 0)
+		memset(st, 0, sizeof(*st));
+	*out = u;
+	return 0;
+}
+
+int promote_upload_fd(const struct upload *u)
+{
+	return u->fd;
+}
+
+/*
+ * Accounts for the upload growing to new_size: -EDQUOT (and the upload
+ * fails as a whole) when the tenant would go over its byte quota.
+ */
+static int reserve(struct upload *u, uint64_t new_size)
+{
+	struct promoter *p = u->promoter;
+	int ret = 0;
+
+	if (new_size <= u->size)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	if (u->run[0] && over_quota(p, new_size - u->size, 0))
+		ret = -EDQUOT;
+	if (ret == 0) {
+		p->staged_bytes += new_size - u->size;
+		u->size = new_size;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (ret == -EDQUOT && !u->failure) {
+		u->failure = -EDQUOT;
+		record(p, INDEX_ACTION_PROMOTE, u->run, u->name, (int64_t)new_size, NULL, EDQUOT,
+		       "the tenant's byte quota would be exceeded");
+	}
+	return ret;
+}
+
+/* A write after a commit starts a new version from the committed bytes. */
+static int restage(struct upload *u)
+{
+	int committed = u->fd, ret;
+
+	u->fd = -1;
+	ret = stage_file(u, committed);
+	if (ret < 0) {
+		u->fd = committed;
+		return ret;
+	}
+	close(committed);
+	pthread_mutex_lock(&u->promoter->lock);
+	u->promoter->staged_bytes += u->size;
+	pthread_mutex_unlock(&u->promoter->lock);
+	return 0;
+}
+
+ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off_t offset)
+{
+	ssize_t written;
+	int ret;
+
+	if (u->failure)
+		return u->failure;
+	if (!u->staged && (ret = restage(u)) < 0)
+		return ret;
+	if (!u->run[0] && (uint64_t)offset + size > PROMOTE_REQUEST_MAX)
+		return -EFBIG;
+	ret = reserve(u, (uint64_t)offset + size);
+	if (ret < 0)
+		return ret;
+	written = pwrite(u->fd, buf, size, offset);
+	if (written < 0)
+		return -errno;
+	u->dirty = true;
+	if ((uint64_t)offset == u->hashed) {
+		EVP_DigestUpdate(u->hash, buf, (size_t)written);
+		u->hashed += (uint64_t)written;
+	} else if ((uint64_t)offset + (uint64_t)written > u->hashed) {
+		u->hashed = UINT64_MAX;	/* out of order: hash the file at commit */
+	}
+	return written;
+}
+
+int promote_upload_truncate(struct upload *u, off_t size)
+{
+	int ret;
+
+	if (u->failure)
+		return u->failure;
+	if (size < 0)
+		return -EINVAL;
+	if (!u->staged && (ret = restage(u)) < 0)
+		return ret;
+	if (!u->run[0] && (uint64_t)size > PROMOTE_REQUEST_MAX)
+		return -EFBIG;
+	ret = reserve(u, (uint64_t)size);
+	if (ret < 0)
+		return ret;
+	if (ftruncate(u->fd, size) < 0)
+		return -errno;
+	if ((uint64_t)size < u->hashed || (uint64_t)size > u->hashed)
+		u->hashed = (uint64_t)size == 0 ? 0 : UINT64_MAX;
+	if (size == 0)
+		EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
+	u->dirty = true;
+	return 0;
+}
+
+int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
+			  const char *name, const char *value, size_t size)
+{
+	struct upload *u;
+	char *copy;
+	int ret;
+
+	if (strcmp(name, "agent_id") != 0)
+		return -EOPNOTSUPP;
+	ret = check_attr_value(value, size);
+	if (ret < 0)
+		return ret;
+	copy = strndup(value, size);
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&p->lock);
+	u = find_upload(p, run, file);
+	if (u) {
+		free(u->agent_id);
+		u->agent_id = copy;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(copy);
+	return u ? 0 : -ENOENT;
+}
+
+/* Commits a direct upload into its run. */
+static int commit_direct(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	char reason[REASON_SIZE] = "";
+	struct landing l = { .run = u->run, .name = u->name };
+	char *workflow_id = NULL, *user_directive = NULL;
+	struct run_attrs *attrs;
+	struct stat st;
+	struct timespec now;
+	int ret = 0;
+
+	if (fstat(u->fd, &st) < 0 || (ret = fsync_fd(u->fd)) < 0) {
+		ret = -EIO;
+		snprintf(reason, REASON_SIZE, "cannot write the staged file: %s", strerror(errno));
+		goto out;
+	}
+	l.size = (uint64_t)st.st_size;
+	if (u->hashed == l.size) {
+		unsigned char digest[EVP_MAX_MD_SIZE];
+		EVP_MD_CTX *copy = EVP_MD_CTX_new();
+		if (!copy || !EVP_MD_CTX_copy_ex(copy, u->hash)) {
+			EVP_MD_CTX_free(copy);
+			ret = -ENOMEM;
+			goto out;
+		}
+		EVP_DigestFinal_ex(copy, digest, NULL);
+		EVP_MD_CTX_free(copy);
+		hex_digest(digest, l.sha256);
+	} else if ((ret = hash_file(u->fd, l.sha256)) < 0) {
+		snprintf(reason, REASON_SIZE, "cannot hash the staged file: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	meta_format_time(now.tv_sec, now.tv_nsec, l.generated_at);
+	/* Copied: a setxattr on promote/<run> may replace them meanwhile. */
+	pthread_mutex_lock(&p->lock);
+	attrs = find_run_attrs(p, u->run);
+	workflow_id = copy_text(attrs && attrs->workflow_id ? attrs->workflow_id :
+				p->options.workflow_id, &ret);
+	user_directive = copy_text(attrs && attrs->user_directive ? attrs->user_directive :
+				   p->options.user_directive, &ret);
+	pthread_mutex_unlock(&p->lock);
+	if (ret < 0)
+		goto out;
+	l.workflow_id = workflow_id;
+	l.user_directive = user_directive;
+	l.agent_id = u->agent_id ? u->agent_id : p->options.agent_id;
+	ret = land_file(p, u->dir_fd, u->name, &l, reason);
+	if (ret == 0) {
+		u->staged = false;	/* u->fd is now the artifact itself */
+		pthread_mutex_lock(&p->lock);
+		p->staged_bytes -= u->size;
+		pthread_mutex_unlock(&p->lock);
+	}
+out:
+	free(workflow_id);
+	free(user_directive);
+	record(p, INDEX_ACTION_PROMOTE, u->run, u->name, (int64_t)l.size,
+	       ret == 0 ? l.sha256 : NULL, -ret, ret ? reason : NULL);
+	return ret;
+}
+
+/*
+ * Copies one session output file into staging and lands it.  The agent
+ * controls sessions/<run>/output/: only a regular file with one link is
+ * taken, opened without following or waiting on anything.
+ */
+static int promote_session_file(struct promoter *p, const struct request *r,
+				const char *name)
+{
+	char reason[REASON_SIZE] = "";
+	char path[NAMES_ID_MAX + 32];
+	struct landing l = { .run = r->run_id, .name = name };
+	const char *why;
+	struct timespec now;
+	struct stat st;
+	int out_fd = -1, src = -1, staged = -1, ret;
+	char staged_name[64];
+
+	if (names_check_artifact(name, &why) < 0) {
+		snprintf(reason, REASON_SIZE, "file name %s", why);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = promote_check_run(p, r->run_id);
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, ret == -EACCES ?
+			 "the run belongs to another tenant" : "invalid run id");
+		goto out;
+	}
+	snprintf(path, sizeof(path), "sessions/%s/output", r->run_id);
+	out_fd = store_open_beneath(p->view->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
+	if (out_fd < 0) {
+		ret = out_fd == -ENOENT ? -ENOENT : -EINVAL;
+		snprintf(reason, REASON_SIZE, "no session output directory: %s", strerror(-out_fd));
+		goto out;
+	}
+	src = store_open_beneath(out_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+	if (src < 0) {
+		ret = src == -ENOENT ? -ENOENT : -EINVAL;
+		snprintf(reason, REASON_SIZE, "cannot open the session file: %s",
+			 src == -ELOOP ? "it is a symlink" : strerror(-src));
+		goto out;
+	}
+	if (fstat(src, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		ret = -EINVAL;
+		snprintf(reason, REASON_SIZE, "the session file is not a regular file with one link");
+		goto out;
+	}
+	ret = refresh_usage(p);
+	pthread_mutex_lock(&p->lock);
+	if (ret == 0 && over_quota(p, (uint64_t)st.st_size, 1))
+		ret = -EDQUOT;
+	pthread_mutex_unlock(&p->lock);
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "the tenant's quota would be exceeded");
+		goto out;
+	}
+	pthread_mutex_lock(&p->lock);
+	snprintf(staged_name, sizeof(staged_name), "session.%lu", p->work_serial++);
+	pthread_mutex_unlock(&p->lock);
+	staged = openat(p->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (staged < 0 || (ret = copy_content(src, staged, &l.size)) < 0 ||
+	    (ret = fsync_fd(staged)) < 0 || (ret = hash_file(staged, l.sha256)) < 0) {
+		snprintf(reason, REASON_SIZE, "cannot stage the session file: %s",
+			 strerror(staged < 0 ? errno : -ret));
+		ret = -EIO;
+		goto out;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	meta_format_time(now.tv_sec, now.tv_nsec, l.generated_at);
+	l.agent_id = r->agent_id ? r->agent_id : p->options.agent_id;
+	l.workflow_id = r->workflow_id ? r->workflow_id : p->options.workflow_id;
+	l.user_directive = r->user_directive ? r->user_directive : p->options.user_directive;
+	ret = land_file(p, p->work_fd, staged_name, &l, reason);
+out:
+	if (staged >= 0) {
+		close(staged);
+		if (ret < 0)
+			unlinkat(p->work_fd, staged_name, 0);
+	}
+	if (src >= 0)
+		close(src);
+	if (out_fd >= 0)
+		close(out_fd);
+	record(p, INDEX_ACTION_PROMOTE, r->run_id, name, ret == 0 ? (int64_t)l.size : -1,
+	       ret == 0 ? l.sha256 : NULL, -ret, ret ? reason : NULL);
+	return ret;
+}
+
+/* Carries out a request document: each file in order, up to the first failure. */
+static int commit_request(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	char problem[REASON_SIZE] = "";
+	struct request r;
+	char *buf = NULL;
+	struct stat st;
+	size_t len;
+	int ret;
+
+	/* A request that cannot be read names no artifact: the request file stands in. */
+	ret = store_read_file(u->dir_fd, u->name, PROMOTE_REQUEST_MAX, &buf, &len, &st);
+	if (ret < 0) {
+		record(p, INDEX_ACTION_PROMOTE, NULL, u->name, -1, NULL, -ret,
+		       "cannot read the request");
+		return ret;
+	}
+	ret = request_parse(buf, len, &r, problem, sizeof(problem));
+	free(buf);
+	if (ret < 0) {
+		record(p, INDEX_ACTION_PROMOTE, r.run_id, u->name, -1, NULL, -ret, problem);
+		goto out;
+	}
+	if (names_check_run(r.run_id, NULL) < 0) {
+		ret = -EINVAL;
+		record(p, INDEX_ACTION_PROMOTE, r.run_id, u->name, -1, NULL, EINVAL,
+		       "the request's run_id is not a valid run id");
+		goto out;
+	}
+	for (size_t i = 0; i < r.n_files && ret == 0; i++)
+		ret = promote_session_file(p, &r, r.files[i]);
+out:
+	request_release(&r);
+	return ret;
+}
+
+static int commit_upload(struct upload *u)
+{
+	int ret = u->run[0] ? commit_direct(u) : commit_request(u);
+
+	u->dirty = false;
+	u->committed = true;
+	return ret;
+}
+
+int promote_commit_upload(struct upload *u)
+{
+	if (u->failure)
+		return u->failure;
+	/*
+	 * Only what was written is committed here: a shell opens, dup2()s and
+	 * closes the first descriptor before it writes a byte, and that close
+	 * must not promote an empty file.
+	 */
+	return u->dirty ? commit_upload(u) : 0;
+}
+
+void promote_end_upload(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+
+	/* What no close committed (an empty file, a write after the last flush). */
+	if (!u->failure && (u->dirty || !u->committed))
+		commit_upload(u);	/* logged and audited; no one left to tell */
+	pthread_mutex_lock(&p->lock);
+	for (struct upload **link = &p->uploads; *link; link = &(*link)->next)
+		if (*link == u) {
+			*link = u->next;
+			break;
+		}
+	p->staged_files--;
+	if (u->staged)
+		p->staged_bytes -= u->size;
+	pthread_mutex_unlock(&p->lock);
+	if (u->staged)
+		unlinkat(u->dir_fd, u->name, 0);	/* a request never remains either */
+	close(u->dir_fd);
+	upload_free(u);
+}
+
+int promote_stat_upload(struct promoter *p, const char *run, const char *name,
+			struct stat *st)
+{
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&p->lock);
+	struct upload *u = find_upload(p, run, name);
+	if (u && u->staged)
+		ret = fstat(u->fd, st) < 0 ? -errno : 0;
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+int promote_open_staged(struct promoter *p, const char *run, const char *name)
+{
+	int fd = -ENOENT;
+
+	pthread_mutex_lock(&p->lock);
+	struct upload *u = find_upload(p, run, name);
+	if (u && u->staged) {
+		char proc[64];
+		/* Its own open file description: the writer's offset stays its own. */
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", u->fd);
+		fd = open(proc, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return fd;
+}
+
+int promote_list_uploads(struct promoter *p, const char *run,
+			 int (*fn)(void *ctx, const char *name, const struct stat *st),
+			 void *ctx)
+{
+	struct upload *u;
+	struct stat st;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (u = p->uploads; u && ret == 0; u = u->next)
+		if (u->staged && strcmp(u->run, run ? run : "") == 0 && fstat(u->fd, &st) == 0)
+			ret = fn(ctx, u->name, &st);
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+/* --- deletion ------------------------------------------------------------- */
+
+int promote_delete_file(struct promoter *p, const char *run, const char *name)
+{
+	char reason[REASON_SIZE] = "";
+	struct meta_run meta = { 0 };
+	int run_fd, ret;
+
+	if (p->options.no_delete) {
+		record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, EPERM,
+		       "deletion is disabled on this mount");
+		return -EPERM;
+	}
+	run_fd = open_own_run(p, run);
+	if (run_fd < 0)
+		return run_fd == -ELOOP ? -ENOENT : run_fd;
+	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	/* The entry goes first: a crash then leaves a file without entry, not the reverse. */
+	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
+		ret = read_metadata(p, run_fd, run, &meta, reason);
+		if (ret == 0 && remove_entry(&meta, name))
+			ret = write_metadata(p, run_fd, &meta, reason);
+		else if (ret == -EIO)
+			/* The tenant asked for the file to go; the metadata is not ours to fix. */
+			log_warning("client %s run %s file %s: deleting the file, leaving its "
+				    "metadata.json as it is: %s", p->view->client, run, name, reason);
+		if (ret == -ENOMEM || (ret < 0 && ret != -ENOENT && ret != -EIO))
+			goto out;
+	}
+	if (unlinkat(run_fd, name, 0) < 0) {
+		ret = -errno;
+		snprintf(reason, REASON_SIZE, "cannot remove the file: %s", strerror(-ret));
+		goto out;
+	}
+	ret = fsync_fd(run_fd);
+out:
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	view_sync_run(p->view, run, true);
+	record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, -ret, ret ? reason : NULL);
+	return ret;
+}
+
+int promote_delete_run(struct promoter *p, const char *run)
+{
+	char reason[REASON_SIZE] = "";
+	struct dirent *entry;
+	int tenant_fd = -1, run_fd, ret = 0;
+	DIR *dir = NULL;
+
+	if (p->options.no_delete) {
+		record(p, INDEX_ACTION_DELETE, run, NULL, -1, NULL, EPERM,
+		       "deletion is disabled on this mount");
+		return -EPERM;
+	}
+	run_fd = open_own_run(p, run);
+	if (run_fd < 0)
+		return run_fd == -ELOOP ? -ENOENT : run_fd;
+	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	ret = store_open_dir(run_fd, &dir);
+	if (ret < 0)
+		goto out;
+	/* rmdir's promise: nothing the tenant can see is left in it. */
+	while ((entry = readdir(dir)))
+		if (store_entry_type(dir, entry) == DT_REG) {
+			ret = -ENOTEMPTY;
+			goto out;
+		}
+	closedir(dir);
+	dir = NULL;
+	tenant_fd = store_open_tenant(p->view->store, p->view->client, O_RDONLY);
+	if (tenant_fd < 0) {
+		ret = tenant_fd;
+		goto out;
+	}
+	ret = store_remove_tree(tenant_fd, run);
+	if (ret == 0)
+		ret = fsync_fd(tenant_fd);
+	if (ret < 0)
+		snprintf(reason, REASON_SIZE, "cannot remove the run directory: %s", strerror(-ret));
+out:
+	if (dir)
+		closedir(dir);
+	if (tenant_fd >= 0)
+		close(tenant_fd);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	view_sync_run(p->view, run, true);
+	if (ret != -ENOTEMPTY)
+		record(p, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret, ret ? reason : NULL);
+	return ret;
+}
+
+/* --- promote/.status ------------------------------------------------------ */
+
+struct status_text {
+	char *text;
+	size_t len, capacity;
+};
+
+static int append_status(void *ctx, const struct index_audit *row)
+{
+	struct status_text *out = ctx;
+	char time_text[META_TIME_SIZE];
+	json_t *line;
+	char *dumped;
+	size_t len;
+
+	meta_format_time(row->time_ns / 1000000000, (long)(row->time_ns % 1000000000), time_text);
+	line = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}",
+			 "time", time_text,
+			 "action", row->action == INDEX_ACTION_PROMOTE ? "promote" : "delete",
+			 "run", row->run, "file", row->filename,
+			 "result", row->error ? errno_name(row->error) : "ok",
+			 "reason", row->reason ? row->reason :
+				   row->action == INDEX_ACTION_PROMOTE ? "promoted" : "deleted");
+	if (!line)
+		return -ENOMEM;
+	if (row->sha256)
+		json_object_set_new(line, "sha256", json_string(row->sha256));
+	if (row->size >= 0)
+		json_object_set_new(line, "size", json_integer(row->size));
+	dumped = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(line);
+	if (!dumped)
+		return -ENOMEM;
+	len = strlen(dumped);
+	if (out->len + len + 2 > out->capacity) {
+		size_t bigger = (out->capacity + len + 2) * 2;
+		char *grown = realloc(out->text, bigger);
+		if (!grown) {
+			free(dumped);
+			return -ENOMEM;
+		}
+		out->text = grown;
+		out->capacity = bigger;
+	}
+	memcpy(out->text + out->len, dumped, len);
+	out->len += len;
+	out->text[out->len++] = '\n';
+	out->text[out->len] = '\0';
+	free(dumped);
+	return 0;
+}
+
+int promote_format_status(struct promoter *p, char **text, size_t *len)
+{
+	struct status_text out = { 0 };
+	int ret;
+
+	ret = index_list_audit(p->view->index, p->view->client, PROMOTE_STATUS_LINES,
+			       append_status, &out);
+	if (ret < 0) {
+		free(out.text);
+		return ret;
+	}
+	*text = out.text ? out.text : strdup("");
+	*len = out.len;
+	return *text ? 0 : -ENOMEM;
+}
+
+/* --- set-up, recovery, tear-down -------------------------------------------- */
+
+/* Completes the metadata of a landing an intent describes, if it landed. */
+static void recover_intent(struct promoter *p, int work_fd, const char *name)
+{
+	char reason[REASON_SIZE] = "", sha[SHA256_HEX_SIZE];
+	struct meta_run meta = { 0 };
+	struct landing l = { 0 };
+	json_error_t error;
+	const char *generated_at, *sha256;
+	json_int_t size = -1;
+	struct stat st;
+	json_t *doc;
+	char *buf;
+	size_t len;
+	int run_fd, fd;
+
+	if (store_read_file(work_fd, name, 64 * 1024, &buf, &len, &st) < 0)
+		return;
+	doc = json_loadb(buf, len, 0, &error);
+	free(buf);
+	if (!doc || json_unpack(doc, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
+				"run", &l.run, "name", &l.name, "agent_id", &l.agent_id,
+				"workflow_id", &l.workflow_id, "user_directive", &l.user_directive,
+				"generated_at", &generated_at, "sha256", &sha256, "size", &size) < 0 ||
+	    names_check_run(l.run, NULL) < 0 || names_check_artifact(l.name, NULL) < 0)
+		goto out;
+	snprintf(l.generated_at, sizeof(l.generated_at), "%s", generated_at);
+	snprintf(l.sha256, sizeof(l.sha256), "%s", sha256);
+	l.size = (uint64_t)size;
+	run_fd = open_own_run(p, l.run);
+	if (run_fd < 0)
+		goto out;
+	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	/* Only the very content the intent promised is recorded. */
+	fd = store_open_beneath(run_fd, l.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_size == l.size && hash_file(fd, sha) == 0 &&
+	    strcmp(sha, l.sha256) == 0 &&
+	    read_metadata_for_landing(p, run_fd, l.run, &meta, reason) == 0 &&
+	    record_landing(p, run_fd, &meta, &l, reason) == 0) {
+		index_landing(p, run_fd, &l);
+		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
+			    p->view->client, l.run, l.name);
+	}
+	if (fd >= 0)
+		close(fd);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+out:
+	meta_run_release(&meta);
+	json_decref(doc);
+}
+
+/* Finishes what a dead instance left (its intents), then removes it. */
+static void reclaim_instance(struct promoter *p, int staging_fd, const char *name)
+{
+	struct dirent *entry;
+	int fd, work_fd;
+	DIR *dir;
+
+	fd = store_open_beneath(staging_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);	/* alive: another daemon serving this tenant */
+		return;
+	}
+	work_fd = store_open_beneath(fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (work_fd >= 0 && store_open_dir(work_fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (strncmp(entry->d_name, "intent.", 7) == 0)
+				recover_intent(p, work_fd, entry->d_name);
+		closedir(dir);
+	}
+	if (work_fd >= 0)
+		close(work_fd);
+	if (store_remove_tree(staging_fd, name) < 0)
+		log_warning("client %s: cannot remove stale staging %s", p->view->client, name);
+	close(fd);
+}
+
+static int make_staging(struct promoter *p)
+{
+	static const char *const path[] = { ".artifactfs", "staging" };
+	struct dirent *entry;
+	int fd, next, ret;
+	DIR *dir;
+
+	fd = dup(p->view->store->root_fd);
+	for (size_t i = 0; fd >= 0 && i < 2; i++) {
+		next = store_make_dir(fd, path[i], 0700, NULL);
+		close(fd);
+		fd = next;
+	}
+	if (fd >= 0) {
+		next = store_make_dir(fd, p->view->client, 0700, NULL);
+		close(fd);
+		fd = next;
+	}
+	if (fd < 0) {
+		log_error("client %s: cannot make the staging directory %s/%s/%s: %s",
+			  p->view->client, p->view->store->path, STAGING_DIR, p->view->client,
+			  strerror(-fd));
+		return fd;
+	}
+	/* What a dead instance of this tenant left behind. */
+	if (store_open_dir(fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (entry->d_name[0] != '.')
+				reclaim_instance(p, fd, entry->d_name);
+		closedir(dir);
+	}
+	snprintf(p->instance, sizeof(p->instance), "%d.%lld", getpid(), (long long)now_ns());
+	p->instance_fd = store_make_dir(fd, p->instance, 0700, NULL);
+	close(fd);
+	if (p->instance_fd < 0 || flock(p->instance_fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = p->instance_fd < 0 ? p->instance_fd : -errno;
+		log_error("client %s: cannot make the staging directory: %s", p->view->client,
+			  strerror(-ret));
+		return ret;
+	}
+	p->runs_fd = store_make_dir(p->instance_fd, "runs", 0700, NULL);
+	p->requests_fd = store_make_dir(p->instance_fd, "requests", 0700, NULL);
+	p->work_fd = store_make_dir(p->instance_fd, "work", 0700, NULL);
+	if (p->runs_fd < 0 || p->requests_fd < 0 || p->work_fd < 0) {
+		log_error("client %s: cannot make the staging directory", p->view->client);
+		return -EIO;
+	}
+	return 0;
+}
+
+int promote_open(struct view *view, const struct promote_options *options,
+		 struct promoter **out)
+{
+	struct promoter *p;
+	int ret;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->view = view;
+	p->options = *options;
+	p->instance_fd = p->runs_fd = p->requests_fd = p->work_fd = -1;
+	pthread_mutex_init(&p->lock, NULL);
+	ret = mime_table_load("/etc/mime.types", &p->mime);
+	if (ret == 0)
+		ret = make_staging(p);
+	if (ret < 0) {
+		promote_close(p);
+		return ret;
+	}
+	*out = p;
+	return 0;
+}
+
+void promote_close(struct promoter *p)
+{
+	int staging_fd;
+	char path[sizeof(STAGING_DIR) + NAMES_ID_MAX + 2];
+
+	if (!p)
+		return;
+	while (p->uploads)
+		promote_end_upload(p->uploads);
+	while (p->run_attrs) {
+		struct run_attrs *next = p->run_attrs->next;
+		free(p->run_attrs->workflow_id);
+		free(p->run_attrs->user_directive);
+		free(p->run_attrs);
+		p->run_attrs = next;
+	}
+	if (p->runs_fd >= 0)
+		close(p->runs_fd);
+	if (p->requests_fd >= 0)
+		close(p->requests_fd);
+	if (p->work_fd >= 0)
+		close(p->work_fd);
+	/* A clean stop leaves no staging behind. */
+	snprintf(path, sizeof(path), "%s/%s", STAGING_DIR, p->view->client);
+	staging_fd = store_open_beneath(p->view->store->root_fd, path, O_RDONLY | O_DIRECTORY, 0);
+	if (staging_fd >= 0 && p->instance[0])
+		store_remove_tree(staging_fd, p->instance);
+	if (staging_fd >= 0)
+		close(staging_fd);
+	if (p->instance_fd >= 0)
+		close(p->instance_fd);
+	mime_table_free(p->mime);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
