@@ -55,6 +55,9 @@ int promote_open(struct view *view, const struct promote_options *options,
 /* Discards what is still staged and frees the promoter.  NULL is a no-op. */
 void promote_close(struct promoter *promoter);
 
+/* Whether promote/ offers run at all (-o run= names one run only). */
+bool promote_serves_run(const struct promoter *promoter, const char *run);
+
 /*
  * Whether the tenant may promote into run: a valid run id, allowed by
  * only_run, and not another tenant's (by the index, or by a run dir of

@@ -33,10 +33,17 @@ int view_reconcile(struct view *view);
 
 /*
  * Re-indexes one run after a change was noticed: parses it again when
- * force is set or its stamp changed, drops it when it is gone.
+ * force is set or its stamp changed, drops it when it is gone.  Reads
+ * under a shared flock on the run dir: promoters take it exclusively.
  * Returns 0 or -errno (logged).
  */
 int view_sync_run(struct view *view, const char *run, bool force);
+
+/*
+ * view_sync_run() for a caller that already holds run_fd (O_RDONLY) and
+ * its flock, as a promoter does while it commits.
+ */
+int view_index_run(struct view *view, const char *run, int run_fd, bool force);
 
 /*
  * Whether run is shown: a valid, unreserved run name that has not

@@ -49,6 +49,7 @@ struct dir_handle {
 
 static void notify_file(void *ctx, const char *run, const char *file, bool entry);
 static void notify_run(void *ctx, const char *run);
+static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant);
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -138,11 +139,25 @@ static int add_upload(void *ctx, const char *name, const struct stat *st)
 	return dir_handle_add(ctx, name, st->st_ino, DT_REG);
 }
 
-/* promote/: its outcome file, the runs staged on this mount, requests in flight. */
+/*
+ * promote/: its outcome file, a directory for each run one may promote
+ * into (the tenant's runs, and new ones made here), and requests in flight.
+ */
 static int list_promote(struct fs *fs, struct dir_handle *handle)
 {
+	struct dir_handle runs = { 0 };
+	struct stat st;
 	int ret;
 
+	/* The same directories lookup finds: each visible run gets its staging. */
+	ret = list_root(fs, &runs, NULL);
+	for (size_t i = 0; ret == 0 && i < runs.count; i++)
+		if (names_check_run(runs.entries[i].name, NULL) == 0 &&
+		    promote_check_run(fs->promoter, runs.entries[i].name) == 0)
+			ret = promote_stage_run(fs->promoter, runs.entries[i].name, true, &st);
+	dir_handle_release(&runs);
+	if (ret < 0)
+		return ret;
 	if ((ret = dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
 	    (ret = dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
 	    (ret = dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0 ||
@@ -365,14 +380,20 @@ static int lookup_promote_child(struct fs *fs, struct inode *parent, const char 
 		kind = INODE_STATUS;
 	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
 		/* Not a request in flight: promote/<run> of a run one may promote into. */
-		int fd = view_open_run(fs->view, name, &st);
+		int fd;
+
+		if (!promote_serves_run(fs->promoter, name))
+			return -ENOENT;
+		fd = view_open_run(fs->view, name, &st);
 
 		if (fd >= 0)
 			close(fd);
 		if (fd < 0 && promote_stage_run(fs->promoter, name, false, &st) < 0)
 			return -ENOENT;
-		if (promote_check_run(fs->promoter, name) < 0)
-			return -ENOENT;
+		/* Staged here, but another tenant promoted into it first. */
+		ret = promote_check_run(fs->promoter, name);
+		if (ret < 0)
+			return ret == -EACCES ? ret : -ENOENT;
 		ret = promote_stage_run(fs->promoter, name, true, &st);
 		if (ret < 0)
 			return ret;

@@ -262,6 +262,11 @@ static int open_own_run(struct promoter *p, const char *run)
 				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 }
 
+bool promote_serves_run(const struct promoter *p, const char *run)
+{
+	return !p->options.only_run || strcmp(run, p->options.only_run) == 0;
+}
+
 int promote_check_run(struct promoter *p, const char *run)
 {
 	char *owner = NULL;
@@ -269,7 +274,7 @@ int promote_check_run(struct promoter *p, const char *run)
 
 	if (names_check_run(run, NULL) < 0)
 		return -EINVAL;
-	if (p->options.only_run && strcmp(run, p->options.only_run) != 0)
+	if (!promote_serves_run(p, run))
 		return -EACCES;
 	fd = open_own_run(p, run);
 	if (fd >= 0) {
@@ -586,7 +591,7 @@ static void index_landing(struct promoter *p, int run_fd, const struct landing *
 {
 	struct stat st;
 
-	view_sync_run(p->view, l->run, true);
+	view_index_run(p->view, l->run, run_fd, true);
 	if (fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		index_set_sha256(p->view->index, p->view->client, l->run, l->name,
 				 (int64_t)st.st_ino, st.st_size, store_time_ns(&st.st_mtim),
@@ -974,6 +979,17 @@ static int reserve(struct upload *u, uint64_t new_size)
 	return ret;
 }
 
+/* A request past PROMOTE_REQUEST_MAX fails as a whole: no cut document is read. */
+static int fail_request_size(struct upload *u, uint64_t size)
+{
+	if (!u->failure) {
+		u->failure = -EFBIG;
+		record(u->promoter, INDEX_ACTION_PROMOTE, NULL, u->name, (int64_t)size, NULL, EFBIG,
+		       "the request is larger than 1 MiB");
+	}
+	return -EFBIG;
+}
+
 /* A write after a commit starts a new version from the committed bytes. */
 static int restage(struct upload *u)
 {
@@ -1002,7 +1018,7 @@ ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off
 	if (!u->staged && (ret = restage(u)) < 0)
 		return ret;
 	if (!u->run[0] && (uint64_t)offset + size > PROMOTE_REQUEST_MAX)
-		return -EFBIG;
+		return fail_request_size(u, (uint64_t)offset + size);
 	ret = reserve(u, (uint64_t)offset + size);
 	if (ret < 0)
 		return ret;
@@ -1030,7 +1046,7 @@ int promote_upload_truncate(struct upload *u, off_t size)
 	if (!u->staged && (ret = restage(u)) < 0)
 		return ret;
 	if (!u->run[0] && (uint64_t)size > PROMOTE_REQUEST_MAX)
-		return -EFBIG;
+		return fail_request_size(u, (uint64_t)size);
 	ret = reserve(u, (uint64_t)size);
 	if (ret < 0)
 		return ret;
@@ -1253,6 +1269,15 @@ static int commit_request(struct upload *u)
 		       "the request's run_id is not a valid run id");
 		goto out;
 	}
+	/* The same rules as for values set with setxattr. */
+	if ((r.agent_id && check_attr_value(r.agent_id, strlen(r.agent_id)) < 0) ||
+	    (r.workflow_id && check_attr_value(r.workflow_id, strlen(r.workflow_id)) < 0) ||
+	    (r.user_directive && check_attr_value(r.user_directive, strlen(r.user_directive)) < 0)) {
+		ret = -EINVAL;
+		record(p, INDEX_ACTION_PROMOTE, r.run_id, u->name, -1, NULL, EINVAL,
+		       "agent_id, workflow_id or user_directive is too long or not plain text");
+		goto out;
+	}
 	for (size_t i = 0; i < r.n_files && ret == 0; i++)
 		ret = promote_session_file(p, &r, r.files[i]);
 out:
@@ -1432,6 +1457,8 @@ int promote_delete_run(struct promoter *p, const char *run)
 	ret = store_remove_tree(tenant_fd, run);
 	if (ret == 0)
 		ret = fsync_fd(tenant_fd);
+	if (ret == 0)
+		promote_unstage_run(p, run);	/* promote/<run> goes with the run */
 	if (ret < 0)
 		snprintf(reason, REASON_SIZE, "cannot remove the run directory: %s", strerror(-ret));
 out:

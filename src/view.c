@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,11 +144,11 @@ static bool read_run_metadata(struct view *view, const char *run, int run_fd,
 }
 
 /*
- * Opens a run dir by name, O_PATH, whether or not it has expired.
- * A run name that is invalid, a symlink or not a directory is -ENOENT:
- * for the view such a thing does not exist.
+ * Opens a run dir by name (flags O_PATH or O_RDONLY), whether or not it
+ * has expired.  A run name that is invalid, a symlink or not a directory
+ * is -ENOENT: for the view such a thing does not exist.
  */
-static int open_run_dir(struct view *view, const char *run, struct stat *st)
+static int open_run_dir(struct view *view, const char *run, int flags, struct stat *st)
 {
 	char path[sizeof("artifacts//") + 2 * NAMES_ID_MAX];
 	int fd;
@@ -155,7 +156,7 @@ static int open_run_dir(struct view *view, const char *run, struct stat *st)
 	if (names_check_run(run, NULL) < 0)
 		return -ENOENT;
 	snprintf(path, sizeof(path), "artifacts/%s/%s", view->client, run);
-	fd = store_open_beneath(view->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
+	fd = store_open_beneath(view->store->root_fd, path, flags | O_DIRECTORY, 0);
 	if (fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV)
 		return -ENOENT;
 	if (fd < 0)
@@ -167,28 +168,18 @@ static int open_run_dir(struct view *view, const char *run, struct stat *st)
 	return fd;
 }
 
-int view_sync_run(struct view *view, const char *run, bool force)
+int view_index_run(struct view *view, const char *run, int run_fd, bool force)
 {
 	struct index_run_stamp stamp, indexed;
 	struct file_list files = { 0 };
 	struct meta_run meta = { 0 };
 	bool have_meta;
-	struct stat st;
-	int run_fd, ret;
+	int ret;
 
-	run_fd = open_run_dir(view, run, &st);
-	if (run_fd < 0) {
-		if (run_fd != -ENOENT)
-			log_warning("client %s run %s: cannot open run directory: %s",
-				    view->client, run, strerror(-run_fd));
-		return index_delete_run(view->index, view->client, run);
-	}
 	stamp_run(run_fd, &stamp);
 	if (!force && index_get_run_stamp(view->index, view->client, run, &indexed) == 0 &&
-	    memcmp(&stamp, &indexed, sizeof(stamp)) == 0) {
-		ret = 0;
-		goto out;
-	}
+	    memcmp(&stamp, &indexed, sizeof(stamp)) == 0)
+		return 0;
 	ret = list_run_files(run_fd, &files);
 	if (ret < 0) {
 		log_warning("client %s run %s: cannot list run directory: %s",
@@ -201,6 +192,28 @@ int view_sync_run(struct view *view, const char *run, bool force)
 out:
 	meta_run_release(&meta);
 	file_list_release(&files);
+	return ret;
+}
+
+int view_sync_run(struct view *view, const char *run, bool force)
+{
+	struct stat st;
+	int run_fd, ret;
+
+	run_fd = open_run_dir(view, run, O_RDONLY, &st);
+	if (run_fd < 0) {
+		if (run_fd != -ENOENT)
+			log_warning("client %s run %s: cannot open run directory: %s",
+				    view->client, run, strerror(-run_fd));
+		return index_delete_run(view->index, view->client, run);
+	}
+	/*
+	 * Promoters hold the run dir's flock exclusively while they change it:
+	 * sharing it here means never indexing a commit half done.
+	 */
+	while (flock(run_fd, LOCK_SH) < 0 && errno == EINTR)
+		;
+	ret = view_index_run(view, run, run_fd, force);
 	close(run_fd);
 	return ret;
 }
@@ -304,5 +317,5 @@ int view_open_run(struct view *view, const char *run, struct stat *st)
 {
 	if (!view_run_visible(view, run))
 		return -ENOENT;
-	return open_run_dir(view, run, st);
+	return open_run_dir(view, run, O_PATH, st);
 }
