@@ -156,6 +156,19 @@ int options_parse(struct fuse_args *args, struct options *opts)
 		log_error("invalid run id '%s' in -o run=: it %s", opts->only_run, reason);
 		return -EINVAL;
 	}
+	/* They land in metadata.json: plain text, as the kernel-server writes it. */
+	const struct { const char *name, *value; } texts[] = {
+		{ "agent", opts->agent_id },
+		{ "workflow", opts->workflow_id },
+		{ "directive", opts->user_directive },
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		if (texts[i].value &&
+		    names_check_text(texts[i].value, strlen(texts[i].value), &reason) < 0) {
+			log_error("invalid -o %s= value: it %s", texts[i].name, reason);
+			return -EINVAL;
+		}
+	}
 	if (opts->retention_days == 0 || opts->retention_days > 36500) {
 		log_error("invalid retention %u: use 1 to 36500 days", opts->retention_days);
 		return -EINVAL;
