@@ -9,6 +9,7 @@
 
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "inode.h"
@@ -30,6 +31,16 @@ struct fs {
 	double timeout;
 	bool keep_cache;	/* data and directory caches survive open() */
 	struct timespec mounted_at;
+	/*
+	 * What was read through the mount, for operators and for proving
+	 * that an incremental backup read nothing: the root's unlisted
+	 * xattr "user.artifactfs.stats" shows them.
+	 */
+	struct fs_stats {
+		_Atomic uint64_t opens;		/* files opened for reading */
+		_Atomic uint64_t reads;		/* read requests */
+		_Atomic uint64_t read_bytes;	/* bytes asked for */
+	} stats;
 	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
 	struct promoter *promoter;
 };

@@ -24,6 +24,8 @@
 #include "names.h"
 
 #define XATTR_PREFIX "user.artifact."
+/* The root's statistics attribute: not listed, so no backup copies it. */
+#define XATTR_STATS "user.artifactfs.stats"
 /* Seconds the kernel may keep the root's attributes. */
 #define ROOT_TIMEOUT 1.0
 
@@ -673,6 +675,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	if (inode->kind != INODE_STATUS)
 		handle->fd = fd;
 	fi->noflush = 1;
+	fs->stats.opens++;
 	reply_open(req, fi, handle);
 }
 
@@ -693,7 +696,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 {
 	struct open_file *handle = handle_of(fi);
 	struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
+	struct fs *fs = fs_of(req);
 
+	fs->stats.reads++;
+	fs->stats.read_bytes += size;
 	if (handle->fd < 0) {
 		/* promote/.status, as of open */
 		size_t start = (size_t)offset < handle->len ? (size_t)offset : handle->len;
@@ -985,12 +991,40 @@ static int read_attrs(struct fs *fs, struct inode *inode, struct index_attrs *at
 	}
 }
 
+/* Replies to a getxattr with value (NULL: there is none). */
+static void reply_xattr_value(fuse_req_t req, const char *value, size_t size)
+{
+	if (!value)
+		fuse_reply_err(req, ENODATA);
+	else if (size == 0)
+		fuse_reply_xattr(req, strlen(value));
+	else if (size < strlen(value))
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, strlen(value));
+}
+
+static void reply_stats(fuse_req_t req, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	char text[128];
+
+	snprintf(text, sizeof(text), "{\"opens\":%llu,\"reads\":%llu,\"read_bytes\":%llu}",
+		 (unsigned long long)fs->stats.opens, (unsigned long long)fs->stats.reads,
+		 (unsigned long long)fs->stats.read_bytes);
+	reply_xattr_value(req, text, size);
+}
+
 static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
 {
 	struct index_attrs attrs;
 	const char *value = NULL;
 	int ret;
 
+	if (nodeid == FUSE_ROOT_ID && strcmp(name, XATTR_STATS) == 0) {
+		reply_stats(req, size);
+		return;
+	}
 	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);
 	if (ret < 0 && ret != -ENOENT) {
 		fuse_reply_err(req, -ret);
@@ -1000,14 +1034,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 		for (size_t i = 0; i < attrs.count; i++)
 			if (strcmp(attrs.attr[i].name, name + strlen(XATTR_PREFIX)) == 0)
 				value = attrs.attr[i].value;
-	if (!value)
-		fuse_reply_err(req, ENODATA);
-	else if (size == 0)
-		fuse_reply_xattr(req, strlen(value));
-	else if (size < strlen(value))
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, value, strlen(value));
+	reply_xattr_value(req, value, size);
 out:
 	index_attrs_release(&attrs);
 }
