@@ -9,6 +9,7 @@
 
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -43,9 +44,23 @@ struct fs {
 	} stats;
 	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
 	struct promoter *promoter;
+	/* The thread that asks the kernel to forget files beyond max_files. */
+	struct fs_pruner {
+		pthread_t thread;
+		pthread_mutex_t lock;
+		pthread_cond_t wake;
+		bool running, stop, pending;
+	} pruner;
 };
 
 extern const struct fuse_lowlevel_ops fs_operations;
+
+/*
+ * Starts and stops the pruner thread (after the mount, before the
+ * session ends).  Returns 0 or -errno.
+ */
+int fs_start_pruner(struct fs *fs);
+void fs_stop_pruner(struct fs *fs);
 
 /*
  * How store changes reach the kernel's caches and the index: the watcher

@@ -15,6 +15,8 @@
 #define ARTIFACTFS_INODE_H
 
 #include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -39,13 +41,24 @@ struct inode {
 	ino_t ino;		/* st_ino shown, the backing st_ino for runs and files */
 	int fd;			/* INODE_RUN: O_PATH fd of the run dir; else -1 */
 	uint64_t lookups;	/* kernel references; guarded by the table */
+	/* INODE_FILE: least recently looked up last; guarded by the table. */
+	struct inode *lru_prev, *lru_next;
 	char name[];		/* in the parent; "" for the root */
+};
+
+/* An inode the kernel is asked to forget: see inode_collect_stale(). */
+struct inode_victim {
+	fuse_ino_t parent;
+	char *name;		/* malloc'd */
 };
 
 struct inode_table;
 
-/* Makes a table holding the root and promote/.  Returns 0 or -ENOMEM. */
-int inode_table_new(struct inode_table **out);
+/*
+ * Makes a table holding the root and promote/.  max_files bounds the file
+ * inodes kept (see inode_collect_stale()).  Returns 0 or -ENOMEM.
+ */
+int inode_table_new(size_t max_files, struct inode_table **out);
 void inode_table_free(struct inode_table *table);
 
 struct inode *inode_root(struct inode_table *table);
@@ -78,6 +91,18 @@ void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n);
  */
 fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
 			       const char *name);
+
+/* Whether more file inodes are held than the table's max_files. */
+bool inode_over_limit(struct inode_table *table);
+
+/*
+ * The daemon's memory must not grow with the store: beyond max_files, the
+ * least recently looked-up files are offered here (up to max of them,
+ * parent and name copied into victims) for the kernel to be asked to
+ * drop; it then forgets them and they are freed.  Files still in use stay
+ * (the kernel keeps them; they are offered again later).  Returns how many.
+ */
+size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victims, size_t max);
 
 /*
  * Calls fn for every inode whose parent is parent, with the table locked:

@@ -21,6 +21,7 @@ struct options {
 	int show_expired;	/* -o show_expired */
 	int ready_fd;		/* -o ready_fd=N, -1 when not given */
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
+	unsigned long max_cached_files;	/* -o max_cached_files=N */
 	/* promote/ and deletion */
 	char *agent_id;		/* -o agent=ID */
 	char *workflow_id;	/* -o workflow=ID */

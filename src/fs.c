@@ -364,6 +364,17 @@ static void limit_to_expiry(struct fs *fs, const char *run, struct fuse_entry_pa
 		e->entry_timeout = e->attr_timeout = left > 0 ? left : 0;
 }
 
+/* Asks the pruner to run; cheap enough for every lookup over the limit. */
+static void wake_pruner(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->pruner.lock);
+	if (!fs->pruner.pending) {
+		fs->pruner.pending = true;
+		pthread_cond_signal(&fs->pruner.wake);
+	}
+	pthread_mutex_unlock(&fs->pruner.lock);
+}
+
 /*
  * Resolves a name in promote/ or promote/<run>.  Nothing there is cached
  * by the kernel: uploads come and go with every close.
@@ -446,6 +457,8 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 		if (!S_ISREG(backing.st_mode))
 			return -ENOENT;
 		ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing.st_ino, -1, &inode);
+		if (ret == 0 && inode_over_limit(fs->inodes))
+			wake_pruner(fs);
 		break;
 	case INODE_PROMOTE:
 	case INODE_STAGED_RUN:
@@ -1432,3 +1445,68 @@ const struct watch_handler fs_watch_handler = {
 	.run_settled = settle_run,
 	.degraded = degrade,
 };
+
+/* --- keeping the daemon's memory bounded -------------------------------------- */
+
+#define PRUNE_BATCH 1024
+
+/*
+ * Asks the kernel to drop the dentries of the least recently used files
+ * beyond the limit.  It forgets those not in use, and the inodes are
+ * freed.  A thread of its own: the kernel may be waiting on us (a lookup
+ * in that very directory) while we notify it.
+ */
+static void *prune(void *arg)
+{
+	struct fs *fs = arg;
+	struct inode_victim victims[PRUNE_BATCH];
+
+	pthread_mutex_lock(&fs->pruner.lock);
+	while (!fs->pruner.stop) {
+		if (!fs->pruner.pending) {
+			pthread_cond_wait(&fs->pruner.wake, &fs->pruner.lock);
+			continue;
+		}
+		fs->pruner.pending = false;
+		pthread_mutex_unlock(&fs->pruner.lock);
+		size_t n;
+		do {
+			n = inode_collect_stale(fs->inodes, victims, PRUNE_BATCH);
+			for (size_t i = 0; i < n; i++) {
+				invalidate_entry(fs, victims[i].parent, victims[i].name);
+				free(victims[i].name);
+			}
+		} while (n == PRUNE_BATCH && !fs->pruner.stop);
+		pthread_mutex_lock(&fs->pruner.lock);
+	}
+	pthread_mutex_unlock(&fs->pruner.lock);
+	return NULL;
+}
+
+int fs_start_pruner(struct fs *fs)
+{
+	int ret;
+
+	pthread_mutex_init(&fs->pruner.lock, NULL);
+	pthread_cond_init(&fs->pruner.wake, NULL);
+	ret = pthread_create(&fs->pruner.thread, NULL, prune, fs);
+	if (ret) {
+		log_error("client %s: cannot start the pruner thread: %s", fs->view->client,
+			  strerror(ret));
+		return -ret;
+	}
+	fs->pruner.running = true;
+	return 0;
+}
+
+void fs_stop_pruner(struct fs *fs)
+{
+	if (!fs->pruner.running)
+		return;
+	pthread_mutex_lock(&fs->pruner.lock);
+	fs->pruner.stop = true;
+	pthread_cond_signal(&fs->pruner.wake);
+	pthread_mutex_unlock(&fs->pruner.lock);
+	pthread_join(fs->pruner.thread, NULL);
+	fs->pruner.running = false;
+}

@@ -20,7 +20,42 @@ struct inode_table {
 	void *tree;		/* inodes by (parent, name); see compare_inodes() */
 	struct inode *root;
 	struct inode *promote;
+	/* File inodes, most recently looked up first. */
+	struct inode *lru_first, *lru_last;
+	size_t files, max_files;
 };
+
+/* Takes a file inode out of the recency list.  Locked. */
+static void lru_unlink(struct inode_table *table, struct inode *inode)
+{
+	if (inode->lru_prev)
+		inode->lru_prev->lru_next = inode->lru_next;
+	else if (table->lru_first == inode)
+		table->lru_first = inode->lru_next;
+	else
+		return;	/* not on the list */
+	if (inode->lru_next)
+		inode->lru_next->lru_prev = inode->lru_prev;
+	else
+		table->lru_last = inode->lru_prev;
+	inode->lru_prev = inode->lru_next = NULL;
+	table->files--;
+}
+
+/* Puts a file inode first in the recency list.  Locked. */
+static void lru_touch(struct inode_table *table, struct inode *inode)
+{
+	if (inode->kind != INODE_FILE)
+		return;
+	lru_unlink(table, inode);
+	inode->lru_next = table->lru_first;
+	if (table->lru_first)
+		table->lru_first->lru_prev = inode;
+	table->lru_first = inode;
+	if (!table->lru_last)
+		table->lru_last = inode;
+	table->files++;
+}
 
 static int compare_inodes(const void *a, const void *b)
 {
@@ -44,6 +79,7 @@ static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
 	inode->ino = ino;
 	inode->fd = fd;
 	inode->lookups = 0;
+	inode->lru_prev = inode->lru_next = NULL;
 	memcpy(inode->name, name, len + 1);
 	return inode;
 }
@@ -55,12 +91,13 @@ static void inode_free(struct inode *inode)
 	free(inode);
 }
 
-int inode_table_new(struct inode_table **out)
+int inode_table_new(size_t max_files, struct inode_table **out)
 {
 	struct inode_table *table = calloc(1, sizeof(*table));
 
 	if (!table)
 		return -ENOMEM;
+	table->max_files = max_files;
 	pthread_mutex_init(&table->lock, NULL);
 	table->root = inode_new(NULL, INODE_ROOT, "", INODE_ROOT_INO, -1);
 	table->promote = inode_new(table->root, INODE_PROMOTE, "promote",
@@ -163,6 +200,7 @@ int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind k
 		fresh = NULL;
 	}
 	inode->lookups++;
+	lru_touch(table, inode);
 	pthread_mutex_unlock(&table->lock);
 	if (fresh)
 		inode_free(fresh);	/* closes the caller's duplicate fd */
@@ -197,6 +235,7 @@ void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n)
 		    inode->kind != INODE_PROMOTE) {
 			if (in_tree(table, inode))
 				tdelete(inode, &table->tree, compare_inodes);
+			lru_unlink(table, inode);
 			release = inode;
 		}
 		pthread_mutex_unlock(&table->lock);
@@ -224,6 +263,38 @@ fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
 	pthread_mutex_unlock(&table->lock);
 	free(key);
 	return nodeid;
+}
+
+bool inode_over_limit(struct inode_table *table)
+{
+	bool over;
+
+	pthread_mutex_lock(&table->lock);
+	over = table->files > table->max_files;
+	pthread_mutex_unlock(&table->lock);
+	return over;
+}
+
+size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victims, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&table->lock);
+	while (n < max && table->files > table->max_files && table->lru_last) {
+		struct inode *inode = table->lru_last;
+
+		victims[n].name = strdup(inode->name);
+		if (!victims[n].name)
+			break;
+		victims[n].parent = inode_to_nodeid(inode->parent);
+		n++;
+		/* First again: one still in use is not offered at every turn. */
+		lru_touch(table, inode);
+		if (n >= table->files - table->max_files)
+			break;
+	}
+	pthread_mutex_unlock(&table->lock);
+	return n;
 }
 
 struct child_walk {

@@ -185,7 +185,7 @@ int main(int argc, char *argv[])
 		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
-	if (inode_table_new(&fs.inodes) < 0) {
+	if (inode_table_new(opts.max_cached_files, &fs.inodes) < 0) {
 		log_error("out of memory");
 		goto out;
 	}
@@ -206,7 +206,8 @@ int main(int argc, char *argv[])
 	if (!opts.fuse.foreground)
 		log_use_syslog();
 
-	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0)
+	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0 ||
+	    fs_start_pruner(&fs) < 0)
 		goto out;
 	/* Catch what changed between the first reconcile and the watch. */
 	view_reconcile(&view);
@@ -217,6 +218,7 @@ int main(int argc, char *argv[])
 	ret = run_loop(session, &opts);
 	status = ret == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 out:
+	fs_stop_pruner(&fs);
 	watch_stop(watch);
 	if (mounted)
 		fuse_session_unmount(session);

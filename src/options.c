@@ -32,6 +32,7 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("show_expired", show_expired, 1),
 	OPTION("ready_fd=%d", ready_fd, 0),
 	OPTION("cache_timeout=%lf", cache_timeout, 0),
+	OPTION("max_cached_files=%lu", max_cached_files, 0),
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
@@ -88,6 +89,8 @@ void options_print_help(const char *program)
 	       "    -o show_expired        also show runs past their expires_at\n"
 	       "    -o cache_timeout=S     kernel attribute and entry cache, seconds\n"
 	       "                           (default 3600; changes are pushed out at once)\n"
+	       "    -o max_cached_files=N  files the kernel may keep looked up before the\n"
+	       "                           least recently used are dropped (default 200000)\n"
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
 	       "\n"
 	       "promotion and deletion:\n"
@@ -112,6 +115,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->ready_fd = -1;
 	opts->cache_timeout = 3600;
+	opts->max_cached_files = 200000;
 	opts->retention_days = 7;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
