@@ -84,6 +84,13 @@ int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created);
  */
 int store_remove_tree(int dirfd, const char *name);
 
+/*
+ * flock(fd, operation), retried when a signal interrupts the wait.  Run
+ * dirs are locked this way: exclusively by whoever changes a run,
+ * shared by whoever indexes it.
+ */
+void store_lock(int fd, int operation);
+
 /* Nanoseconds since the epoch of a struct timespec. */
 static inline long long store_time_ns(const struct timespec *ts)
 {

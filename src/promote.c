@@ -625,8 +625,7 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 		return -EIO;
 	}
 	/* One writer of metadata.json at a time, across threads and daemons. */
-	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
-		;
+	store_lock(run_fd, LOCK_EX);
 	/* Refuse before anything moves if metadata.json cannot be kept valid. */
 	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, reason);
 	if (ret < 0)
@@ -1378,11 +1377,13 @@ int promote_list_uploads(struct promoter *p, const char *run,
 
 /* --- deletion ------------------------------------------------------------- */
 
-int promote_delete_file(struct promoter *p, const char *run, const char *name)
+/*
+ * Opens the tenant's run dir and locks it for a deletion of name (NULL:
+ * the run).  Returns the fd, or -EPERM (audited) under -o nodelete, -ENOENT.
+ */
+static int lock_run_to_delete(struct promoter *p, const char *run, const char *name)
 {
-	char reason[REASON_SIZE] = "";
-	struct meta_run meta = { 0 };
-	int run_fd, ret;
+	int run_fd;
 
 	if (p->options.no_delete) {
 		record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, EPERM,
@@ -1392,8 +1393,19 @@ int promote_delete_file(struct promoter *p, const char *run, const char *name)
 	run_fd = open_own_run(p, run);
 	if (run_fd < 0)
 		return run_fd == -ELOOP ? -ENOENT : run_fd;
-	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
-		;
+	store_lock(run_fd, LOCK_EX);
+	return run_fd;
+}
+
+int promote_delete_file(struct promoter *p, const char *run, const char *name)
+{
+	char reason[REASON_SIZE] = "";
+	struct meta_run meta = { 0 };
+	int run_fd, ret;
+
+	run_fd = lock_run_to_delete(p, run, name);
+	if (run_fd < 0)
+		return run_fd;
 	/* The entry goes first: a crash then leaves a file without entry, not the reverse. */
 	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
 		ret = read_metadata(p, run_fd, run, &meta, reason);
@@ -1428,16 +1440,9 @@ int promote_delete_run(struct promoter *p, const char *run)
 	int tenant_fd = -1, run_fd, ret = 0;
 	DIR *dir = NULL;
 
-	if (p->options.no_delete) {
-		record(p, INDEX_ACTION_DELETE, run, NULL, -1, NULL, EPERM,
-		       "deletion is disabled on this mount");
-		return -EPERM;
-	}
-	run_fd = open_own_run(p, run);
+	run_fd = lock_run_to_delete(p, run, NULL);
 	if (run_fd < 0)
-		return run_fd == -ELOOP ? -ENOENT : run_fd;
-	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
-		;
+		return run_fd;
 	ret = store_open_dir(run_fd, &dir);
 	if (ret < 0)
 		goto out;
@@ -1575,8 +1580,7 @@ static void recover_intent(struct promoter *p, int work_fd, const char *name)
 	run_fd = open_own_run(p, l.run);
 	if (run_fd < 0)
 		goto out;
-	while (flock(run_fd, LOCK_EX) < 0 && errno == EINTR)
-		;
+	store_lock(run_fd, LOCK_EX);
 	/* Only the very content the intent promised is recorded. */
 	fd = store_open_beneath(run_fd, l.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
 	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&

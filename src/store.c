@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -228,4 +229,10 @@ int store_remove_tree(int parent_fd, const char *name)
 	if (ret < 0)
 		return ret;
 	return unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+void store_lock(int fd, int operation)
+{
+	while (flock(fd, operation) < 0 && errno == EINTR)
+		;
 }

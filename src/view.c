@@ -211,8 +211,7 @@ int view_sync_run(struct view *view, const char *run, bool force)
 	 * Promoters hold the run dir's flock exclusively while they change it:
 	 * sharing it here means never indexing a commit half done.
 	 */
-	while (flock(run_fd, LOCK_SH) < 0 && errno == EINTR)
-		;
+	store_lock(run_fd, LOCK_SH);
 	ret = view_index_run(view, run, run_fd, force);
 	close(run_fd);
 	return ret;
