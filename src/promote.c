@@ -1653,30 +1653,33 @@ static int make_staging(struct promoter *p)
 			  strerror(-fd));
 		return fd;
 	}
-	/* What a dead instance of this tenant left behind. */
-	if (store_open_dir(fd, &dir) == 0) {
-		while ((entry = readdir(dir)))
-			if (entry->d_name[0] != '.')
-				reclaim_instance(p, fd, entry->d_name);
-		closedir(dir);
-	}
 	snprintf(p->instance, sizeof(p->instance), "%d.%lld", getpid(), (long long)now_ns());
 	p->instance_fd = store_make_dir(fd, p->instance, 0700, NULL);
-	close(fd);
 	if (p->instance_fd < 0 || flock(p->instance_fd, LOCK_EX | LOCK_NB) < 0) {
 		ret = p->instance_fd < 0 ? p->instance_fd : -errno;
-		log_error("client %s: cannot make the staging directory: %s", p->view->client,
-			  strerror(-ret));
-		return ret;
+		goto fail;
 	}
 	p->runs_fd = store_make_dir(p->instance_fd, "runs", 0700, NULL);
 	p->requests_fd = store_make_dir(p->instance_fd, "requests", 0700, NULL);
 	p->work_fd = store_make_dir(p->instance_fd, "work", 0700, NULL);
 	if (p->runs_fd < 0 || p->requests_fd < 0 || p->work_fd < 0) {
-		log_error("client %s: cannot make the staging directory", p->view->client);
-		return -EIO;
+		ret = -EIO;
+		goto fail;
 	}
+	/* Then what dead instances left: finishing their commits needs our work dir. */
+	if (store_open_dir(fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (entry->d_name[0] != '.' && strcmp(entry->d_name, p->instance) != 0)
+				reclaim_instance(p, fd, entry->d_name);
+		closedir(dir);
+	}
+	close(fd);
 	return 0;
+fail:
+	log_error("client %s: cannot make the staging directory: %s", p->view->client,
+		  strerror(-ret));
+	close(fd);
+	return ret;
 }
 
 int promote_open(struct view *view, const struct promote_options *options,

@@ -13,6 +13,12 @@ is here:
   (or a warning) the test did not declare.
 * small helpers: polling (``wait_until``), /proc/mounts, raw readdir with
   d_ino/d_type, store snapshots, view walks.
+* promote/ helpers: the strict kernel-server schema check of a
+  metadata.json (``validate_metadata``), the system MIME table
+  (``system_content_type``), store snapshots that leave out the daemon's own
+  ``STORE/.artifactfs`` (``store_state``), staging leftovers
+  (``staging_files``), ``promote/.status`` lines, and shell commands run
+  as a user would (``sh``, ``write_close``).
 
 Tests import the helpers with ``from conftest import ...``.
 """
@@ -20,6 +26,7 @@ Tests import the helpers with ``from conftest import ...``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import itertools
 import json
@@ -31,6 +38,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -514,8 +522,10 @@ def c_listxattr(path, size: int) -> tuple[int, int]:
     return n, ctypes.get_errno()
 
 
-def walk_view(mnt) -> dict[str, dict]:
-    """Everything reachable in a mount: relpath -> {type, data, xattrs}."""
+def walk_view(mnt, volatile=()) -> dict[str, dict]:
+    """Everything reachable in a mount: relpath -> {type, data, xattrs}.
+    The bytes of the files named in volatile (relpaths, e.g.
+    "promote/.status") are not recorded."""
     mnt = Path(mnt)
     out = {}
 
@@ -523,7 +533,7 @@ def walk_view(mnt) -> dict[str, dict]:
         st = os.lstat(p)
         info = {"type": "d" if stat.S_ISDIR(st.st_mode) else "f", "ino": st.st_ino,
                 "xattrs": xattrs(p, follow_symlinks=False), "data": None}
-        if stat.S_ISREG(st.st_mode):
+        if stat.S_ISREG(st.st_mode) and rel not in volatile:
             info["data"] = read_bytes(p)
         out[rel] = info
         if stat.S_ISDIR(st.st_mode):
@@ -534,8 +544,206 @@ def walk_view(mnt) -> dict[str, dict]:
     return out
 
 
-def inode_map(mnt) -> dict[str, int]:
-    return {rel: info["ino"] for rel, info in walk_view(mnt).items()}
+def inode_map(mnt, skip_prefixes=()) -> dict[str, int]:
+    """relpath -> st_ino of everything reachable, leaving out the relpaths
+    that start with one of skip_prefixes."""
+    return {rel: info["ino"] for rel, info in walk_view(mnt).items()
+            if not any(rel.startswith(p) for p in skip_prefixes)}
+
+
+# --------------------------------------------------------------------------
+# promote/: what artifactfs writes into the store
+# --------------------------------------------------------------------------
+
+META_RUN_KEYS = ["run_id", "workflow_id", "user_directive", "created_at", "expires_at",
+                 "artifacts", "status"]
+META_FILE_KEYS = ["filename", "agent_id", "generated_at", "size_bytes", "content_type"]
+# chrono's to_rfc3339(): UTC with offset "+00:00", a fraction of 0, 3, 6 or 9 digits
+CHRONO_TS_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})"
+                          r"(?:\.(\d{3}|\d{6}|\d{9}))?\+00:00\Z")
+# any RFC 3339 time (promote/.status)
+RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")
+DAY_NS = 86400 * 10**9
+DEFAULT_AGENT = "artifactfs"
+STATUS_KEYS = {"time", "action", "run", "file", "result", "reason"}
+C_LOCALE_ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+
+
+def ts_ns(text: str) -> int:
+    """A chrono RFC 3339 timestamp as nanoseconds since the epoch
+    (AssertionError when it is not in that exact form)."""
+    m = CHRONO_TS_RE.match(text) if isinstance(text, str) else None
+    assert m, f"timestamp {text!r} is not RFC 3339 as chrono prints it (...+00:00)"
+    when = datetime(*(int(g) for g in m.groups()[:6]), tzinfo=timezone.utc)
+    frac = m.group(7) or ""
+    return int(when.timestamp()) * 10**9 + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys in a JSON object: {keys}"
+    return dict(pairs)
+
+
+def validate_metadata(raw: bytes, run_id: str, *, retention_days: int | None = 7) -> dict:
+    """The strict check of a metadata.json against what the kernel-server's
+    serde parser requires, and its serde_json::to_string_pretty form:
+    exactly the 7 run fields and 5 fields per artifact, in schema order,
+    with their types; timestamps as chrono prints them; status "active";
+    expires_at - created_at == retention_days (None: not checked); no
+    filename twice; the bytes are the 2-space pretty form, no trailing
+    newline.  Returns the parsed document."""
+    doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    assert isinstance(doc, dict), f"metadata.json is a {type(doc).__name__}"
+    assert list(doc) == META_RUN_KEYS, f"run fields {list(doc)}"
+    for k in META_RUN_KEYS:
+        if k != "artifacts":
+            assert type(doc[k]) is str, f"{k} is {doc[k]!r}"
+    assert doc["run_id"] == run_id
+    assert doc["status"] == "active"
+    created, expires = ts_ns(doc["created_at"]), ts_ns(doc["expires_at"])
+    if retention_days is not None:
+        assert expires - created == retention_days * DAY_NS, \
+            f"expires_at - created_at = {(expires - created) / DAY_NS} days, not {retention_days}"
+    assert type(doc["artifacts"]) is list
+    names = []
+    for a in doc["artifacts"]:
+        assert type(a) is dict, a
+        assert list(a) == META_FILE_KEYS, f"artifact fields {list(a)}"
+        for k in ("filename", "agent_id", "generated_at", "content_type"):
+            assert type(a[k]) is str, f"{a.get('filename')}: {k} is {a[k]!r}"
+        assert type(a["size_bytes"]) is int and 0 <= a["size_bytes"] < 2**64, a
+        ts_ns(a["generated_at"])
+        names.append(a["filename"])
+    assert len(names) == len(set(names)), f"a filename listed twice: {sorted(names)}"
+    assert raw == serde_pretty(doc), "metadata.json is not in serde_json's pretty form"
+    return doc
+
+
+def read_metadata(run_dir, *, retention_days: int | None = 7) -> dict:
+    run_dir = Path(run_dir)
+    return validate_metadata(read_bytes(run_dir / "metadata.json"), run_dir.name,
+                             retention_days=retention_days)
+
+
+def entries_by_name(meta: dict) -> dict:
+    return {a["filename"]: a for a in meta["artifacts"]}
+
+
+@functools.lru_cache(maxsize=None)
+def _mime_table() -> dict:
+    table = {}
+    with open("/etc/mime.types", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split("#", 1)[0].split()
+            for ext in fields[1:]:
+                table.setdefault(ext.lower(), fields[0])
+    return table
+
+
+def system_content_type(name: str) -> str:
+    """content_type for a file name by /etc/mime.types (last extension,
+    any case; the first line naming an extension wins), else
+    application/octet-stream."""
+    if "." not in name:
+        return "application/octet-stream"
+    return _mime_table().get(name.rsplit(".", 1)[1].lower(), "application/octet-stream")
+
+
+def store_state(store) -> dict:
+    """tree_snapshot of the store without the daemon's private
+    STORE/.artifactfs (index, staging) and without the root's own entry
+    (whose times change when .artifactfs is created)."""
+    root = store.root if isinstance(store, Store) else Path(store)
+    snap = tree_snapshot(root, exclude=(".artifactfs",))
+    snap.pop(".", None)
+    return snap
+
+
+def staging_dir(store, client: str) -> Path:
+    root = store.root if isinstance(store, Store) else Path(store)
+    return root / ".artifactfs" / "staging" / client
+
+
+def staging_files(store, client: str) -> list[str]:
+    """Everything but directories under STORE/.artifactfs/staging/<client>/."""
+    base = staging_dir(store, client)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            out.append(os.path.relpath(os.path.join(dirpath, name), base))
+    return sorted(out)
+
+
+def promote_status(mnt) -> list[dict]:
+    """promote/.status as a list of entries (each line one JSON object)."""
+    raw = read_bytes(Path(mnt) / "promote" / ".status")
+    text = raw.decode("utf-8")
+    assert text == "" or text.endswith("\n"), f".status does not end with a newline: {text[-80:]!r}"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def check_status_entry(e: dict) -> dict:
+    """The fields of a promote/.status entry (test_promote checks that there
+    are no others)."""
+    assert STATUS_KEYS <= set(e), f".status entry keys {sorted(e)}"
+    assert type(e["time"]) is str and RFC3339_RE.match(e["time"]), e
+    assert e["action"] in ("promote", "delete"), e
+    assert e["run"] is None or type(e["run"]) is str, e
+    assert e["file"] is None or type(e["file"]) is str, e
+    assert type(e["result"]) is str and (e["result"] == "ok" or re.fullmatch(r"E[A-Z0-9]+",
+                                                                             e["result"])), e
+    assert e["reason"] is None or (type(e["reason"]) is str and "\n" not in e["reason"]), e
+    if e["result"] != "ok":
+        assert e["reason"], f"a refusal without a reason: {e}"
+    return e
+
+
+def sh(script: str, *args, shell: str = "bash", cwd=None,
+       timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs a shell script as a user would, in the C locale (English
+    messages), stdin from /dev/null; $1, $2... are args.  stdout and
+    stderr are text."""
+    return subprocess.run([shell, "-c", script, shell, *[str(a) for a in args]],
+                          capture_output=True, timeout=timeout, cwd=cwd, env=C_LOCALE_ENV,
+                          stdin=subprocess.DEVNULL, text=True, errors="replace")
+
+
+_WRITE_CLOSE = r"""
+import errno, os, sys
+path, data = sys.argv[1], sys.stdin.buffer.read()
+res = {}
+try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+except OSError as e:
+    print(f"open {errno.errorcode[e.errno]}"); sys.exit(0)
+try:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    print("write ok")
+except OSError as e:
+    print(f"write {errno.errorcode[e.errno]}")
+try:
+    os.close(fd)
+    print("close ok")
+except OSError as e:
+    print(f"close {errno.errorcode[e.errno]}")
+"""
+
+
+def write_close(path, data: bytes, timeout: float = 15) -> dict:
+    """Writes a file in a child process (which a hung daemon cannot hang:
+    the child times out) and returns {"open"|"write"|"close": "ok" or the
+    errno name} for the steps it reached."""
+    r = subprocess.run([sys.executable, "-c", _WRITE_CLOSE, str(path)], input=data,
+                       capture_output=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = {}
+    for line in r.stdout.decode().splitlines():
+        step, result = line.split()
+        out[step] = result
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -735,13 +943,32 @@ class Mount:
 
     def kill9(self) -> None:
         """kill -9 of the daemon, then fusermount3 -u of the dead mount."""
-        assert self.state == "running"
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(EXIT_TIMEOUT)
+        self.sigkill()
         r = fusermount_u(self.mnt)
         assert r.returncode == 0, f"fusermount3 -u after kill -9 failed: {r.stderr}"
         assert not is_mounted(self.mnt)
+
+    def sigkill(self) -> None:
+        """kill -9 of the daemon only: the mount stays, dead (ENOTCONN),
+        until unmount_dead()."""
+        assert self.state == "running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(EXIT_TIMEOUT)
         self.state = "killed"
+
+    def unmount_dead(self) -> str:
+        """fusermount3 -u of a killed daemon's mount, lazily if a process
+        still holds a file open on it.  Returns "clean" or "lazy"."""
+        assert self.state == "killed"
+        how = "clean"
+        if is_mounted(self.mnt):
+            r = fusermount_u(self.mnt)
+            if r.returncode != 0:
+                r = fusermount_u(self.mnt, lazy=True)
+                assert r.returncode == 0, f"fusermount3 -uz failed: {r.stderr}"
+                how = "lazy"
+        assert not is_mounted(self.mnt)
+        return how
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -761,15 +988,24 @@ def _session_guard(tmp_path_factory):
     assert not left, f"mounts left behind at the end of the session: {left}"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "daemon_timeout(seconds): the mounter watchdog's limit for this test "
+        "(default ARTIFACTFS_TEST_TIMEOUT, 60 s)")
+
+
 @pytest.fixture
-def mounter(tmp_path):
+def mounter(tmp_path, request):
     """Factory: mounter(store, client, *options, mnt=, index=, expect_errors=,
     expect_warnings=, allow_warnings=, cmd_prefix=, start=) -> Mount.
 
     expect_errors / expect_warnings are regexes: a daemon line at that level
     that matches none of them fails the test at teardown (allow_warnings=True
     accepts every warning).  Every mount is unmounted at teardown, pass or
-    fail, and the daemon must then exit 0."""
+    fail, and the daemon must then exit 0.  A long test raises the
+    watchdog's limit with @pytest.mark.daemon_timeout(seconds)."""
+    marker = request.node.get_closest_marker("daemon_timeout")
+    test_timeout = max(TEST_TIMEOUT, float(marker.args[0])) if marker else TEST_TIMEOUT
     mounts: list[Mount] = []
     counter = itertools.count()
     log_dir = tmp_path / "logs"
@@ -782,7 +1018,7 @@ def mounter(tmp_path):
                 hung.append(m.name)
                 m.proc.kill()
 
-    timer = threading.Timer(TEST_TIMEOUT, watchdog)
+    timer = threading.Timer(test_timeout, watchdog)
     timer.daemon = True
     timer.start()
 
@@ -807,7 +1043,7 @@ def mounter(tmp_path):
     yield mount
 
     timer.cancel()
-    problems = [f"[{name}] test still running after {TEST_TIMEOUT} s: daemon killed "
+    problems = [f"[{name}] test still running after {test_timeout} s: daemon killed "
                 f"(hung request?)" for name in hung]
     for m in reversed(mounts):
         try:
@@ -826,3 +1062,12 @@ def store(tmp_path) -> Store:
 @pytest.fixture
 def alice(store, mounter) -> Mount:
     return mounter(store, ALICE)
+
+
+@pytest.fixture(scope="session")
+def backup_world(tmp_path_factory):
+    """The large three-tenant store of test_backup.py and test_unix_tools.py
+    (about 50 runs and 2,000 files, a 200 MB file, sparse files, a
+    10,000-file run), built once per session: see backup_store.py."""
+    from backup_store import build_world
+    return build_world(tmp_path_factory.mktemp("backup-world"))

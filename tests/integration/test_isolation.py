@@ -182,7 +182,7 @@ def test_legacy_run_dir_mounted_as_a_client_shows_no_files(store, mounter):
 def test_client_without_a_directory_gets_an_empty_view(store, mounter):
     m = mounter(store, "carol")
     assert os.listdir(m.mnt) == ["promote"]
-    assert os.listdir(m.mnt / "promote") == []
+    assert os.listdir(m.mnt / "promote") == [".status"]
     assert os.stat(m.mnt).st_nlink == 3
 
 

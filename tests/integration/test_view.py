@@ -75,11 +75,19 @@ def test_metadata_entries_without_a_file_are_not_listed(store, mounter):
         os.stat(m.mnt / ALICE_RUN / "ghost.txt")
 
 
-def test_promote_is_an_empty_directory(alice):
+def test_promote_lists_the_runs_and_status(store, alice):
+    """promote/ holds a directory per visible run (uploads in flight, none
+    here) and the read-only promote/.status."""
+    runs = expected_runs(store, ALICE)
     st = os.stat(alice.mnt / "promote")
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
-    assert st.st_nlink == 2
-    assert os.listdir(alice.mnt / "promote") == []
+    assert st.st_nlink in (2, 2 + len(runs))      # 2, or counting its run directories
+    assert sorted(os.listdir(alice.mnt / "promote")) == sorted(runs + [".status"])
+    for run in runs:
+        assert os.listdir(alice.mnt / "promote" / run) == []
+    status = os.stat(alice.mnt / "promote" / ".status")
+    assert stat.S_ISREG(status.st_mode) and stat.S_IMODE(status.st_mode) & 0o222 == 0
+    assert read_bytes(alice.mnt / "promote" / ".status") == b""
 
 
 # ---------------------------------------------------------------- bytes
@@ -192,7 +200,8 @@ def test_directory_stat_fields_and_nlink(store, mounter):
         assert v.st_ino == os.stat(store.run_dir(ALICE, run)).st_ino, run
         run_inos.add(v.st_ino)
     p = os.stat(m.mnt / "promote")
-    assert stat.S_ISDIR(p.st_mode) and stat.S_IMODE(p.st_mode) == 0o755 and p.st_nlink == 2
+    assert stat.S_ISDIR(p.st_mode) and stat.S_IMODE(p.st_mode) == 0o755
+    assert p.st_nlink in (2, 2 + len(runs))             # 2, or counting its run directories
     assert p.st_ino not in run_inos | file_inos | {0, root.st_ino}
 
 
@@ -287,7 +296,9 @@ def test_run_name_rules_and_reserved_promote(store, mounter):
         with pytest.raises(FileNotFoundError):
             os.stat(m.mnt / name)
     assert sorted(listed) == sorted(VALID_RUN_NAMES + [SHARED_RUN, ALICE_RUN, "promote"])
-    assert os.listdir(m.mnt / "promote") == []          # the store's "promote" run is not shown
+    # promote/ lists the visible runs; the store's "promote" run is not one
+    assert sorted(os.listdir(m.mnt / "promote")) == sorted(VALID_RUN_NAMES + [SHARED_RUN, ALICE_RUN,
+                                                                              ".status"])
 
 
 # ---------------------------------------------------------------- statfs
@@ -304,7 +315,8 @@ def test_statfs_has_blocks_and_df_shows_the_mount(alice):
 @pytest.mark.parametrize("how", ["remount", "index_deleted", "kill9"])
 def test_inode_numbers_stable_across_restarts(store, mounter, how):
     m = mounter(store, ALICE)
-    before = inode_map(m.mnt)
+    # promote/'s children are virtual: their numbers need not survive a restart
+    before = inode_map(m.mnt, skip_prefixes=("promote/",))
     if how == "kill9":
         m.kill9()
     else:
@@ -314,7 +326,7 @@ def test_inode_numbers_stable_across_restarts(store, mounter, how):
         for suffix in ("", "-wal", "-shm"):
             Path(f"{store.default_index}{suffix}").unlink(missing_ok=True)
     m2 = mounter(store, ALICE, mnt=m.mnt)
-    after = inode_map(m2.mnt)
+    after = inode_map(m2.mnt, skip_prefixes=("promote/",))
     assert after == before
     for run, name in all_files(store, ALICE):
         assert after[f"{run}/{name}"] == os.stat(store.run_dir(ALICE, run) / name).st_ino
@@ -362,8 +374,13 @@ def test_find_walks_exactly_the_view(store, alice):
     for line in r.stdout.decode().splitlines():
         rel, kind, ino, nlink, size = line.split("\t")
         got[rel] = (kind, int(ino), int(nlink)) + ((int(size),) if kind == "f" else ())
-    exp = {"promote": ("d", os.stat(alice.mnt / "promote").st_ino, 2)}
-    for run in expected_runs(store, ALICE):
+    runs = expected_runs(store, ALICE)
+    p = os.stat(alice.mnt / "promote")
+    assert p.st_nlink in (2, 2 + len(runs))
+    exp = {"promote": ("d", p.st_ino, p.st_nlink),
+           "promote/.status": ("f", os.stat(alice.mnt / "promote" / ".status").st_ino, 1, 0)}
+    for run in runs:
+        exp[f"promote/{run}"] = ("d", os.stat(alice.mnt / "promote" / run).st_ino, 2)
         exp[run] = ("d", os.stat(store.run_dir(ALICE, run)).st_ino, 2)
         for name in expected_files(store.run_dir(ALICE, run)):
             b = os.stat(store.run_dir(ALICE, run) / name)
@@ -438,4 +455,4 @@ def test_getfattr_dump_lists_artifact_attributes(store, alice):
 def test_walk_reaches_every_backing_file(store, alice):
     view = walk_view(alice.mnt)
     files = {rel for rel, info in view.items() if info["type"] == "f"}
-    assert files == {f"{r}/{n}" for r, n in all_files(store, ALICE)}
+    assert files == {f"{r}/{n}" for r, n in all_files(store, ALICE)} | {"promote/.status"}
