@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -813,22 +814,25 @@ static void upload_free(struct upload *u)
 	free(u);
 }
 
-/* Copies the current content of src into the fresh staged file dst. */
-static int copy_content(int src, int dst, uint64_t *size)
+/*
+ * Copies src into the fresh staged file dst, at most limit bytes (the
+ * size a quota was checked against: the source may grow meanwhile).
+ * *copied is what was copied.
+ */
+static int copy_content(int src, int dst, uint64_t limit, uint64_t *copied)
 {
-	struct stat st;
 	off_t in = 0, out = 0;
 
-	if (fstat(src, &st) < 0)
-		return -errno;
-	while (in < st.st_size) {
-		ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(st.st_size - in), 0);
+	while ((uint64_t)in < limit) {
+		uint64_t left = limit - (uint64_t)in;
+		ssize_t n = copy_file_range(src, &in, dst, &out,
+					    left > SSIZE_MAX ? SSIZE_MAX : (size_t)left, 0);
 		if (n < 0)
 			return -errno;
 		if (n == 0)
-			break;
+			break;	/* the source shrank */
 	}
-	*size = (uint64_t)st.st_size;
+	*copied = (uint64_t)out;
 	return 0;
 }
 
@@ -843,7 +847,7 @@ static int stage_file(struct upload *u, int content_fd)
 		return -errno;
 	u->size = 0;
 	if (content_fd >= 0)
-		ret = copy_content(content_fd, fd, &u->size);
+		ret = copy_content(content_fd, fd, UINT64_MAX, &u->size);
 	if (ret < 0) {
 		close(fd);
 		unlinkat(u->dir_fd, u->name, 0);
@@ -1165,6 +1169,7 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	struct timespec now;
 	struct stat st;
 	int out_fd = -1, src = -1, staged = -1, ret;
+	uint64_t reserved = UINT64_MAX;
 	char staged_name[64];
 
 	if (names_check_artifact(name, &why) < 0) {
@@ -1197,10 +1202,16 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 		snprintf(reason, REASON_SIZE, "the session file is not a regular file with one link");
 		goto out;
 	}
+	/* Reserved as an upload in flight, so parallel requests add up. */
 	ret = refresh_usage(p);
 	pthread_mutex_lock(&p->lock);
 	if (ret == 0 && over_quota(p, (uint64_t)st.st_size, 1))
 		ret = -EDQUOT;
+	if (ret == 0) {
+		p->staged_bytes += (uint64_t)st.st_size;
+		p->staged_files++;
+		reserved = (uint64_t)st.st_size;
+	}
 	pthread_mutex_unlock(&p->lock);
 	if (ret < 0) {
 		snprintf(reason, REASON_SIZE, "the tenant's quota would be exceeded");
@@ -1210,7 +1221,7 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	snprintf(staged_name, sizeof(staged_name), "session.%lu", p->work_serial++);
 	pthread_mutex_unlock(&p->lock);
 	staged = openat(p->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (staged < 0 || (ret = copy_content(src, staged, &l.size)) < 0 ||
+	if (staged < 0 || (ret = copy_content(src, staged, (uint64_t)st.st_size, &l.size)) < 0 ||
 	    (ret = fsync_fd(staged)) < 0 || (ret = hash_file(staged, l.sha256)) < 0) {
 		snprintf(reason, REASON_SIZE, "cannot stage the session file: %s",
 			 strerror(staged < 0 ? errno : -ret));
@@ -1233,6 +1244,12 @@ out:
 		close(src);
 	if (out_fd >= 0)
 		close(out_fd);
+	if (reserved != UINT64_MAX) {
+		pthread_mutex_lock(&p->lock);
+		p->staged_bytes -= reserved;
+		p->staged_files--;
+		pthread_mutex_unlock(&p->lock);
+	}
 	record(p, INDEX_ACTION_PROMOTE, r->run_id, name, ret == 0 ? (int64_t)l.size : -1,
 	       ret == 0 ? l.sha256 : NULL, -ret, ret ? reason : NULL);
 	return ret;
