@@ -163,6 +163,15 @@ int promote_delete_file(struct promoter *promoter, const char *run, const char *
  */
 int promote_delete_run(struct promoter *promoter, const char *run);
 
+/* The tenant's quotas (0: none) and what it stores, from the index. */
+struct promote_usage {
+	uint64_t quota_bytes, quota_files;
+	uint64_t used_bytes, used_files;
+};
+
+/* Fills *usage.  Returns 0 or -errno (-EIO from the index). */
+int promote_get_usage(struct promoter *promoter, struct promote_usage *usage);
+
 /*
  * Formats promote/.status: the tenant's last PROMOTE_STATUS_LINES audit
  * rows as JSON lines, oldest first.  *text is malloc'd.  Returns 0 or -errno.

@@ -247,6 +247,10 @@ static int stat_root(struct fs *fs, struct stat *st)
 		st->st_atim = tenant.st_atim;
 		st->st_mtim = tenant.st_mtim;
 		st->st_ctim = tenant.st_ctim;
+		/* du counts the root too: the tenant dir's own size and blocks. */
+		st->st_size = tenant.st_size;
+		st->st_blocks = tenant.st_blocks;
+		st->st_blksize = tenant.st_blksize;
 	}
 	dir_handle_release(&listing);
 	return ret;
@@ -970,14 +974,39 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
 	fuse_reply_err(req, 0);
 }
 
+/*
+ * df of the mount: the store's file system, or, with a quota, the
+ * tenant's own figures (the quota as size, what it stores as used).
+ */
 static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 {
+	struct fs *fs = fs_of(req);
+	struct promote_usage usage;
 	struct statvfs st;
 
-	if (fstatvfs(fs_of(req)->view->store->root_fd, &st) < 0)
+	if (fstatvfs(fs->view->store->root_fd, &st) < 0) {
 		fuse_reply_err(req, errno);
-	else
-		fuse_reply_statfs(req, &st);
+		return;
+	}
+	if (fs->promoter && promote_get_usage(fs->promoter, &usage) == 0) {
+		if (usage.quota_bytes) {
+			uint64_t left = usage.quota_bytes > usage.used_bytes ?
+					usage.quota_bytes - usage.used_bytes : 0;
+			st.f_blocks = usage.quota_bytes / st.f_frsize;
+			left /= st.f_frsize;
+			/* Never more room than the file system really has. */
+			st.f_bfree = left < st.f_bfree ? left : st.f_bfree;
+			st.f_bavail = left < st.f_bavail ? left : st.f_bavail;
+		}
+		if (usage.quota_files) {
+			uint64_t left = usage.quota_files > usage.used_files ?
+					usage.quota_files - usage.used_files : 0;
+			st.f_files = usage.quota_files;
+			st.f_ffree = left < st.f_ffree ? left : st.f_ffree;
+			st.f_favail = left < st.f_favail ? left : st.f_favail;
+		}
+	}
+	fuse_reply_statfs(req, &st);
 }
 
 /* --- extended attributes ------------------------------------------------------ */

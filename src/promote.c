@@ -1496,6 +1496,16 @@ out:
 	return ret;
 }
 
+int promote_get_usage(struct promoter *p, struct promote_usage *usage)
+{
+	int ret = index_get_usage(p->view->index, p->view->client,
+				  &usage->used_bytes, &usage->used_files);
+
+	usage->quota_bytes = p->options.quota_bytes;
+	usage->quota_files = p->options.quota_files;
+	return ret;
+}
+
 /* --- promote/.status ------------------------------------------------------ */
 
 struct status_text {
