@@ -1297,8 +1297,14 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Reads splice from the backing fd to the kernel without a copy. */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/*
+	 * Always readdirplus: a listing then brings every entry's attributes
+	 * at once, where the kernel's adaptive mode would send a lookup per
+	 * entry to a walk that stats everything (find, du, backups).
+	 */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Our own invalidations are the authority on data changes. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
