@@ -87,6 +87,19 @@ int index_put_run(struct index *index, const char *client, const char *run,
 		  const struct meta_run *meta,
 		  const struct index_file *files, size_t n_files);
 
+/*
+ * Records, in one transaction, one file that was just promoted: the run's
+ * row (fields from meta, which may be NULL, and stamp) and the file's
+ * artifact row (entry's metadata, file's stat, its sha256), leaving the
+ * run's other rows alone.  Cheaper than index_put_run() for a run of many
+ * files, which a commit must not pay for each file.
+ * Returns 0, -EIO.
+ */
+int index_put_artifact(struct index *index, const char *client, const char *run,
+		       const struct index_run_stamp *stamp, const struct meta_run *meta,
+		       const struct meta_artifact *entry, const struct index_file *file,
+		       const char *sha256);
+
 /* Deletes a run's row and its artifact rows.  Returns 0 (also when absent), -EIO. */
 int index_delete_run(struct index *index, const char *client, const char *run);
 

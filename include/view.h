@@ -39,6 +39,9 @@ int view_reconcile(struct view *view);
  */
 int view_sync_run(struct view *view, const char *run, bool force);
 
+/* Reads a run dir's stamp (see index.h) from its fd. */
+void view_stamp_run(int run_fd, struct index_run_stamp *stamp);
+
 /*
  * view_sync_run() for a caller that already holds run_fd (O_RDONLY) and
  * its flock, as a promoter does while it commits.

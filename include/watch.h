@@ -20,8 +20,12 @@ struct watch_handler {
 	void (*run_changed)(void *ctx, const char *run);
 	/* A file in a run dir changed: entry when created, removed or renamed. */
 	void (*file_changed)(void *ctx, const char *run, const char *file, bool entry);
-	/* After a batch of events: this run had changes, once per batch. */
-	void (*run_settled)(void *ctx, const char *run);
+	/*
+	 * After a batch of events: this run had changes, once per batch.
+	 * content: a file was written or its attributes changed, which the
+	 * run's stamp (names, metadata.json) cannot tell.
+	 */
+	void (*run_settled)(void *ctx, const char *run, bool content);
 	/* A directory could not be watched: some changes will go unseen. */
 	void (*degraded)(void *ctx);
 };

@@ -1462,12 +1462,13 @@ static void notify_tenant(void *ctx)
 	invalidate_all(fs);
 }
 
-static void settle_run(void *ctx, const char *run)
+static void settle_run(void *ctx, const char *run, bool content)
 {
 	struct fs *fs = ctx;
 	bool was_visible = view_run_visible(fs->view, run);
 
-	view_sync_run(fs->view, run, true);
+	/* A commit of ours already indexed what it did: its stamp then matches. */
+	view_sync_run(fs->view, run, content);
 	/* A rewritten metadata.json may have moved the run's expiry. */
 	if (view_run_visible(fs->view, run) != was_visible)
 		notify_run(fs, run);

@@ -136,6 +136,7 @@ enum stmt_id {
 	STMT_LIST_AUDIT,
 	STMT_USAGE,
 	STMT_SET_SHA256,
+	STMT_REPLACE_ARTIFACT,
 	STMT_COUNT
 };
 
@@ -179,6 +180,10 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	" FROM artifacts WHERE run_id = ?1 AND sha256 IS NOT NULL"
 	" AND file_ino IS NOT NULL ORDER BY filename",
 	[STMT_DELETE_ARTIFACTS] = "DELETE FROM artifacts WHERE run_id = ?1",
+	[STMT_REPLACE_ARTIFACT] =
+	"INSERT OR REPLACE INTO artifacts (run_id, filename, agent_id, generated_at,"
+	" size_bytes, content_type, sha256, file_size, file_mtime_ns,"
+	" file_ino) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[STMT_INSERT_ARTIFACT] =
 	"INSERT INTO artifacts (run_id, filename, agent_id, generated_at,"
 	" size_bytes, content_type, sha256, file_size, file_mtime_ns,"
@@ -1680,6 +1685,64 @@ int index_set_sha256(struct index *index, const char *client, const char *run,
 		ret = -EIO;
 	}
 	stmt_done(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+int index_put_artifact(struct index *index, const char *client, const char *run,
+		       const struct index_run_stamp *stamp, const struct meta_run *meta,
+		       const struct meta_artifact *entry, const struct index_file *file,
+		       const char *sha256)
+{
+	sqlite3_stmt *stmt;
+	const char *what;
+	int64_t run_id = 0;
+	bool bad = false, sized;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	what = "begin a transaction";
+	stmt = index->stmt[STMT_BEGIN];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "write the run";
+	rc = upsert_run(index, client, run, stamp, meta, &run_id);
+	if (rc != SQLITE_OK)
+		goto fail;
+
+	what = "write the artifact";
+	stmt = index->stmt[STMT_REPLACE_ARTIFACT];
+	sized = entry->has_size_bytes && entry->size_bytes <= INT64_MAX;
+	bind_int64(stmt, 1, true, run_id, &bad);
+	bind_text(stmt, 2, file->filename, &bad);
+	bind_text(stmt, 3, entry->agent_id, &bad);
+	bind_text(stmt, 4, entry->generated_at, &bad);
+	bind_int64(stmt, 5, sized, sized ? (int64_t)entry->size_bytes : 0, &bad);
+	bind_text(stmt, 6, entry->content_type, &bad);
+	bind_text(stmt, 7, sha256, &bad);
+	bind_int64(stmt, 8, true, file->size, &bad);
+	bind_int64(stmt, 9, true, file->mtime_ns, &bad);
+	bind_int64(stmt, 10, true, file->ino, &bad);
+	rc = bad ? bind_failed(index) : sqlite3_step(stmt);
+	stmt_done(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+
+	what = "commit";
+	stmt = index->stmt[STMT_COMMIT];
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	goto unlock;
+fail:
+	/* Log first: the rollback would replace SQLite's message. */
+	ret = sql_failed(index, what, client, run);
+	rollback(index);
+unlock:
 	pthread_mutex_unlock(&index->lock);
 	return ret;
 }

@@ -587,16 +587,32 @@ static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
 	return write_metadata(p, run_fd, meta, reason);
 }
 
-/* Brings the index in step with a landed file and records its hash. */
-static void index_landing(struct promoter *p, int run_fd, const struct landing *l)
+/*
+ * Records a landed file in the index: its row and the run's, not the
+ * whole run again (a run of many files would pay for each one).
+ * meta is the metadata.json just written; run_fd is locked.
+ */
+static void index_landing(struct promoter *p, int run_fd, const struct meta_run *meta,
+			  const struct landing *l)
 {
+	struct index_run_stamp stamp;
+	struct index_file file = { .filename = l->name };
+	const struct meta_artifact *entry = NULL;
 	struct stat st;
 
-	view_index_run(p->view, l->run, run_fd, true);
-	if (fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-		index_set_sha256(p->view->index, p->view->client, l->run, l->name,
-				 (int64_t)st.st_ino, st.st_size, store_time_ns(&st.st_mtim),
-				 l->sha256);
+	for (size_t i = 0; i < meta->n_artifacts; i++)
+		if (strcmp(meta->artifacts[i].filename, l->name) == 0)
+			entry = &meta->artifacts[i];
+	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		view_index_run(p->view, l->run, run_fd, true);	/* the slow way */
+		return;
+	}
+	file.size = st.st_size;
+	file.mtime_ns = store_time_ns(&st.st_mtim);
+	file.ino = (int64_t)st.st_ino;
+	view_stamp_run(run_fd, &stamp);
+	index_put_artifact(p->view->index, p->view->client, l->run, &stamp, meta, entry,
+			   &file, l->sha256);
 }
 
 /*
@@ -651,7 +667,7 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 		intent[0] = '\0';
 		goto out;
 	}
-	index_landing(p, run_fd, l);
+	index_landing(p, run_fd, &meta, l);
 	refresh_usage(p);
 out:
 	if (intent[0])
@@ -1615,7 +1631,7 @@ static void recover_intent(struct promoter *p, int work_fd, const char *name)
 	    strcmp(sha, l.sha256) == 0 &&
 	    read_metadata_for_landing(p, run_fd, l.run, &meta, reason) == 0 &&
 	    record_landing(p, run_fd, &meta, &l, reason) == 0) {
-		index_landing(p, run_fd, &l);
+		index_landing(p, run_fd, &meta, &l);
 		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
 			    p->view->client, l.run, l.name);
 	}

@@ -84,7 +84,7 @@ out:
 	return ret;
 }
 
-static void stamp_run(int run_fd, struct index_run_stamp *stamp)
+void view_stamp_run(int run_fd, struct index_run_stamp *stamp)
 {
 	struct stat st;
 
@@ -176,7 +176,7 @@ int view_index_run(struct view *view, const char *run, int run_fd, bool force)
 	bool have_meta;
 	int ret;
 
-	stamp_run(run_fd, &stamp);
+	view_stamp_run(run_fd, &stamp);
 	if (!force && index_get_run_stamp(view->index, view->client, run, &indexed) == 0 &&
 	    memcmp(&stamp, &indexed, sizeof(stamp)) == 0)
 		return 0;

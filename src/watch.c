@@ -58,7 +58,10 @@ struct watch {
 	void *by_wd;		/* struct watched, by wd */
 	bool degraded;
 	/* Runs changed in the current batch. */
-	char (*dirty)[NAMES_ID_MAX + 1];
+	struct dirty_run {
+		char run[NAMES_ID_MAX + 1];
+		bool content;	/* a file's bytes or attributes, not just names */
+	} *dirty;
 	size_t n_dirty, dirty_capacity;
 };
 
@@ -164,11 +167,13 @@ static void establish(struct watch *watch)
 	close(fd);
 }
 
-static void mark_dirty(struct watch *watch, const char *run)
+static void mark_dirty(struct watch *watch, const char *run, bool content)
 {
 	for (size_t i = 0; i < watch->n_dirty; i++)
-		if (strcmp(watch->dirty[i], run) == 0)
+		if (strcmp(watch->dirty[i].run, run) == 0) {
+			watch->dirty[i].content |= content;
 			return;
+		}
 	if (watch->n_dirty == watch->dirty_capacity) {
 		size_t bigger = watch->dirty_capacity ? watch->dirty_capacity * 2 : 16;
 		void *grown = realloc(watch->dirty, bigger * sizeof(*watch->dirty));
@@ -180,7 +185,8 @@ static void mark_dirty(struct watch *watch, const char *run)
 		watch->dirty = grown;
 		watch->dirty_capacity = bigger;
 	}
-	snprintf(watch->dirty[watch->n_dirty++], sizeof(*watch->dirty), "%s", run);
+	snprintf(watch->dirty[watch->n_dirty].run, sizeof(watch->dirty->run), "%s", run);
+	watch->dirty[watch->n_dirty++].content = content;
 }
 
 /* Handles one event; sets *rescan when the watched levels must be rebuilt. */
@@ -221,14 +227,14 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 		if ((event->mask & (IN_CREATE | IN_MOVED_TO)) && (event->mask & IN_ISDIR))
 			watch_run(watch, name);
 		watch->handler->run_changed(watch->ctx, name);
-		mark_dirty(watch, name);
+		mark_dirty(watch, name, false);
 		break;
 	case LEVEL_RUN:
 		if (!event->len || (event->mask & IN_ISDIR))
 			break;	/* the dir itself, or a subdirectory: not shown */
 		watch->handler->file_changed(watch->ctx, watched->run, name,
 					     (event->mask & ENTRY_EVENTS) != 0);
-		mark_dirty(watch, watched->run);
+		mark_dirty(watch, watched->run, (event->mask & ENTRY_EVENTS) == 0);
 		break;
 	}
 }
@@ -262,7 +268,8 @@ static void *watch_thread(void *arg)
 			watch->handler->tenant_changed(watch->ctx);
 		}
 		for (size_t i = 0; i < watch->n_dirty; i++)
-			watch->handler->run_settled(watch->ctx, watch->dirty[i]);
+			watch->handler->run_settled(watch->ctx, watch->dirty[i].run,
+						    watch->dirty[i].content);
 		watch->n_dirty = 0;
 	}
 	return NULL;
