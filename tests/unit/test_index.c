@@ -1535,9 +1535,48 @@ static void test_set_sha256(void **state)
 	index_close(index);
 }
 
+static void test_put_artifact(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_artifact entry = {
+		.filename = "new.md", .agent_id = "agent-9",
+		.generated_at = "2026-11-27T08:52:13.145199101+00:00",
+		.content_type = "text/markdown", .has_size_bytes = true, .size_bytes = 5,
+	};
+	struct index_file file = { .filename = "new.md", .size = 5, .mtime_ns = 3000, .ino = 103 };
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2), 0);
+	int64_t before = sql_int(f->path, "SELECT count(*) FROM artifacts");
+	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
+					    &file, SHA), 0);
+	/* One row more, the others untouched, the new one complete. */
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), before + 1);
+	assert_sha(index, "new.md", true);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts WHERE filename = 'new.md'"),
+			 103);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE filename = 'data.csv' AND file_ino = 101"), 1);
+	/* Again with other content: replaced, never duplicated. */
+	file.ino = 104;
+	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
+					    &file, SHA), 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts WHERE filename = 'new.md'"),
+			 1);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts WHERE filename = 'new.md'"),
+			 104);
+	/* A run not indexed yet gets its row too. */
+	assert_int_equal(index_put_artifact(index, "c1", "r9", &stamp1, &full_meta, &entry,
+					    &file, SHA), 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs WHERE run = 'r9'"), 1);
+	index_close(index);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_artifact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_empty_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stamp, setup, teardown),
