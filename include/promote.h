@@ -130,6 +130,12 @@ int promote_set_file_attr(struct promoter *promoter, const char *run, const char
 int promote_commit_upload(struct upload *upload);
 
 /*
+ * Fails an upload whose writer died (audited with reason): nothing of it
+ * is committed, now or at its end.
+ */
+void promote_abandon_upload(struct upload *upload, const char *reason);
+
+/*
  * Ends an upload (the last close): commits what is still uncommitted
  * (the result can then only be logged and audited), removes the staged
  * file, frees the upload.

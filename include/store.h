@@ -46,6 +46,16 @@ int store_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 int store_open_tenant(const struct store *store, const char *client, int flags);
 
 /*
+ * Opens the regular file name in dirfd with flags (O_RDONLY, O_NOATIME...)
+ * without opening anything else first: the name is resolved O_PATH, checked
+ * to be a regular file, and only then that inode is opened, so a FIFO or a
+ * device planted under the name is never opened (no writer released, no
+ * device touched).  *st describes the file.  Returns the fd, -EINVAL for
+ * anything but a regular file, -ELOOP for a symlink, or -errno.
+ */
+int store_open_regular(int dirfd, const char *name, int flags, struct stat *st);
+
+/*
  * Reads the regular file name in dirfd, at most max bytes: never follows
  * a symlink, never blocks on a FIFO.  On success *buf is malloc'd (with a
  * NUL after the *len bytes) and *st describes the file as opened.

@@ -558,17 +558,19 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
  */
 static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
 {
-	int open_flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (flags & O_NOATIME);
+	int open_flags = O_RDONLY | (flags & O_NOATIME);
 	struct stat st;
 	int fd;
 
-	fd = store_open_beneath(dirfd, path, open_flags, 0);
+	fd = store_open_regular(dirfd, path, open_flags, &st);
 	if (fd == -EPERM && (open_flags & O_NOATIME))
 		/* Not the backing file's owner: atime is then not ours to spare. */
-		fd = store_open_beneath(dirfd, path, open_flags & ~O_NOATIME, 0);
+		fd = store_open_regular(dirfd, path, open_flags & ~O_NOATIME, &st);
+	if (fd == -ELOOP || fd == -EINVAL)
+		return -ENOENT;	/* no longer a regular file: hidden */
 	if (fd < 0)
-		return fd == -ELOOP ? -ENOENT : fd;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != ino) {
+		return fd;
+	if (st.st_ino != ino) {
 		close(fd);
 		/* The name was replaced since lookup: the kernel looks it up again. */
 		return -ESTALE;
@@ -747,6 +749,33 @@ static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t 
 		fuse_reply_write(req, (size_t)written);
 }
 
+/*
+ * Whether the process closing a file is dying of a signal: the kernel
+ * closes a killed writer's files too, and what it wrote is no artifact.
+ * Field 52 of /proc/<pid>/stat is the exit code, set before files close.
+ */
+static bool killed_by_signal(pid_t pid)
+{
+	char path[64], line[1024];
+	long exit_code = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		/* Fields after the command name, which may hold spaces: from the last ')'. */
+		char *p = strrchr(line, ')');
+		for (int field = 2; p && field < 52; field++)
+			p = strchr(p + 1, ' ');
+		if (p)
+			exit_code = strtol(p + 1, NULL, 10);
+	}
+	fclose(f);
+	return (exit_code & 0x7f) != 0;
+}
+
 /* A file landed in run: the view shows it, and the run if it is new, now. */
 static void notify_landing(struct fs *fs, const char *run, const char *name)
 {
@@ -765,7 +794,10 @@ static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
 	struct inode *inode = inode_of(req, nodeid);
 	int ret = 0;
 
-	if (handle->upload) {
+	if (handle->upload && killed_by_signal(fuse_req_ctx(req)->pid)) {
+		promote_abandon_upload(handle->upload, "the writer was killed");
+		ret = -EINTR;
+	} else if (handle->upload) {
 		ret = promote_commit_upload(handle->upload);
 		if (ret == 0 && upload_run(inode))
 			notify_landing(fs_of(req), upload_run(inode), inode->name);
@@ -1065,6 +1097,11 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 
 	if (nodeid == FUSE_ROOT_ID && strcmp(name, XATTR_STATS) == 0) {
 		reply_stats(req, size);
+		return;
+	}
+	/* ls asks for security.* and system.* of every file: no index query for those. */
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
+		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);

@@ -60,6 +60,7 @@ struct upload {
 	uint64_t size;		/* apparent size, as the quota counts it */
 	bool dirty;		/* written since the last commit */
 	bool committed;		/* committed at least once */
+	bool registered;	/* in the promoter's list, holding its name */
 	bool staged;		/* the staged name exists (not yet renamed away) */
 	int failure;		/* sticky -errno: the upload can no longer commit */
 	char *agent_id;
@@ -148,13 +149,14 @@ static void record(struct promoter *p, enum index_action action, const char *run
 	name = row.filename;
 	reason = row.reason;
 
+	/* The verdict first: a long name may cut the line, never the outcome. */
 	if (error)
-		log_warning("client %s run %s file %s: %s refused (%s): %s", p->view->client,
-			    run ? run : "-", name ? name : "-", verb, errno_name(error),
-			    reason ? reason : strerror(error));
+		log_warning("%s refused (%s): %s; client %s run %s file %s", verb,
+			    errno_name(error), reason ? reason : strerror(error),
+			    p->view->client, run ? run : "-", name ? name : "-");
 	else
-		log_info("client %s run %s file %s: %s done", p->view->client,
-			 run ? run : "-", name ? name : "-", verb);
+		log_info("%s done: client %s run %s file %s", verb, p->view->client,
+			 run ? run : "-", name ? name : "-");
 	index_add_audit(p->view->index, &row);
 }
 
@@ -628,7 +630,10 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 	int run_fd = -1, ret;
 
 	ret = promote_check_run(p, l->run);
-	if (ret == 0)
+	run_fd = ret == 0 ? open_own_run(p, l->run) : -1;
+	if (run_fd >= 0)
+		close(run_fd);	/* the tenant's own run dir: its run, whoever else claims the id */
+	else if (ret == 0)
 		ret = index_claim_run(p->view->index, p->view->client, l->run);
 	if (ret < 0) {
 		snprintf(reason, REASON_SIZE, ret == -EACCES ?
@@ -686,6 +691,20 @@ static struct upload *find_upload(struct promoter *p, const char *run, const cha
 		if (strcmp(u->run, run ? run : "") == 0 && strcmp(u->name, name) == 0)
 			return u;
 	return NULL;
+}
+
+/* Takes an upload out of the list (its name is free again).  Locked. */
+static void unregister(struct promoter *p, struct upload *u)
+{
+	if (!u->registered)
+		return;
+	for (struct upload **link = &p->uploads; *link; link = &(*link)->next)
+		if (*link == u) {
+			*link = u->next;
+			break;
+		}
+	u->registered = false;
+	p->staged_files--;
 }
 
 static struct run_attrs *find_run_attrs(struct promoter *p, const char *run)
@@ -883,7 +902,7 @@ static int stage_file(struct upload *u, int content_fd)
 int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 			 bool truncate, struct upload **out, struct stat *st)
 {
-	struct upload *u = NULL;
+	struct upload *u = NULL, *busy;
 	int existing = -1, ret;
 	const char *reason;
 
@@ -936,8 +955,16 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 
 	ret = refresh_usage(p);
 	pthread_mutex_lock(&p->lock);
-	if (ret == 0 && find_upload(p, run, name))
-		ret = -EBUSY;
+	if (ret == 0 && (busy = find_upload(p, run, name))) {
+		/*
+		 * close() returns before the kernel releases the file: an upload
+		 * committed and not written since is done, and yields its name.
+		 */
+		if (busy->committed && !busy->dirty && !busy->staged)
+			unregister(p, busy);
+		else
+			ret = -EBUSY;
+	}
 	if (ret == 0 && run && over_quota(p, 0, 1))
 		ret = -EDQUOT;
 	if (ret == 0)
@@ -945,6 +972,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	if (ret == 0) {
 		u->next = p->uploads;
 		p->uploads = u;
+		u->registered = true;
 		p->staged_files++;
 		p->staged_bytes += u->size;
 	}
@@ -1013,6 +1041,9 @@ static int fail_request_size(struct upload *u, uint64_t size)
 static int restage(struct upload *u)
 {
 	int committed = u->fd, ret;
+
+	if (!u->registered)
+		return -EBUSY;	/* its name went to a newer upload */
 
 	u->fd = -1;
 	ret = stage_file(u, committed);
@@ -1171,6 +1202,32 @@ out:
 }
 
 /*
+ * After the copy: is the inode copied still the session's own file, and
+ * its only link?  A hard link to someone else's file, dropped by the agent
+ * just after the open (so the link count looked right), fails here: the
+ * name no longer leads to it, or it has another link again.  Checked on
+ * both sides of the name check, so a flip between them is caught too.
+ */
+static bool still_the_session_file(int out_fd, const char *name, int src)
+{
+	struct stat opened, named;
+	int fd;
+
+	if (fstat(src, &opened) < 0 || opened.st_nlink != 1)
+		return false;
+	fd = store_open_beneath(out_fd, name, O_PATH | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &named) < 0 || named.st_ino != opened.st_ino ||
+	    named.st_dev != opened.st_dev) {
+		close(fd);
+		return false;
+	}
+	close(fd);
+	return fstat(src, &opened) == 0 && opened.st_nlink == 1;
+}
+
+/*
  * Copies one session output file into staging and lands it.  The agent
  * controls sessions/<run>/output/: only a regular file with one link is
  * taken, opened without following or waiting on anything.
@@ -1206,16 +1263,17 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 		snprintf(reason, REASON_SIZE, "no session output directory: %s", strerror(-out_fd));
 		goto out;
 	}
-	src = store_open_beneath(out_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+	src = store_open_regular(out_fd, name, O_RDONLY, &st);
 	if (src < 0) {
 		ret = src == -ENOENT ? -ENOENT : -EINVAL;
 		snprintf(reason, REASON_SIZE, "cannot open the session file: %s",
-			 src == -ELOOP ? "it is a symlink" : strerror(-src));
+			 src == -ELOOP ? "it is a symlink" :
+			 src == -EINVAL ? "it is not a regular file" : strerror(-src));
 		goto out;
 	}
-	if (fstat(src, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+	if (st.st_nlink != 1) {
 		ret = -EINVAL;
-		snprintf(reason, REASON_SIZE, "the session file is not a regular file with one link");
+		snprintf(reason, REASON_SIZE, "the session file has other hard links");
 		goto out;
 	}
 	/* Reserved as an upload in flight, so parallel requests add up. */
@@ -1242,6 +1300,11 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 		snprintf(reason, REASON_SIZE, "cannot stage the session file: %s",
 			 strerror(staged < 0 ? errno : -ret));
 		ret = -EIO;
+		goto out;
+	}
+	if (!still_the_session_file(out_fd, name, src)) {
+		ret = -EINVAL;
+		snprintf(reason, REASON_SIZE, "the session file was replaced while it was copied");
 		goto out;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -1326,6 +1389,15 @@ static int commit_upload(struct upload *u)
 	return ret;
 }
 
+void promote_abandon_upload(struct upload *u, const char *reason)
+{
+	if (u->failure)
+		return;
+	u->failure = -EINTR;
+	record(u->promoter, INDEX_ACTION_PROMOTE, u->run[0] ? u->run : NULL, u->name,
+	       (int64_t)u->size, NULL, EINTR, reason);
+}
+
 int promote_commit_upload(struct upload *u)
 {
 	if (u->failure)
@@ -1346,12 +1418,7 @@ void promote_end_upload(struct upload *u)
 	if (!u->failure && (u->dirty || !u->committed))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
-	for (struct upload **link = &p->uploads; *link; link = &(*link)->next)
-		if (*link == u) {
-			*link = u->next;
-			break;
-		}
-	p->staged_files--;
+	unregister(p, u);
 	if (u->staged)
 		p->staged_bytes -= u->size;
 	pthread_mutex_unlock(&p->lock);

@@ -99,18 +99,9 @@ int store_read_file(int dirfd, const char *name, size_t max,
 	size_t used = 0, capacity;
 	int fd, ret;
 
-	/* O_NONBLOCK: a FIFO planted under the name must not hang us. */
-	fd = store_open_beneath(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+	fd = store_open_regular(dirfd, name, O_RDONLY, st);
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, st) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		ret = -EINVAL;
-		goto out;
-	}
 	if ((unsigned long long)st->st_size > max) {
 		ret = -EFBIG;
 		goto out;
@@ -235,4 +226,31 @@ void store_lock(int fd, int operation)
 {
 	while (flock(fd, operation) < 0 && errno == EINTR)
 		;
+}
+
+int store_open_regular(int dirfd, const char *name, int flags, struct stat *st)
+{
+	char proc[64];
+	struct stat again;
+	int path_fd, fd;
+
+	path_fd = store_open_beneath(dirfd, name, O_PATH | O_NOFOLLOW, 0);
+	if (path_fd < 0)
+		return path_fd;
+	if (fstat(path_fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		fd = S_ISLNK(st->st_mode) ? -ELOOP : -EINVAL;
+		close(path_fd);
+		return fd;
+	}
+	/* The very inode checked above: /proc/self/fd resolves to it, not to the name. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", path_fd);
+	fd = open(proc, flags | O_CLOEXEC);
+	fd = fd < 0 ? -errno : fd;
+	close(path_fd);
+	if (fd >= 0 && (fstat(fd, &again) < 0 || again.st_ino != st->st_ino ||
+			again.st_dev != st->st_dev)) {
+		close(fd);
+		fd = -ESTALE;
+	}
+	return fd;
 }

@@ -114,7 +114,8 @@ def test_smoke_json_describes_the_run(smoke):
     machine = data["machine"]
     assert machine["nproc"] >= 1 and machine["memory_gib"] > 0
     assert machine["kernel"] and machine["cpu_model"] is not None
-    assert data["artifactfs"]["bin"] == str(BIN)
+    assert data["artifactfs"]["bin"] == str(BIN.resolve())
+    assert len(data["artifactfs"]["bin_sha256"]) == 64
     assert "commit" in data["artifactfs"]
     daemons = data["daemons"]
     assert {d["kind"] for d in daemons} == {"artifactfs", "bindfs"}
