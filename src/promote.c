@@ -173,6 +173,17 @@ static int check_attr_value(const char *value, size_t size)
 	return names_check_text(value, size, NULL);
 }
 
+/* A checked, NUL-terminated copy of an attribute value set through the mount. */
+static int copy_attr_value(const char *value, size_t size, char **copy)
+{
+	int ret = check_attr_value(value, size);
+
+	if (ret < 0)
+		return ret;
+	*copy = strndup(value, size);
+	return *copy ? 0 : -ENOMEM;
+}
+
 static void hex_digest(const unsigned char *digest, char *hex)
 {
 	for (int i = 0; i < 32; i++)
@@ -814,12 +825,9 @@ int promote_set_run_attr(struct promoter *p, const char *run, const char *name,
 
 	if (strcmp(name, "workflow_id") != 0 && strcmp(name, "user_directive") != 0)
 		return -EOPNOTSUPP;
-	ret = check_attr_value(value, size);
+	ret = copy_attr_value(value, size, &copy);
 	if (ret < 0)
 		return ret;
-	copy = strndup(value, size);
-	if (!copy)
-		return -ENOMEM;
 	pthread_mutex_lock(&p->lock);
 	attrs = find_run_attrs(p, run);
 	if (!attrs) {
@@ -1119,12 +1127,9 @@ int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
 
 	if (strcmp(name, "agent_id") != 0)
 		return -EOPNOTSUPP;
-	ret = check_attr_value(value, size);
+	ret = copy_attr_value(value, size, &copy);
 	if (ret < 0)
 		return ret;
-	copy = strndup(value, size);
-	if (!copy)
-		return -ENOMEM;
 	pthread_mutex_lock(&p->lock);
 	u = find_upload(p, run, file);
 	if (u) {
