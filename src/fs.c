@@ -29,8 +29,13 @@
 /* Seconds the kernel may keep the root's attributes. */
 #define ROOT_TIMEOUT 1.0
 
-/* An open file: a backing file, an upload, or promote/.status. */
+/*
+ * An open file: a backing file, an upload, or promote/.status.  Counted:
+ * the kernel can send RELEASE while a READ of a reader it gave up on is
+ * still being served by another thread.
+ */
 struct open_file {
+	_Atomic unsigned int refs;
 	int fd;			/* backing or staged file; -1 for .status */
 	struct upload *upload;	/* an upload this handle writes, or NULL */
 	char *text;		/* promote/.status as of open */
@@ -578,8 +583,10 @@ static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
 	return fd;
 }
 
-static void file_handle_free(struct open_file *handle)
+static void open_file_put(struct open_file *handle)
 {
+	if (--handle->refs > 0)
+		return;
 	if (handle->upload)
 		promote_end_upload(handle->upload);
 	else if (handle->fd >= 0)
@@ -592,7 +599,7 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct open_fi
 {
 	fi->fh = (uintptr_t)handle;
 	if (fuse_reply_open(req, fi) < 0)
-		file_handle_free(handle);	/* the opener is gone: no release will come */
+		open_file_put(handle);	/* the opener is gone: no release will come */
 }
 
 /* Starts an upload for an open or create in promote/, and replies. */
@@ -611,6 +618,7 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	handle->refs = 1;
 	ret = promote_begin_upload(fs->promoter, run, name, truncate, &handle->upload, &e.attr);
 	if (ret < 0) {
 		free(handle);
@@ -627,7 +635,7 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 	}
 	ret = inode_get(fs->inodes, parent, INODE_UPLOAD, name, e.attr.st_ino, -1, &inode);
 	if (ret < 0) {
-		file_handle_free(handle);
+		open_file_put(handle);
 		fuse_reply_err(req, -ret);
 		return;
 	}
@@ -635,7 +643,7 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 	e.ino = inode_to_nodeid(inode);
 	fi->fh = (uintptr_t)handle;
 	if (fuse_reply_create(req, &e, fi) < 0)
-		file_handle_free(handle);
+		open_file_put(handle);
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
@@ -660,6 +668,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	handle->refs = 1;
 	handle->fd = -1;
 	switch (inode->kind) {
 	case INODE_FILE:
@@ -719,17 +728,19 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 
 	fs->stats.reads++;
 	fs->stats.read_bytes += size;
+	handle->refs++;
 	if (handle->fd < 0) {
 		/* promote/.status, as of open */
 		size_t start = (size_t)offset < handle->len ? (size_t)offset : handle->len;
 		fuse_reply_buf(req, handle->text + start,
 			       size < handle->len - start ? size : handle->len - start);
-		return;
+	} else {
+		data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		data.buf[0].fd = handle->fd;
+		data.buf[0].pos = offset;
+		fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
 	}
-	data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	data.buf[0].fd = handle->fd;
-	data.buf[0].pos = offset;
-	fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
+	open_file_put(handle);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t size,
@@ -807,7 +818,7 @@ static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
 
 static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
-	file_handle_free(handle_of(fi));
+	open_file_put(handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 

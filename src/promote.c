@@ -968,10 +968,16 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 		 * close() returns before the kernel releases the file: an upload
 		 * committed and not written since is done, and yields its name.
 		 */
-		if (busy->committed && !busy->dirty && !busy->staged)
+		if (busy->committed && !busy->dirty && (!busy->staged || !busy->run[0])) {
+			/* A request file done with: it is ours to replace now. */
+			if (busy->staged) {
+				p->staged_bytes -= busy->size;
+				busy->staged = false;
+			}
 			unregister(p, busy);
-		else
+		} else {
 			ret = -EBUSY;
+		}
 	}
 	if (ret == 0 && run && over_quota(p, 0, 1))
 		ret = -EDQUOT;

@@ -345,7 +345,10 @@ def test_flipping_session_file_race(world, mounter):
     its bytes are promoted into alice's run (bob's secret read back from
     alice's run after 10-20% of the successful requests, and .status "ok"
     entries with size 27 and the sha256 of bob's secret; every run).
-    Symlinks are refused atomically (openat2) and never get through."""
+    Symlinks are refused atomically (openat2) and never get through.
+    Fixed by b207e25 ("a session file replaced during its copy is
+    refused": the source must still be the named file, with one link,
+    on both sides of the check)."""
     m = mounter(world, ALICE, expect_warnings=REFUSALS)
     out = session_dir(world, ALICE_RUN)
     good = b"GOOD-CONTENT-A " * 100

@@ -49,7 +49,8 @@ def test_writer_killed_mid_write(world, mounter):
     the run with a valid metadata.json entry, as if complete.  The daemon
     cannot tell from FLUSH alone; it can from the flushing task (it is
     exiting, with a signal as its exit code, in /proc/<pid>/stat), or the
-    behaviour must be documented (then writers need a way to abort)."""
+    behaviour must be documented (then writers need a way to abort).
+    Fixed by b207e25 ("a writer killed by a signal promotes nothing")."""
     m = mounter(world, ALICE, expect_warnings=REFUSALS)
     run_dir = world.root / "artifacts" / ALICE / ALICE_RUN
     meta_before = read_bytes(run_dir / "metadata.json")

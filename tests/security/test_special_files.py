@@ -83,8 +83,9 @@ def test_special_session_file_never_opened(world, attack_mount, kind):
 
     Found by this suite: the session file is opened with openat2(O_RDONLY
     | O_NOFOLLOW | O_NONBLOCK) and only then fstat'ed, so the device is
-    opened (IN_OPEN seen) before it is refused.  An O_PATH open, fstat,
-    then reopening a regular file through it, would leave it alone."""
+    opened (IN_OPEN seen) before it is refused.  Fixed by b207e25
+    ("session sources and view files are opened only after O_PATH shows a
+    regular file")."""
     m = attack_mount
     out = session_dir(world, ALICE_RUN)
     make_special(out / "special", kind)
@@ -108,7 +109,8 @@ def test_fifo_session_file_with_blocked_writer(world, attack_mount):
     Found by this suite (same cause as test_special_session_file_never_
     opened): the daemon's non-blocking open of the FIFO completes the
     writer's open, so the agent learns when its request is processed and
-    its writer is connected to the daemon's read end."""
+    its writer is connected to the daemon's read end.  Fixed by b207e25
+    (O_PATH first)."""
     m = attack_mount
     out = session_dir(world, ALICE_RUN)
     os.mkfifo(out / "pipe")

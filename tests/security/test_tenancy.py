@@ -179,7 +179,8 @@ def test_colliding_run_id_both_tenants_can_promote(world, mounter):
     run id alone, and the first promotion claims it, so alice's first
     upload into her SHARED_RUN makes every later promotion of bob into his
     own SHARED_RUN fail with EACCES ("the run belongs to another tenant"):
-    one tenant can deny another the use of its own run."""
+    one tenant can deny another the use of its own run.  Fixed by b207e25
+    ("a tenant's own run dir overrides another's claim")."""
     a = mounter(world, ALICE)
     b = mounter(world, BOB, expect_warnings=REFUSALS)
     assert outcome(upload(a.mnt, SHARED_RUN, "a.txt", b"alice first")) == "ok"

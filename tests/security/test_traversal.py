@@ -188,8 +188,9 @@ def test_refusal_log_line_keeps_its_verdict(world, mounter):
     the lookup with ENAMETOOLONG, before any log line.)
 
     Found by this suite: log lines are cut at 1024 bytes and the printable
-    file name (up to 1020 bytes) comes before "promotion refused (EINVAL):
-    ...", so a long hostile name hides the verdict from the log."""
+    file name (up to 1020 bytes) came before "promotion refused (EINVAL):
+    ...", so a long hostile name hid the verdict from the log.  Fixed by
+    b207e25 ("refusal log lines lead with the verdict")."""
     m = mounter(world, ALICE, allow_warnings=True)
     guard = StoreGuard(world)
     steps = request(m.mnt, {"run_id": ALICE_RUN, "files": ["f" * 1000]})
