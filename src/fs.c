@@ -6,8 +6,9 @@
  * and replies exactly once, at the end.  Reads go straight from the open
  * backing fd to the kernel (splice), with no lock and no index query.
  * The kernel caches entries, attributes, directory listings and file
- * data for fs->timeout; the watcher thread calls the fs_notify_*()
- * functions below to drop what a change in the store made stale.
+ * data for fs->timeout; the watcher thread calls fs_watch_handler (at the
+ * end) to drop what a change in the store made stale.  promote/ hands its
+ * work to the promoter; a pruner thread keeps the inode table bounded.
  */
 #include <dirent.h>
 #include <errno.h>
