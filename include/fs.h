@@ -44,6 +44,9 @@ struct fs {
 	} stats;
 	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
 	struct promoter *promoter;
+	/* Open files, for those the kernel never releases (unmounted first). */
+	pthread_mutex_t open_lock;
+	struct open_file *open_files;
 	/* The thread that asks the kernel to forget files beyond max_files. */
 	struct fs_pruner {
 		pthread_t thread;
@@ -61,6 +64,9 @@ extern const struct fuse_lowlevel_ops fs_operations;
  */
 int fs_start_pruner(struct fs *fs);
 void fs_stop_pruner(struct fs *fs);
+
+/* Closes what is still open once the session is over (before the promoter goes). */
+void fs_close_open_files(struct fs *fs);
 
 /*
  * How store changes reach the kernel's caches and the index: the watcher

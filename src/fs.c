@@ -37,6 +37,8 @@
  */
 struct open_file {
 	_Atomic unsigned int refs;
+	struct fs *fs;
+	struct open_file *prev, *next;	/* fs->open_files */
 	int fd;			/* backing or staged file; -1 for .status */
 	struct upload *upload;	/* an upload this handle writes, or NULL */
 	char *text;		/* promote/.status as of open */
@@ -584,10 +586,39 @@ static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
 	return fd;
 }
 
+/* A new open file, counted once, on the list fs_close_open_files() empties. */
+static struct open_file *open_file_new(struct fs *fs)
+{
+	struct open_file *handle = calloc(1, sizeof(*handle));
+
+	if (!handle)
+		return NULL;
+	handle->refs = 1;
+	handle->fd = -1;
+	handle->fs = fs;
+	pthread_mutex_lock(&fs->open_lock);
+	handle->next = fs->open_files;
+	if (fs->open_files)
+		fs->open_files->prev = handle;
+	fs->open_files = handle;
+	pthread_mutex_unlock(&fs->open_lock);
+	return handle;
+}
+
 static void open_file_put(struct open_file *handle)
 {
+	struct fs *fs = handle->fs;
+
 	if (--handle->refs > 0)
 		return;
+	pthread_mutex_lock(&fs->open_lock);
+	if (handle->prev)
+		handle->prev->next = handle->next;
+	else
+		fs->open_files = handle->next;
+	if (handle->next)
+		handle->next->prev = handle->prev;
+	pthread_mutex_unlock(&fs->open_lock);
 	if (handle->upload)
 		promote_end_upload(handle->upload);
 	else if (handle->fd >= 0)
@@ -614,15 +645,14 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 	struct inode *inode;
 	int ret;
 
-	handle = calloc(1, sizeof(*handle));
+	handle = open_file_new(fs);
 	if (!handle) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	handle->refs = 1;
 	ret = promote_begin_upload(fs->promoter, run, name, truncate, &handle->upload, &e.attr);
 	if (ret < 0) {
-		free(handle);
+		open_file_put(handle);
 		fuse_reply_err(req, -ret);
 		return;
 	}
@@ -664,13 +694,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		fuse_reply_err(req, inode->kind == INODE_STATUS ? EACCES : EROFS);
 		return;
 	}
-	handle = calloc(1, sizeof(*handle));
+	handle = open_file_new(fs);
 	if (!handle) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	handle->refs = 1;
-	handle->fd = -1;
 	switch (inode->kind) {
 	case INODE_FILE:
 		fd = open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
@@ -696,8 +724,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		fd = -EISDIR;
 	}
 	if (fd < 0) {
-		free(handle->text);
-		free(handle);
+		open_file_put(handle);
 		fuse_reply_err(req, -fd);
 		return;
 	}
@@ -1594,4 +1621,13 @@ void fs_stop_pruner(struct fs *fs)
 	pthread_mutex_unlock(&fs->pruner.lock);
 	pthread_join(fs->pruner.thread, NULL);
 	fs->pruner.running = false;
+}
+
+void fs_close_open_files(struct fs *fs)
+{
+	/* What the kernel never released: the session ended first. */
+	while (fs->open_files) {
+		fs->open_files->refs = 1;
+		open_file_put(fs->open_files);
+	}
 }

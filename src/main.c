@@ -185,6 +185,7 @@ int main(int argc, char *argv[])
 		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
+	pthread_mutex_init(&fs.open_lock, NULL);
 	if (inode_table_new(opts.max_cached_files, &fs.inodes) < 0) {
 		log_error("out of memory");
 		goto out;
@@ -229,6 +230,7 @@ out:
 	if (opts.ready_fd >= 0)
 		close(opts.ready_fd);	/* closed unwritten: startup failed */
 	inode_table_free(fs.inodes);
+	fs_close_open_files(&fs);
 	promote_close(promoter);
 	index_close(index);
 	free(index_path);
