@@ -708,13 +708,51 @@ static int step_run_key(sqlite3_stmt *stmt, const char *client, const char *run)
 	return rc;
 }
 
-/* Leaves a failed transaction; SQLite may already have rolled it back. */
-static void rollback(struct index *index)
+/*
+ * Ends a transaction of begin_transaction(): commits it when ret is 0, else
+ * logs what failed (of a call for client's run) and rolls it back.
+ * Returns 0, or the -EIO index.h promises for every failed statement.
+ */
+static int end_transaction(struct index *index, int ret, const char *what,
+			   const char *client, const char *run)
 {
-	if (sqlite3_get_autocommit(index->db))
-		return;
-	sqlite3_step(index->stmt[STMT_ROLLBACK]);
-	sqlite3_reset(index->stmt[STMT_ROLLBACK]);
+	sqlite3_stmt *stmt = index->stmt[STMT_COMMIT];
+	int rc;
+
+	if (ret == 0) {
+		what = "commit";
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc == SQLITE_DONE)
+			return 0;
+	}
+	/* Log first: the rollback would replace SQLite's message. */
+	ret = sql_failed(index, what, client, run);
+	/* SQLite may already have rolled it back. */
+	if (!sqlite3_get_autocommit(index->db)) {
+		stmt = index->stmt[STMT_ROLLBACK];
+		sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+	}
+	return ret;
+}
+
+/*
+ * Starts a write transaction for a call about client's run, for
+ * end_transaction() to end.  Returns 0, or -EIO logged with no
+ * transaction left open.
+ */
+static int begin_transaction(struct index *index, const char *client,
+			     const char *run)
+{
+	sqlite3_stmt *stmt = index->stmt[STMT_BEGIN];
+	int rc;
+
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_DONE)
+		return 0;
+	return end_transaction(index, -EIO, "begin a transaction", client, run);
 }
 
 int index_get_run_stamp(struct index *index, const char *client,
@@ -1098,12 +1136,9 @@ int index_put_run(struct index *index, const char *client, const char *run,
 	}
 
 	pthread_mutex_lock(&index->lock);
-	what = "begin a transaction";
-	stmt = index->stmt[STMT_BEGIN];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
+	ret = begin_transaction(index, client, run);
+	if (ret < 0)
+		goto unlock;
 
 	what = "write the run";
 	rc = upsert_run(index, client, run, stamp, meta, &run_id);
@@ -1129,19 +1164,12 @@ int index_put_run(struct index *index, const char *client, const char *run,
 			      n_sorted_files, &old);
 	if (rc != SQLITE_OK)
 		goto fail;
-
-	what = "commit";
-	stmt = index->stmt[STMT_COMMIT];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
-	goto unlock;
+	goto end;
 
 fail:
-	/* Log first: the rollback would replace SQLite's message. */
-	ret = sql_failed(index, what, client, run);
-	rollback(index);
+	ret = -EIO;
+end:
+	ret = end_transaction(index, ret, what, client, run);
 unlock:
 	pthread_mutex_unlock(&index->lock);
 out:
@@ -1363,6 +1391,7 @@ int index_claim_run(struct index *index, const char *client, const char *run)
 	sqlite3_stmt *stmt;
 	const unsigned char *owner;
 	const char *what;
+	bool theirs = false;
 	int rc, ret = 0;
 
 	pthread_mutex_lock(&index->lock);
@@ -1383,12 +1412,9 @@ int index_claim_run(struct index *index, const char *client, const char *run)
 	 * BEGIN IMMEDIATE takes: no other daemon can claim in between, so
 	 * the owner read is the one that stays.
 	 */
-	what = "begin a transaction";
-	stmt = index->stmt[STMT_BEGIN];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
+	ret = begin_transaction(index, client, run);
+	if (ret < 0)
+		goto unlock;
 
 	what = "claim the run";
 	stmt = index->stmt[STMT_CLAIM_RUN];
@@ -1412,25 +1438,22 @@ int index_claim_run(struct index *index, const char *client, const char *run)
 		/* client is NOT NULL: a NULL here is SQLite out of memory. */
 		owner = sqlite3_column_text(stmt, 0);
 		if (owner)
-			ret = strcmp((const char *)owner, client) ? -EACCES : 0;
+			theirs = strcmp((const char *)owner, client) != 0;
 		else
 			rc = SQLITE_NOMEM;
 	}
 	stmt_done(stmt);
 	if (rc != SQLITE_ROW)
 		goto fail;
-
-	what = "commit";
-	stmt = index->stmt[STMT_COMMIT];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
-	goto unlock;
+	goto end;
 
 fail:
-	ret = sql_failed(index, what, client, run);
-	rollback(index);
+	ret = -EIO;
+end:
+	/* A run owned by another client is no failed statement: commit, then refuse. */
+	ret = end_transaction(index, ret, what, client, run);
+	if (ret == 0 && theirs)
+		ret = -EACCES;
 unlock:
 	/* Should this fail, commits stay FULL: slower, never wrong. */
 	sqlite3_exec(index->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
@@ -1701,12 +1724,9 @@ int index_put_artifact(struct index *index, const char *client, const char *run,
 	int rc, ret = 0;
 
 	pthread_mutex_lock(&index->lock);
-	what = "begin a transaction";
-	stmt = index->stmt[STMT_BEGIN];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
+	ret = begin_transaction(index, client, run);
+	if (ret < 0)
+		goto unlock;
 
 	what = "write the run";
 	rc = upsert_run(index, client, run, stamp, meta, &run_id);
@@ -1730,18 +1750,12 @@ int index_put_artifact(struct index *index, const char *client, const char *run,
 	stmt_done(stmt);
 	if (rc != SQLITE_DONE)
 		goto fail;
+	goto end;
 
-	what = "commit";
-	stmt = index->stmt[STMT_COMMIT];
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
-	goto unlock;
 fail:
-	/* Log first: the rollback would replace SQLite's message. */
-	ret = sql_failed(index, what, client, run);
-	rollback(index);
+	ret = -EIO;
+end:
+	ret = end_transaction(index, ret, what, client, run);
 unlock:
 	pthread_mutex_unlock(&index->lock);
 	return ret;

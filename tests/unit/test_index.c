@@ -5,16 +5,11 @@
  * through the index API and through a second, plain sqlite3 connection, the
  * way an operator or another daemon would see the file.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_helpers.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,129 +34,19 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_index.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	make_temp_dir(f->dir, sizeof(f->dir));
 	snprintf(f->path, sizeof(f->path), "%s/index.db", f->dir);
 	*state = f;
 	return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type,
-			struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_tree(f->dir);
 	free(f);
 	return 0;
-}
-
-/* ---- a second connection, as an operator's sqlite3 would be ---- */
-
-/* Runs sql (one row, one column) and returns it; -1 for no row, -2 for NULL. */
-static int64_t sql_int(const char *path, const char *sql)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *stmt = NULL;
-	int64_t value = -1;
-
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
-			 SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-	if (sqlite3_step(stmt) == SQLITE_ROW)
-		value = sqlite3_column_type(stmt, 0) == SQLITE_NULL ?
-			-2 : sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
-	return value;
-}
-
-/* Runs sql and returns the first column of its one row, malloc'd, or NULL. */
-static char *sql_text(const char *path, const char *sql)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *stmt = NULL;
-	char *value = NULL;
-
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
-			 SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-	if (sqlite3_step(stmt) == SQLITE_ROW &&
-	    sqlite3_column_type(stmt, 0) != SQLITE_NULL)
-		value = strdup((const char *)sqlite3_column_text(stmt, 0));
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
-	return value;
-}
-
-static void sql_exec(const char *path, const char *sql)
-{
-	sqlite3 *db = NULL;
-	char *err = NULL;
-
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
-					 SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-		fail_msg("%s: %s", sql, err);
-	sqlite3_close(db);
-}
-
-/* ---- capturing the log (src/log.c writes to fd 2) ---- */
-
-struct capture {
-	int saved;
-	char path[64];
-};
-
-static void capture_begin(struct capture *c)
-{
-	int fd;
-
-	snprintf(c->path, sizeof(c->path), "/tmp/test_index_log.XXXXXX");
-	fd = mkstemp(c->path);
-	assert_true(fd >= 0);
-	fflush(stderr);
-	c->saved = dup(STDERR_FILENO);
-	assert_true(c->saved >= 0);
-	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
-}
-
-/* Returns what was logged, malloc'd. */
-static char *capture_end(struct capture *c)
-{
-	char *text = calloc(1, 65536);
-	FILE *fp;
-
-	assert_non_null(text);
-	fflush(stderr);
-	assert_int_equal(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
-	close(c->saved);
-	fp = fopen(c->path, "r");
-	assert_non_null(fp);
-	(void)!fread(text, 1, 65535, fp);
-	fclose(fp);
-	unlink(c->path);
-	/* Show it anyway: a test's log is worth reading when it fails. */
-	fputs(text, stderr);
-	return text;
-}
-
-static size_t count_lines(const char *text)
-{
-	size_t n = 0;
-
-	for (; *text; text++)
-		n += *text == '\n';
-	return n;
 }
 
 /* ---- building runs ---- */

@@ -2,11 +2,7 @@
  * test_mime.c - unit tests of the MIME table (src/mime.c): a small
  * mime.types written by the test, a missing one, and the system's.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_helpers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,55 +12,6 @@
 #include "mime.h"
 
 #define SYSTEM_TABLE "/etc/mime.types"
-
-/* ---- capturing the log (src/log.c writes to fd 2) ---- */
-
-struct capture {
-	int saved;
-	char path[64];
-};
-
-static void capture_begin(struct capture *c)
-{
-	int fd;
-
-	snprintf(c->path, sizeof(c->path), "/tmp/test_mime_log.XXXXXX");
-	fd = mkstemp(c->path);
-	assert_true(fd >= 0);
-	fflush(stderr);
-	c->saved = dup(STDERR_FILENO);
-	assert_true(c->saved >= 0);
-	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	close(fd);
-}
-
-/* Returns what was logged, malloc'd. */
-static char *capture_end(struct capture *c)
-{
-	char *text = calloc(1, 65536);
-	FILE *fp;
-
-	assert_non_null(text);
-	fflush(stderr);
-	assert_int_equal(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
-	close(c->saved);
-	fp = fopen(c->path, "r");
-	assert_non_null(fp);
-	(void)!fread(text, 1, 65535, fp);
-	fclose(fp);
-	unlink(c->path);
-	fputs(text, stderr);
-	return text;
-}
-
-static size_t count_lines(const char *text)
-{
-	size_t n = 0;
-
-	for (; *text; text++)
-		n += *text == '\n';
-	return n;
-}
 
 /* Loads path and checks what was logged: warnings lines of it. */
 static struct mime_table *load(const char *path, size_t warnings)

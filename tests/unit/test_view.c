@@ -2,15 +2,10 @@
  * test_view.c - a tenant's view over a real store in a temporary directory:
  * which runs are visible, and reconciling the index with the store.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "test_helpers.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +69,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->root, sizeof(f->root), "/tmp/test_view.XXXXXX");
-	assert_non_null(mkdtemp(f->root));
+	make_temp_dir(f->root, sizeof(f->root));
 	make_dir(f->root, "artifacts");
 	make_dir(f->root, "artifacts/alice");
 	make_dir(f->root, "artifacts/bob");
@@ -97,12 +91,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char command[128];
 
 	index_close(f->index);
 	store_close(&f->store);
-	snprintf(command, sizeof(command), "rm -rf '%s'", f->root);
-	assert_int_equal(system(command), 0);
+	assert_int_equal(remove_tree(f->root), 0);
 	free(f);
 	return 0;
 }
@@ -123,14 +115,10 @@ static char *run_attr(struct fixture *f, const char *client, const char *run, co
 static void set_workflow_behind_the_view(struct fixture *f, const char *value)
 {
 	char sql[256];
-	sqlite3 *db;
 
-	assert_int_equal(sqlite3_open(f->index_path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
 	snprintf(sql, sizeof(sql),
 		 "UPDATE runs SET workflow_id = '%s' WHERE client = 'alice' AND run = 'r1'", value);
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	sql_exec(f->index_path, sql);
 }
 
 static void test_reconcile_indexes_only_the_tenant(void **state)
@@ -181,13 +169,13 @@ static void test_reconcile_skips_unchanged_runs(void **state)
 static void test_reconcile_drops_vanished_runs(void **state)
 {
 	struct fixture *f = *state;
-	char command[256];
+	char path[256];
 	char **runs;
 	size_t n;
 
 	assert_int_equal(view_reconcile(&f->view), 0);
-	snprintf(command, sizeof(command), "rm -rf '%s/artifacts/alice/r1'", f->root);
-	assert_int_equal(system(command), 0);
+	snprintf(path, sizeof(path), "%s/artifacts/alice/r1", f->root);
+	assert_int_equal(remove_tree(path), 0);
 	assert_int_equal(view_reconcile(&f->view), 0);
 	assert_int_equal(index_list_runs(f->index, "alice", &runs, &n), 0);
 	assert_int_equal(n, 0);
