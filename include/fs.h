@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ino_cipher.h"
 #include "inode.h"
 #include "promote.h"
 #include "view.h"
@@ -32,6 +33,7 @@ struct fs {
 	double timeout;
 	bool keep_cache;	/* data and directory caches survive open() */
 	struct timespec mounted_at;
+	struct ino_cipher ino_cipher;	/* how backing inode numbers are shown */
 	/*
 	 * What was read through the mount, for operators and for proving
 	 * that an incremental backup read nothing: the root's unlisted

@@ -2,10 +2,11 @@
  * inode.h - the daemon's inodes: what each FUSE node id stands for.
  *
  * A node id is the address of a struct inode (FUSE_ROOT_ID for the root),
- * valid from the lookup that created it until the kernel forgets it.  The
- * inode number shown in st_ino is a different thing: for runs and files it
- * is the backing file's own st_ino, so it is stable across remounts and
- * index rebuilds, whatever node id the kernel happens to hold.
+ * valid from the lookup that created it until the kernel forgets it.  An
+ * inode's number is a different thing: for runs and files it is the
+ * backing file's own st_ino, which identifies it here; the kernel is
+ * shown its image through ino_cipher.h, stable across remounts and index
+ * rebuilds whatever node id the kernel happens to hold.
  *
  * Inodes are found by (parent, name).  When a name comes to mean another
  * backing file (the store replaced it), a new inode is made: the kernel
@@ -20,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ino_cipher.h"
+
 enum inode_kind {
 	INODE_ROOT,		/* the tenant: lists runs and promote/ */
 	INODE_PROMOTE,		/* promote/ */
@@ -30,15 +33,15 @@ enum inode_kind {
 	INODE_UPLOAD,		/* promote/<run>/<file> or promote/<request> */
 };
 
-/* st_ino of the two directories that have no backing directory. */
-#define INODE_ROOT_INO ((ino_t)1)
-#define INODE_PROMOTE_INO ((ino_t)0x7fffffffffffff01ULL)
-#define INODE_STATUS_INO ((ino_t)0x7fffffffffffff02ULL)
+/* Numbers of what has no backing file, shown as they are. */
+#define INODE_ROOT_INO ((ino_t)INO_CIPHER_ROOT)
+#define INODE_PROMOTE_INO ((ino_t)INO_CIPHER_PROMOTE)
+#define INODE_STATUS_INO ((ino_t)INO_CIPHER_STATUS)
 
 struct inode {
 	struct inode *parent;	/* NULL for the root */
 	enum inode_kind kind;
-	ino_t ino;		/* st_ino shown, the backing st_ino for runs and files */
+	ino_t ino;		/* the backing st_ino; one of the above for the rest */
 	int fd;			/* INODE_RUN: O_PATH fd of the run dir; else -1 */
 	uint64_t lookups;	/* kernel references; guarded by the table */
 	/* INODE_FILE: least recently looked up last; guarded by the table. */

@@ -101,6 +101,23 @@ int store_remove_tree(int dirfd, const char *name);
  */
 void store_lock(int fd, int operation);
 
+/*
+ * The store's own directory, beside artifacts/ and sessions/: the
+ * daemon's staging, the default index, keys.  Never shown to a tenant.
+ */
+#define STORE_PRIVATE_DIR ".artifactfs"
+
+/*
+ * Reads the store's secret key STORE_PRIVATE_DIR/name, exactly len bytes,
+ * making it (from getrandom) when the store has none yet.  The key lives
+ * in the store because every mount and host of it must agree on it; two
+ * first mounts racing are settled by link(), the loser reading the
+ * winner's key.  Returns 0, or -errno with one error logged (-EBADMSG
+ * for a key file of the wrong size).
+ */
+int store_load_key(const struct store *store, const char *name, unsigned char *key,
+		   size_t len);
+
 /* Nanoseconds since the epoch of a struct timespec. */
 static inline long long store_time_ns(const struct timespec *ts)
 {

@@ -96,6 +96,33 @@ static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t n
 	set_owner_and_mode(fs, st, S_IFDIR, 0);
 }
 
+/*
+ * The number the kernel is shown for an inode number of ours: backing
+ * numbers go through the cipher (they would count other tenants' files),
+ * the view's own and 0 (a negative entry) as they are.  Applied only
+ * where a reply is built, so every number inside the daemon stays the
+ * backing one it can compare with the store.
+ */
+static ino_t shown_ino(const struct fs *fs, ino_t ino)
+{
+	if (ino == 0 || ino == INODE_ROOT_INO || ino == INODE_PROMOTE_INO ||
+	    ino == INODE_STATUS_INO)
+		return ino;
+	return ino_cipher_apply(&fs->ino_cipher, ino);
+}
+
+static void reply_entry(fuse_req_t req, struct fuse_entry_param *e)
+{
+	e->attr.st_ino = shown_ino(fs_of(req), e->attr.st_ino);
+	fuse_reply_entry(req, e);
+}
+
+static void reply_attr(fuse_req_t req, struct stat *st, double timeout)
+{
+	st->st_ino = shown_ino(fs_of(req), st->st_ino);
+	fuse_reply_attr(req, st, timeout);
+}
+
 /* --- the root listing ---------------------------------------------------- */
 
 static void dir_handle_release(struct dir_handle *handle)
@@ -503,13 +530,13 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		/* Cache the absence too; the watcher drops it if the name appears. */
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = is_promote_dir(dir) ? 0 : fs->timeout;
-		fuse_reply_entry(req, &e);
+		reply_entry(req, &e);
 		return;
 	}
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_entry(req, &e);
+		reply_entry(req, &e);
 }
 
 static void fs_forget(fuse_req_t req, fuse_ino_t nodeid, uint64_t nlookup)
@@ -553,9 +580,9 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		fuse_reply_err(req, -ret);
 	else if (is_promote_dir(inode) || inode->kind == INODE_STATUS ||
 		 inode->kind == INODE_UPLOAD)
-		fuse_reply_attr(req, &st, 0);
+		reply_attr(req, &st, 0);
 	else	/* the root's link count follows runs expiring: keep it short */
-		fuse_reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : fs->timeout);
+		reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : fs->timeout);
 }
 
 /* --- files ---------------------------------------------------------------- */
@@ -672,6 +699,7 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 	}
 	present_backing(fs, &e.attr, &e.attr);
 	e.ino = inode_to_nodeid(inode);
+	e.attr.st_ino = shown_ino(fs, e.attr.st_ino);
 	fi->fh = (uintptr_t)handle;
 	if (fuse_reply_create(req, &e, fi) < 0)
 		open_file_put(handle);
@@ -927,7 +955,7 @@ static size_t add_entry(fuse_req_t req, struct inode *dir, char *buf, size_t spa
 	size_t used;
 
 	if (!plus) {
-		struct stat st = { .st_ino = ino, .st_mode = DTTOIF(type) };
+		struct stat st = { .st_ino = shown_ino(fs, ino), .st_mode = DTTOIF(type) };
 		used = fuse_add_direntry(req, buf, space, name, &st, next);
 		return used > space ? 0 : used;
 	}
@@ -942,6 +970,7 @@ static size_t add_entry(fuse_req_t req, struct inode *dir, char *buf, size_t spa
 		e.attr.st_ino = ino;
 		e.attr.st_mode = DTTOIF(type);
 	}
+	e.attr.st_ino = shown_ino(fs, e.attr.st_ino);
 	used = fuse_add_direntry_plus(req, buf, space, name, &e, next);
 	if (used > space) {
 		if (e.ino)
@@ -1241,7 +1270,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, 0);
+		reply_attr(req, &st, 0);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1273,7 +1302,7 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 	present_backing(fs, &e.attr, &st);
 	e.ino = inode_to_nodeid(inode);
-	fuse_reply_entry(req, &e);
+	reply_entry(req, &e);
 }
 
 /* rm of an artifact (or of metadata.json) in a run. */

@@ -29,8 +29,9 @@
 #include "watch.h"
 
 /* Where the index lives unless -o index= says otherwise. */
-#define DEFAULT_INDEX_DIR ".artifactfs"
+#define DEFAULT_INDEX_DIR STORE_PRIVATE_DIR
 #define DEFAULT_INDEX_FILE "index.db"
+#define INODE_KEY_FILE "inode-key"
 
 /*
  * Resolves the index path to an absolute one (the daemon changes to "/"
@@ -134,6 +135,7 @@ int main(int argc, char *argv[])
 	struct options opts;
 	struct view view;
 	struct fs fs = { 0 };
+	uint8_t inode_key[INO_CIPHER_KEY_SIZE];
 	char *index_path = NULL;
 	bool mounted = false;
 	int ret, status = EXIT_FAILURE;
@@ -185,6 +187,9 @@ int main(int argc, char *argv[])
 		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
+	if (store_load_key(&store, INODE_KEY_FILE, inode_key, sizeof(inode_key)) < 0)
+		goto out;
+	ino_cipher_init(&fs.ino_cipher, inode_key);
 	pthread_mutex_init(&fs.open_lock, NULL);
 	if (inode_table_new(opts.max_cached_files, &fs.inodes) < 0) {
 		log_error("out of memory");

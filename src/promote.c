@@ -37,7 +37,7 @@
 #include "promote.h"
 #include "request.h"
 
-#define STAGING_DIR ".artifactfs/staging"
+#define STAGING_DIR STORE_PRIVATE_DIR "/staging"
 #define SHA256_HEX_SIZE 65
 #define REASON_SIZE 256
 #define SECONDS_PER_DAY 86400
@@ -1752,7 +1752,7 @@ static void reclaim_instance(struct promoter *p, int staging_fd, const char *nam
 
 static int make_staging(struct promoter *p)
 {
-	static const char *const path[] = { ".artifactfs", "staging" };
+	static const char *const path[] = { STORE_PRIVATE_DIR, "staging" };
 	struct dirent *entry;
 	int fd, next, ret;
 	DIR *dir;

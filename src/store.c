@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -253,4 +254,93 @@ int store_open_regular(int dirfd, const char *name, int flags, struct stat *st)
 		fd = -ESTALE;
 	}
 	return fd;
+}
+
+static int read_key(const struct store *store, int dirfd, const char *name,
+		    unsigned char *key, size_t len)
+{
+	struct stat st;
+	char *data = NULL;
+	size_t got = 0;
+	int ret;
+
+	ret = store_read_file(dirfd, name, len, &data, &got, &st);
+	if (ret == -EFBIG || (ret == 0 && got != len)) {
+		log_error("store %s: key %s/%s is not %zu bytes: damaged; restore it "
+			  "(a new key would renumber every file)", store->path,
+			  STORE_PRIVATE_DIR, name, len);
+		ret = -EBADMSG;
+	} else if (ret == 0) {
+		memcpy(key, data, len);
+	} else if (ret != -ENOENT) {
+		log_error("store %s: cannot read key %s/%s: %s", store->path,
+			  STORE_PRIVATE_DIR, name, strerror(-ret));
+	}
+	free(data);
+	return ret;
+}
+
+static int write_all(int fd, const unsigned char *data, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int store_load_key(const struct store *store, const char *name, unsigned char *key,
+		   size_t len)
+{
+	char draft[NAME_MAX + 1];
+	int dirfd, fd = -1, ret;
+
+	dirfd = store_make_dir(store->root_fd, STORE_PRIVATE_DIR, 0700, NULL);
+	if (dirfd < 0) {
+		log_error("store %s: cannot open %s: %s", store->path, STORE_PRIVATE_DIR,
+			  strerror(-dirfd));
+		return dirfd;
+	}
+	ret = read_key(store, dirfd, name, key, len);
+	if (ret != -ENOENT)
+		goto out;
+
+	/* The first mount of this store: a key made durable before it is used. */
+	if (getrandom(key, len, 0) != (ssize_t)len) {
+		ret = -errno;
+		log_error("store %s: cannot draw a key: %s", store->path, strerror(errno));
+		goto out;
+	}
+	snprintf(draft, sizeof(draft), "%s.%d.draft", name, (int)getpid());
+	fd = store_open_beneath(dirfd, draft, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		ret = fd;
+		fd = -1;
+	} else if ((ret = write_all(fd, key, len)) == 0 && fsync(fd) < 0) {
+		ret = -errno;
+	}
+	if (ret == 0 && linkat(dirfd, draft, dirfd, name, 0) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		unlinkat(dirfd, draft, 0);
+	if (ret == -EEXIST) {
+		ret = read_key(store, dirfd, name, key, len);	/* another mount won */
+		goto out;
+	}
+	if (ret == 0 && fsync(dirfd) < 0)
+		ret = -errno;
+	if (ret < 0)
+		log_error("store %s: cannot create key %s/%s: %s", store->path,
+			  STORE_PRIVATE_DIR, name, strerror(-ret));
+out:
+	if (fd >= 0)
+		close(fd);
+	close(dirfd);
+	return ret;
 }

@@ -225,7 +225,7 @@ def expected_tree(world: World, tenant: str, with_data: bool = True) -> dict:
             st = os.stat(rdir / name)
             out[f"{run}/{name}"] = {
                 "type": "f", "mtime_ns": st.st_mtime_ns, "size": st.st_size,
-                "blocks": st.st_blocks, "ino": st.st_ino,
+                "blocks": st.st_blocks,
                 "xattrs": file_x.get(name, {}) if name != "metadata.json" else {},
                 "sha256": world.sha256(rdir / name) if with_data else None,
             }

@@ -212,6 +212,57 @@ class Run:
         return None
 
 
+# --------------------------------------------------------------------------
+# inode numbers: the view shows a keyed permutation of the backing ones
+# --------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+SHOWN_RESERVED = {0, 1, 0x7fffffffffffff01, 0x7fffffffffffff02}
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _MASK64
+
+
+def siphash24_u64(key: bytes, message: int) -> int:
+    """SipHash-2-4 of one 8-byte little-endian word, written from the paper
+    (an independent check of the daemon's C)."""
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+    v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d,
+         k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573]
+
+    def rounds(n):
+        for _ in range(n):
+            v[0] = (v[0] + v[1]) & _MASK64; v[1] = _rotl(v[1], 13) ^ v[0]
+            v[0] = _rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & _MASK64; v[3] = _rotl(v[3], 16) ^ v[2]
+            v[0] = (v[0] + v[3]) & _MASK64; v[3] = _rotl(v[3], 21) ^ v[0]
+            v[2] = (v[2] + v[1]) & _MASK64; v[1] = _rotl(v[1], 17) ^ v[2]
+            v[2] = _rotl(v[2], 32)
+
+    last = 8 << 56
+    v[3] ^= message; rounds(2); v[0] ^= message
+    v[3] ^= last; rounds(2); v[0] ^= last
+    v[2] ^= 0xff; rounds(4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def shown_ino(key: bytes, backing: int) -> int:
+    """The documented permutation: a 4-round Feistel network over 64 bits
+    (round i: F = low 32 bits of SipHash(key, i << 32 | right)), applied
+    again until the result is below 2^63 and not reserved."""
+    def encrypt(block):
+        left, right = block >> 32, block & 0xffffffff
+        for i in range(4):
+            left, right = right, left ^ (siphash24_u64(key, (i << 32) | right) & 0xffffffff)
+        return (left << 32) | right
+
+    shown = encrypt(backing)
+    while shown >= 1 << 63 or shown in SHOWN_RESERVED:
+        shown = encrypt(shown)
+    return shown
+
+
 class Store:
     """A RARO storage root under a temporary directory."""
 
@@ -231,6 +282,12 @@ class Store:
 
     def client_dir(self, client: str) -> Path:
         return self.artifacts / client
+
+    def shown_ino(self, path) -> int:
+        """The st_ino a mount shows for the backing file at path (the store's
+        inode key exists once the store has been mounted)."""
+        key = (self.root / ".artifactfs" / "inode-key").read_bytes()
+        return shown_ino(key, os.lstat(path).st_ino)
 
     def run_dir(self, client: str | None, run_id: str) -> Path:
         return (self.artifacts / run_id) if client is None else (self.artifacts / client / run_id)

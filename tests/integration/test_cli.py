@@ -169,6 +169,58 @@ def test_standard_fuse_options(store, mounter, opts):
             assert o in options.split(","), options
 
 
+# ---------------------------------------------------------------- the inode key
+
+def test_inode_key_is_made_once_private_and_kept(store, mounter, tmp_path):
+    """The first mount draws the key that numbers inodes; it is private to
+    the store's owner, and a remount (after the index is deleted, too)
+    keeps it and so every number."""
+    key_file = store.root / ".artifactfs" / "inode-key"
+    assert not key_file.exists()
+    m = mounter(store, ALICE)
+    key = key_file.read_bytes()
+    assert len(key) == 16 and key != bytes(16)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not [n for n in os.listdir(key_file.parent) if "draft" in n]
+    before = inode_map(m.mnt, skip_prefixes=("promote/",))
+    m.unmount()
+    store.default_index.unlink()
+    m = mounter(store, ALICE, mnt=m.mnt)
+    assert key_file.read_bytes() == key
+    assert inode_map(m.mnt, skip_prefixes=("promote/",)) == before
+
+
+def test_another_key_gives_other_inode_numbers(store, mounter):
+    """The numbers come from the key, not from the backing ones alone: the
+    same store under another key shows none of the same file numbers."""
+    m = mounter(store, ALICE)
+    before = inode_map(m.mnt, skip_prefixes=("promote",))
+    m.unmount()
+    key_file = store.root / ".artifactfs" / "inode-key"
+    key_file.write_bytes(bytes(reversed(key_file.read_bytes())))
+    m = mounter(store, ALICE, mnt=m.mnt)
+    after = inode_map(m.mnt, skip_prefixes=("promote",))
+    assert after.keys() == before.keys()
+    assert not {rel for rel in before if rel != "." and after[rel] == before[rel]}
+    assert after["."] == before["."] == 1
+
+
+@pytest.mark.parametrize("damage", [b"", b"short", bytes(17)])
+def test_damaged_inode_key_refuses_to_mount(store, tmp_path, damage):
+    """A key of the wrong size is never replaced (every number would
+    change under the backups): the mount fails with one line naming it."""
+    key_file = store.root / ".artifactfs" / "inode-key"
+    key_file.parent.mkdir(exist_ok=True)
+    key_file.write_bytes(damage)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code, status, _, err = run_expecting_failure(["-o", "client=alice", store.root, mnt],
+                                                 tmp_path)
+    assert code != 0 and status != "ready"
+    assert_one_error_line(err, r"inode-key")
+    assert key_file.read_bytes() == damage
+
+
 # ---------------------------------------------------------------- the index
 
 def test_default_index_is_created_sqlite_wal_versioned(store, alice):

@@ -29,7 +29,7 @@ def test_new_run_appears(store, mounter):
     wait_until(lambda: "new-run" in os.listdir(m.mnt), what="new run listed")
     assert listing(m.mnt / "new-run") == ["fresh.txt", "metadata.json"]
     assert read_bytes(m.mnt / "new-run" / "fresh.txt") == b"fresh bytes"
-    assert os.stat(m.mnt / "new-run").st_ino == os.stat(run.path).st_ino
+    assert os.stat(m.mnt / "new-run").st_ino == store.shown_ino(run.path)
     wait_until(lambda: os.getxattr(m.mnt / "new-run", "user.artifact.workflow_id") == b"wf-new",
                what="new run's xattrs")
     wait_until(lambda: os.stat(m.mnt).st_nlink == 2 + 3 + 1, what="root nlink counts the new run")
@@ -75,7 +75,7 @@ def test_file_rewritten_in_place_gives_new_size_and_bytes(store, mounter, change
     finally:
         if fd is not None:
             os.close(fd)
-    assert os.stat(view).st_ino == ino
+    assert os.stat(view).st_ino == store.shown_ino(backing)
 
 
 def test_file_replaced_by_rename_gives_new_inode_and_bytes(store, mounter):
@@ -85,7 +85,7 @@ def test_file_replaced_by_rename_gives_new_inode_and_bytes(store, mounter):
     read_bytes(view)
     (run_dir / ".data.csv.tmp").write_bytes(b"replaced,by,rename\n")
     os.rename(run_dir / ".data.csv.tmp", run_dir / "data.csv")
-    new_ino = os.stat(run_dir / "data.csv").st_ino
+    new_ino = store.shown_ino(run_dir / "data.csv")
     wait_until(lambda: os.stat(view).st_ino == new_ino, what="new inode")
     assert read_bytes(view) == b"replaced,by,rename\n"
 

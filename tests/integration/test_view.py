@@ -160,8 +160,8 @@ def test_o_noatime_open_works_on_files_and_dirs(store, alice):
 
 # ---------------------------------------------------------------- stat fields
 
-def stat_fields(st, mode=None):
-    return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+def stat_fields(st, mode=None, ino=None):
+    return {"ino": st.st_ino if ino is None else ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "ctime_s": int(st.st_ctime), "blocks": st.st_blocks,
             "mode": stat.S_IMODE(st.st_mode) if mode is None else mode}
 
@@ -174,7 +174,9 @@ def test_file_stat_fields_equal_backing(store, mounter, client):
         b = os.lstat(store.run_dir(client, run) / name)
         assert stat.S_ISREG(v.st_mode), f"{run}/{name}"
         assert v.st_nlink == 1, f"{run}/{name}"
-        assert stat_fields(v) == stat_fields(b, mode=view_file_mode(b.st_mode)), f"{run}/{name}"
+        assert stat_fields(v) == stat_fields(b, mode=view_file_mode(b.st_mode),
+                                             ino=store.shown_ino(store.run_dir(client, run) / name)), \
+            f"{run}/{name}"
 
 
 def test_sparse_file_keeps_backing_block_count(store, alice):
@@ -197,12 +199,23 @@ def test_directory_stat_fields_and_nlink(store, mounter):
         v = os.stat(m.mnt / run)
         assert stat.S_ISDIR(v.st_mode) and stat.S_IMODE(v.st_mode) == 0o755, run
         assert v.st_nlink == 2, run
-        assert v.st_ino == os.stat(store.run_dir(ALICE, run)).st_ino, run
+        assert v.st_ino == store.shown_ino(store.run_dir(ALICE, run)), run
         run_inos.add(v.st_ino)
     p = os.stat(m.mnt / "promote")
     assert stat.S_ISDIR(p.st_mode) and stat.S_IMODE(p.st_mode) == 0o755
     assert p.st_nlink in (2, 2 + len(runs))             # 2, or counting its run directories
     assert p.st_ino not in run_inos | file_inos | {0, root.st_ino}
+
+
+def test_hard_links_in_the_store_share_one_inode_number(store, mounter):
+    """tar, rsync -H and du count a file once by its inode number: two
+    names of one backing file show one number, distinct files distinct."""
+    run_dir = store.run_dir(ALICE, SHARED_RUN)
+    os.link(run_dir / "report.md", run_dir / "report-link.md")
+    m = mounter(store, ALICE)
+    a, b = os.stat(m.mnt / SHARED_RUN / "report.md"), os.stat(m.mnt / SHARED_RUN / "report-link.md")
+    assert a.st_ino == b.st_ino == store.shown_ino(run_dir / "report.md")
+    assert os.stat(m.mnt / SHARED_RUN / "data.csv").st_ino != a.st_ino
 
 
 def test_inode_numbers_are_nonzero_and_unique(alice):
@@ -329,9 +342,9 @@ def test_inode_numbers_stable_across_restarts(store, mounter, how):
     after = inode_map(m2.mnt, skip_prefixes=("promote/",))
     assert after == before
     for run, name in all_files(store, ALICE):
-        assert after[f"{run}/{name}"] == os.stat(store.run_dir(ALICE, run) / name).st_ino
+        assert after[f"{run}/{name}"] == store.shown_ino(store.run_dir(ALICE, run) / name)
     for run in expected_runs(store, ALICE):
-        assert after[run] == os.stat(store.run_dir(ALICE, run)).st_ino
+        assert after[run] == store.shown_ino(store.run_dir(ALICE, run))
 
 
 # ---------------------------------------------------------------- tools
@@ -381,10 +394,11 @@ def test_find_walks_exactly_the_view(store, alice):
            "promote/.status": ("f", os.stat(alice.mnt / "promote" / ".status").st_ino, 1, 0)}
     for run in runs:
         exp[f"promote/{run}"] = ("d", os.stat(alice.mnt / "promote" / run).st_ino, 2)
-        exp[run] = ("d", os.stat(store.run_dir(ALICE, run)).st_ino, 2)
+        exp[run] = ("d", store.shown_ino(store.run_dir(ALICE, run)), 2)
         for name in expected_files(store.run_dir(ALICE, run)):
             b = os.stat(store.run_dir(ALICE, run) / name)
-            exp[f"{run}/{name}"] = ("f", b.st_ino, 1, b.st_size)
+            exp[f"{run}/{name}"] = ("f", store.shown_ino(store.run_dir(ALICE, run) / name), 1,
+                                    b.st_size)
     assert got == exp
 
 
@@ -395,9 +409,10 @@ def test_stat_command_matches_backing(store, alice):
         view = run_cmd(["stat", "-c", fmt, alice.mnt / SHARED_RUN / name], env=C_LOCALE).stdout
         back = run_cmd(["stat", "-c", fmt, run_dir / name], env=C_LOCALE).stdout.decode().split("|")
         back[1] = format(view_file_mode(os.stat(run_dir / name).st_mode), "o")
+        back[5] = str(store.shown_ino(run_dir / name))
         assert view.decode().split("|") == back, name
     d = run_cmd(["stat", "-c", "%F|%a|%h|%i", alice.mnt / SHARED_RUN], env=C_LOCALE).stdout.decode()
-    assert d.strip() == f"directory|755|2|{os.stat(run_dir).st_ino}"
+    assert d.strip() == f"directory|755|2|{store.shown_ino(run_dir)}"
 
 
 def test_cat_outputs_backing_bytes(store, alice):

@@ -155,21 +155,17 @@ def test_statfs_does_not_reveal_other_tenants_usage(quiet_store, mounter):
     assert figures() == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap, issue 4 left open: st_ino is the backing inode number (issue 2: "
-    "stable across remounts and index rebuilds, which backup tools need), and "
-    "the store's file system hands them out in order, so gaps count files "
-    "created meanwhile.  The fix is a keyed permutation of inode numbers."))
 def test_inode_numbers_do_not_count_other_tenants_files(quiet_store, mounter):
     """alice promotes a file, bob stores 100 (then 400) files, alice
     promotes another: the difference between alice's two inode numbers
     must not tell how many files bob stored meanwhile.
 
-    Found by this suite: st_ino (and d_ino) are the backing inode numbers,
+    Found by this suite: st_ino (and d_ino) were the backing inode numbers,
     which a file system like tmpfs hands out in sequence, so the gap
-    between two of alice's files grows by exactly the number of inodes
-    bob's files took.  Opaque per-tenant numbers (say a keyed hash of the
-    backing inode, stable across remounts) would close it."""
+    between two of alice's files grew by exactly the number of inodes
+    bob's files took.  Fixed: the view shows a keyed permutation of the
+    backing numbers (src/ino_cipher.c, key in STORE/.artifactfs/inode-key),
+    stable across remounts but opaque without the key."""
     store = quiet_store
     a = mounter(store, ALICE)
     bob_dir = store.run_dir(BOB, "bob-run")

@@ -1,0 +1,45 @@
+/*
+ * ino_cipher.h - the inode numbers a tenant sees.
+ *
+ * A backing file system hands inode numbers out in order, so two of a
+ * tenant's own numbers would tell how many files everyone else created
+ * in between.  The view therefore shows each backing number through a
+ * keyed permutation: distinct files keep distinct numbers, hard links
+ * keep sharing one, and as the key lives in the store (see
+ * store_load_key()) the numbers stay the same across remounts, index
+ * rebuilds and hosts, which backup tools rely on.
+ *
+ * The permutation is a four-round Feistel network over 64 bits with
+ * SipHash-2-4 as its round function, cycle-walked so that it never
+ * yields 0, the root's 1, or the numbers kept for promote/ and
+ * promote/.status.
+ */
+#ifndef ARTIFACTFS_INO_CIPHER_H
+#define ARTIFACTFS_INO_CIPHER_H
+
+#include <stdint.h>
+
+#define INO_CIPHER_KEY_SIZE 16
+
+/* Numbers the view shows for itself, never the image of a backing one. */
+#define INO_CIPHER_ROOT ((uint64_t)1)
+#define INO_CIPHER_PROMOTE ((uint64_t)0x7fffffffffffff01ULL)
+#define INO_CIPHER_STATUS ((uint64_t)0x7fffffffffffff02ULL)
+
+struct ino_cipher {
+	uint64_t k0, k1;	/* the key, as SipHash reads it */
+};
+
+void ino_cipher_init(struct ino_cipher *cipher, const uint8_t key[INO_CIPHER_KEY_SIZE]);
+
+/*
+ * The number shown for backing inode number ino: below 2^63, never 0 nor
+ * one of the reserved numbers above.  A bijection over the numbers a
+ * file system gives files (those below 2^63, not reserved).
+ */
+uint64_t ino_cipher_apply(const struct ino_cipher *cipher, uint64_t ino);
+
+/* SipHash-2-4 of an 8-byte little-endian message: the round function. */
+uint64_t ino_cipher_siphash(const struct ino_cipher *cipher, uint64_t message);
+
+#endif
