@@ -32,6 +32,13 @@ struct fs {
 	 */
 	double timeout;
 	bool keep_cache;	/* data and directory caches survive open() */
+	/*
+	 * Sequential read-ahead to set on the mount's backing device info
+	 * (/sys/class/bdi/<bdi>/read_ahead_kb) once the kernel has its
+	 * INIT reply; 0, or an empty bdi, leaves the kernel's.
+	 */
+	unsigned int read_ahead_kb;
+	char bdi[32];		/* "MAJOR:MINOR" of the mount */
 	struct timespec mounted_at;
 	struct ino_cipher ino_cipher;	/* how backing inode numbers are shown */
 	/*

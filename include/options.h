@@ -12,6 +12,9 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+/* Beyond this, read-ahead only fills memory no reader asked for. */
+#define READ_AHEAD_KB_MAX 65536
+
 struct options {
 	char *store;		/* STORE, as given */
 	char *client;		/* -o client=ID or --client=ID */
@@ -22,6 +25,7 @@ struct options {
 	int ready_fd;		/* -o ready_fd=N, -1 when not given */
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
 	unsigned long max_cached_files;	/* -o max_cached_files=N */
+	unsigned int read_ahead_kb;	/* -o read_ahead_kb=N, 0: the kernel's */
 	/* promote/ and deletion */
 	char *agent_id;		/* -o agent=ID */
 	char *workflow_id;	/* -o workflow=ID */

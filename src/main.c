@@ -38,6 +38,52 @@
  * when it detaches, and SQLite reopens its journal by name), creating the
  * default directory when needed.  Returns a malloc'd path or NULL (logged).
  */
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape_mountinfo(char *field)
+{
+	char *in = field, *out = field;
+
+	while (*in) {
+		if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' &&
+		    in[2] <= '7' && in[3] >= '0' && in[3] <= '7') {
+			*out++ = (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 + (in[3] - '0'));
+			in += 4;
+		} else {
+			*out++ = *in++;
+		}
+	}
+	*out = '\0';
+}
+
+/*
+ * Finds the "MAJOR:MINOR" of what is mounted on mountpoint (the last
+ * mount there: ours, just made) from /proc/self/mountinfo.  Not stat():
+ * that would ask our own file system, whose loop is not running yet.
+ * Leaves bdi empty when it finds nothing.
+ */
+static void find_mount_device(const char *mountpoint, char *bdi, size_t size)
+{
+	char *line = NULL, *real = realpath(mountpoint, NULL);
+	size_t capacity = 0;
+	FILE *mounts = fopen("/proc/self/mountinfo", "re");
+
+	bdi[0] = '\0';
+	while (real && mounts && getline(&line, &capacity, mounts) > 0) {
+		char device[32], point[PATH_MAX];
+
+		/* mount id, parent id, MAJOR:MINOR, root, mount point, ... */
+		if (sscanf(line, "%*u %*u %31s %*s %4095s", device, point) != 2)
+			continue;
+		unescape_mountinfo(point);
+		if (strcmp(point, real) == 0)
+			snprintf(bdi, size, "%s", device);
+	}
+	free(line);
+	free(real);
+	if (mounts)
+		fclose(mounts);
+}
+
 static char *resolve_index_path(const struct options *opts, const struct store *store)
 {
 	char *path = NULL, *dir = NULL, *slash, *resolved_dir = NULL;
@@ -184,6 +230,7 @@ int main(int argc, char *argv[])
 		.gid = opts.gid,
 		.timeout = opts.cache_timeout,
 		.keep_cache = opts.cache_timeout > 0,
+		.read_ahead_kb = opts.read_ahead_kb,
 		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
@@ -207,6 +254,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	mounted = true;
+	find_mount_device(opts.fuse.mountpoint, fs.bdi, sizeof(fs.bdi));
 	if (fuse_daemonize(opts.fuse.foreground) < 0)
 		goto out;
 	if (!opts.fuse.foreground)

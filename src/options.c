@@ -33,6 +33,7 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("ready_fd=%d", ready_fd, 0),
 	OPTION("cache_timeout=%lf", cache_timeout, 0),
 	OPTION("max_cached_files=%lu", max_cached_files, 0),
+	OPTION("read_ahead_kb=%u", read_ahead_kb, 0),
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
@@ -91,6 +92,8 @@ void options_print_help(const char *program)
 	       "                           (default 3600; changes are pushed out at once)\n"
 	       "    -o max_cached_files=N  files the kernel may keep looked up before the\n"
 	       "                           least recently used are dropped (default 200000)\n"
+	       "    -o read_ahead_kb=N     sequential read-ahead of the mount, KiB (default\n"
+	       "                           4096; 0 keeps the kernel's 128)\n"
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
 	       "\n"
 	       "promotion and deletion:\n"
@@ -116,6 +119,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	opts->ready_fd = -1;
 	opts->cache_timeout = 3600;
 	opts->max_cached_files = 200000;
+	opts->read_ahead_kb = 4096;
 	opts->retention_days = 7;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
@@ -154,6 +158,11 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	if (!(opts->cache_timeout >= 0 && opts->cache_timeout <= 86400 * 365)) {
 		log_error("invalid cache_timeout %g: use 0 to 31536000 seconds",
 			  opts->cache_timeout);
+		return -EINVAL;
+	}
+	if (opts->read_ahead_kb > READ_AHEAD_KB_MAX) {
+		log_error("invalid read_ahead_kb %u: use 0 to %u", opts->read_ahead_kb,
+			  READ_AHEAD_KB_MAX);
 		return -EINVAL;
 	}
 	if (opts->only_run && names_check_run(opts->only_run, &reason) < 0) {

@@ -102,6 +102,9 @@ BAD = {
     "index_under_missing_dir": (_index(lambda s, tmp: tmp / "no-dir" / "sub" / "index.db"), r"index"),
     "index_under_regular_file": (_index(lambda s, tmp: _plain_file(tmp) / "index.db"), r"index"),
     "index_is_a_directory": (_index(lambda s, tmp: tmp), r"index"),
+    "read_ahead_too_large": (lambda s, mnt, tmp: ["-o", "client=alice", "-o",
+                                                  "read_ahead_kb=65537", s.root, mnt],
+                             r"read_ahead_kb"),
 }
 
 
@@ -169,7 +172,24 @@ def test_standard_fuse_options(store, mounter, opts):
             assert o in options.split(","), options
 
 
-# ---------------------------------------------------------------- the inode key
+# ---------------------------------------------------------------- read-ahead
+
+def mount_read_ahead_kb(mnt) -> int:
+    dev = os.stat(mnt).st_dev
+    return int(open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").read())
+
+
+@pytest.mark.parametrize("option, expected", [(None, 4096), ("read_ahead_kb=1024", 1024),
+                                              ("read_ahead_kb=0", 128)])
+def test_read_ahead_of_the_mount(store, mounter, option, expected):
+    """Sequential reads are served ahead of the reader: the mount's
+    read-ahead is raised from the kernel's 128 KiB (0 keeps that)."""
+    m = mounter(store, ALICE, *(["-o", option] if option else []))
+    assert mount_read_ahead_kb(m.mnt) == expected
+    assert read_bytes(m.mnt / SHARED_RUN / "report.md") == \
+        read_bytes(store.run_dir(ALICE, SHARED_RUN) / "report.md")
+
+
 
 def test_inode_key_is_made_once_private_and_kept(store, mounter, tmp_path):
     """The first mount draws the key that numbers inodes; it is private to
