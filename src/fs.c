@@ -1167,9 +1167,18 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 		reply_stats(req, size);
 		return;
 	}
-	/* ls asks for security.* and system.* of every file: no index query for those. */
+	/*
+	 * Only user.* names exist here.  Saying so for the other namespaces
+	 * (not "no such attribute") matters to ls -l, which asks for
+	 * security.selinux and system.posix_acl_access of every file unless
+	 * the file system said it has none: two round trips a file.
+	 */
+	if (strncmp(name, "user.", 5) != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
-		fuse_reply_err(req, ENODATA);
+		fuse_reply_err(req, ENODATA);	/* no index query for those */
 		return;
 	}
 	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);

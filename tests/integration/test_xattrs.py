@@ -139,3 +139,18 @@ def test_xattr_size_queries_and_erange(store, alice):
     assert n == len(names)
     n, err = c_listxattr(path, len(names) - 1)
     assert (n, err) == (-1, errno.ERANGE)
+
+
+def test_other_namespaces_are_not_supported(store, alice):
+    """Only user.* attributes exist here: security.*, system.* and trusted.*
+    get EOPNOTSUPP, which tells ls -l (and cp, tar) to stop asking for
+    every file, where ENODATA made it ask twice a file."""
+    for path in (alice.mnt, alice.mnt / SHARED_RUN, alice.mnt / SHARED_RUN / "report.md",
+                 alice.mnt / "promote"):
+        for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+            with pytest.raises(OSError) as exc:
+                os.getxattr(path, name)
+            assert exc.value.errno == errno.EOPNOTSUPP, (path, name)
+        with pytest.raises(OSError) as exc:
+            os.getxattr(path, "user.other")
+        assert exc.value.errno == errno.ENODATA, path
