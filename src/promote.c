@@ -87,6 +87,9 @@ struct promoter {
 	unsigned long work_serial;
 };
 
+/* Uploads are sent to the disk in chunks of this many bytes as they come. */
+#define WRITEBACK_CHUNK (8u << 20)
+
 /* What lands in metadata.json for one committed file. */
 struct landing {
 	const char *run;
@@ -188,6 +191,25 @@ static void hex_digest(const unsigned char *digest, char *hex)
 {
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+/*
+ * Puts a new open file of the same inode, opened with flags, in place of
+ * fd (same number: other threads may hold it).  Returns 0 or -errno.
+ */
+static int reopen_fd(int fd, int flags)
+{
+	char proc[32];
+	int fresh, ret = 0;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	fresh = open(proc, flags | O_CLOEXEC);
+	if (fresh < 0)
+		return -errno;
+	if (dup3(fresh, fd, O_CLOEXEC) < 0)
+		ret = -errno;
+	close(fresh);
+	return ret;
 }
 
 /* Hashes a whole file by reading it (for uploads written out of order). */
@@ -385,14 +407,17 @@ static int write_metadata(struct promoter *p, int run_fd, const struct meta_run 
 	}
 	if ((ret = fsync_fd(fd)) < 0)
 		goto fail;
+	/* Closed before it lands: a close after writing, seen in the run dir, means a rewrite. */
+	close(fd);
+	fd = -1;
 	if (renameat(p->work_fd, draft, run_fd, NAMES_METADATA_FILE) < 0) {
 		ret = -errno;
+		unlinkat(p->work_fd, draft, 0);
 		goto fail;
 	}
 	ret = fsync_fd(run_fd);
 	if (ret < 0)
 		goto fail;
-	close(fd);
 	free(text);
 	return 0;
 fail:
@@ -1072,6 +1097,23 @@ static int restage(struct upload *u)
 	return 0;
 }
 
+/*
+ * The commit's fsync must wait for every byte to reach the disk; started
+ * as the bytes come, the disk works while the writer is still sending, and
+ * the fsync at close only waits for the tail.  Asynchronous and advisory:
+ * a failure here shows at the fsync.
+ */
+static void start_writeback(int fd, uint64_t offset, uint64_t len)
+{
+	const uint64_t chunk = WRITEBACK_CHUNK;
+	uint64_t end = offset + len;
+
+	if (offset / chunk == end / chunk)
+		return;		/* no chunk boundary crossed */
+	end -= end % chunk;
+	sync_file_range(fd, (off64_t)(end - chunk), (off64_t)chunk, SYNC_FILE_RANGE_WRITE);
+}
+
 ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off_t offset)
 {
 	ssize_t written;
@@ -1090,6 +1132,7 @@ ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off
 	if (written < 0)
 		return -errno;
 	u->dirty = true;
+	start_writeback(u->fd, (uint64_t)offset, (uint64_t)written);
 	if ((uint64_t)offset == u->hashed) {
 		EVP_DigestUpdate(u->hash, buf, (size_t)written);
 		u->hashed += (uint64_t)written;
@@ -1197,7 +1240,21 @@ static int commit_direct(struct upload *u)
 	l.workflow_id = workflow_id;
 	l.user_directive = user_directive;
 	l.agent_id = u->agent_id ? u->agent_id : p->options.agent_id;
-	ret = land_file(p, u->dir_fd, u->name, &l, reason);
+	/*
+	 * Let go of write access while the file is still in staging: closed
+	 * for writing in the run dir, it would look to every watcher of the
+	 * store (our own too) like a file rewritten in place, and have the
+	 * whole run indexed again.  Reads and a later restage need no more.
+	 */
+	ret = reopen_fd(u->fd, O_RDONLY);
+	if (ret == 0) {
+		ret = land_file(p, u->dir_fd, u->name, &l, reason);
+		if (ret < 0 && reopen_fd(u->fd, O_RDWR) < 0)
+			u->failure = -EIO;	/* cannot write on: refuse, never lose */
+	} else {
+		snprintf(reason, REASON_SIZE, "cannot reopen the staged file: %s", strerror(-ret));
+		ret = -EIO;
+	}
 	if (ret == 0) {
 		u->staged = false;	/* u->fd is now the artifact itself */
 		pthread_mutex_lock(&p->lock);
