@@ -1078,6 +1078,40 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
  * df of the mount: the store's file system, or, with a quota, the
  * tenant's own figures (the quota as size, what it stores as used).
  */
+static uint64_t rounded_down(uint64_t value, uint64_t step)
+{
+	return step > 1 ? value - value % step : value;
+}
+
+/*
+ * Free space and free inodes of the shared file system move with every
+ * tenant's writes.  Without a quota to report instead, they are shown in
+ * coarse steps (1 GiB and 65536 inodes; a sixteenth of a smaller file
+ * system, a thousandth of a larger one), so another tenant's activity
+ * shows only when it moves the total across a step: df stays useful, and
+ * a tenant learns about one bit per step crossed instead of every byte
+ * and file.
+ */
+static void blur_shared_figures(struct statvfs *st)
+{
+	uint64_t bytes_step = (1ULL << 30) / (st->f_frsize ? st->f_frsize : 1);
+	uint64_t files_step = 65536;
+
+	/* A small file system gets steps of a sixteenth, not nothing at all. */
+	if (bytes_step > st->f_blocks / 16)
+		bytes_step = st->f_blocks / 16;
+	if (files_step > st->f_files / 16)
+		files_step = st->f_files / 16;
+	if (st->f_blocks / 1000 > bytes_step)
+		bytes_step = st->f_blocks / 1000;
+	if (st->f_files / 1000 > files_step)
+		files_step = st->f_files / 1000;
+	st->f_bfree = rounded_down(st->f_bfree, bytes_step);
+	st->f_bavail = rounded_down(st->f_bavail, bytes_step);
+	st->f_ffree = rounded_down(st->f_ffree, files_step);
+	st->f_favail = rounded_down(st->f_favail, files_step);
+}
+
 static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 {
 	struct fs *fs = fs_of(req);
@@ -1088,6 +1122,7 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 		fuse_reply_err(req, errno);
 		return;
 	}
+	blur_shared_figures(&st);
 	if (fs->promoter && promote_get_usage(fs->promoter, &usage) == 0) {
 		if (usage.quota_bytes) {
 			uint64_t left = usage.quota_bytes > usage.used_bytes ?

@@ -155,6 +155,46 @@ def test_statfs_does_not_reveal_other_tenants_usage(quiet_store, mounter):
     assert figures() == before
 
 
+def test_statfs_without_quota_moves_only_in_coarse_steps(quiet_store, mounter):
+    """Without a quota, df shows the shared file system, but its free space
+    and free inodes only in steps of 1 GiB and 65,536 inodes (a sixteenth
+    of a smaller file system, a thousandth of a larger one): bob storing
+    32 MiB in 200 files changes alice's figures by at most one step, never
+    by his bytes or his file count.
+
+    Found by this suite: the free figures were passed through exactly, so
+    alice could watch bob's every write.  Fixed: blur_shared_figures() in
+    src/fs.c."""
+    store = quiet_store
+    a = mounter(store, ALICE)
+    b = mounter(store, BOB)
+    raw = os.statvfs(store.root)
+    bytes_step = max(min(1 << 30, raw.f_blocks // 16 * raw.f_frsize),
+                     raw.f_blocks // 1000 * raw.f_frsize)
+    files_step = max(min(65536, raw.f_files // 16), raw.f_files // 1000)
+
+    def figures():
+        st = os.statvfs(a.mnt)
+        return st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize, st.f_ffree, st.f_favail
+
+    before = figures()
+    for value in before[:2]:
+        assert value % bytes_step == 0, (value, bytes_step)
+    for value in before[2:]:
+        assert value % files_step == 0, (value, files_step)
+    for i in range(200):
+        fd = os.open(b.mnt / "promote" / "bob-run" / f"g{i}.bin",
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"B" * (160 << 10))
+        finally:
+            os.close(fd)
+    after = figures()
+    steps = (bytes_step, bytes_step, files_step, files_step)
+    for was, now, step in zip(before, after, steps):
+        assert now % step == 0 and abs(now - was) <= step, (before, after)
+
+
 def test_inode_numbers_do_not_count_other_tenants_files(quiet_store, mounter):
     """alice promotes a file, bob stores 100 (then 400) files, alice
     promotes another: the difference between alice's two inode numbers
