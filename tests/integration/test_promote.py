@@ -534,6 +534,36 @@ def test_kernel_server_entries_are_kept_byte_for_byte(store, mounter):
     assert run_fields(meta) == run_fields(doc)
 
 
+@pytest.mark.parametrize("same_size", [False, True])
+def test_kernel_server_rewrite_between_two_promotions_is_kept(store, mounter, same_size):
+    """The daemon keeps the metadata.json it wrote last, parsed, for the
+    next commit into the run: a rewrite by the kernel-server in between
+    (even one of the very same size) must be read again, never overwritten
+    with the daemon's older copy."""
+    m = mounter(store, ALICE)
+    os.mkdir(P(m, NEW_RUN))
+    promote(m, NEW_RUN, "first.txt", b"1")
+    path = store.run_dir(ALICE, NEW_RUN) / "metadata.json"
+    doc = json.loads(read_bytes(path))
+    agent = doc["artifacts"][0]["agent_id"]
+    doc["artifacts"][0]["agent_id"] = agent[:-1] + ("Z" if agent[-1:] != "Z" else "Y")
+    if not same_size:
+        doc["artifacts"].append({"filename": "from-kernel.txt", "agent_id": "k",
+                                 "generated_at": doc["artifacts"][0]["generated_at"],
+                                 "size_bytes": 1, "content_type": "text/plain"})
+        (path.parent / "from-kernel.txt").write_bytes(b"k")
+    text = serde_pretty(doc)
+    assert (len(text) == path.stat().st_size) == same_size
+    tmp = path.parent / ".metadata.json.tmp"
+    tmp.write_bytes(text)
+    os.rename(tmp, path)
+    promote(m, NEW_RUN, "second.txt", b"2")
+    meta = read_metadata(store.run_dir(ALICE, NEW_RUN))
+    assert meta["artifacts"][:-1] == doc["artifacts"]
+    assert meta["artifacts"][-1]["filename"] == "second.txt"
+    assert run_fields(meta) == run_fields(doc)
+
+
 # ======================================================================== ids: options, xattrs
 
 def test_mount_options_give_the_defaults(store, mounter):
