@@ -1074,10 +1074,6 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
 	fuse_reply_err(req, 0);
 }
 
-/*
- * df of the mount: the store's file system, or, with a quota, the
- * tenant's own figures (the quota as size, what it stores as used).
- */
 static uint64_t rounded_down(uint64_t value, uint64_t step)
 {
 	return step > 1 ? value - value % step : value;
@@ -1112,6 +1108,11 @@ static void blur_shared_figures(struct statvfs *st)
 	st->f_favail = rounded_down(st->f_favail, files_step);
 }
 
+/*
+ * df of the mount: the store's file system in coarse steps, or, with a
+ * quota, the tenant's own figures (the quota as size, what it stores as
+ * used).
+ */
 static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 {
 	struct fs *fs = fs_of(req);

@@ -1478,12 +1478,16 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	l.agent_id = r->agent_id ? r->agent_id : p->options.agent_id;
 	l.workflow_id = r->workflow_id ? r->workflow_id : p->options.workflow_id;
 	l.user_directive = r->user_directive ? r->user_directive : p->options.user_directive;
+	/* Closed while still in staging: see commit_direct(). */
+	close(staged);
+	staged = -1;
 	ret = land_file(p, p->work_fd, staged_name, &l, reason);
+	if (ret < 0)
+		unlinkat(p->work_fd, staged_name, 0);
 out:
 	if (staged >= 0) {
 		close(staged);
-		if (ret < 0)
-			unlinkat(p->work_fd, staged_name, 0);
+		unlinkat(p->work_fd, staged_name, 0);	/* only failures get here */
 	}
 	if (src >= 0)
 		close(src);

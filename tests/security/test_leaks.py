@@ -123,6 +123,17 @@ def quiet_store(tmpfs_dir) -> Store:
     return s
 
 
+def bob_stores_200_files(bob, prefix: str) -> None:
+    """32 MiB in 200 files of 160 KiB, promoted through bob's mount."""
+    for i in range(200):
+        fd = os.open(bob.mnt / "promote" / "bob-run" / f"{prefix}{i}.bin",
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"B" * (160 << 10))
+        finally:
+            os.close(fd)
+
+
 def test_statfs_does_not_reveal_other_tenants_usage(quiet_store, mounter):
     """With a quota (the recommended set-up for sandboxes), statfs of
     alice's mount -- blocks, free blocks, files, free files -- does not
@@ -144,13 +155,7 @@ def test_statfs_does_not_reveal_other_tenants_usage(quiet_store, mounter):
                 st.f_files, st.f_ffree, st.f_favail)
 
     before = figures()
-    for i in range(200):
-        fd = os.open(b.mnt / "promote" / "bob-run" / f"f{i}.bin",
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"B" * (160 << 10))
-        finally:
-            os.close(fd)
+    bob_stores_200_files(b, "f")
     assert len(os.listdir(store.run_dir(BOB, "bob-run"))) >= 200
     assert figures() == before
 
@@ -182,13 +187,7 @@ def test_statfs_without_quota_moves_only_in_coarse_steps(quiet_store, mounter):
         assert value % bytes_step == 0, (value, bytes_step)
     for value in before[2:]:
         assert value % files_step == 0, (value, files_step)
-    for i in range(200):
-        fd = os.open(b.mnt / "promote" / "bob-run" / f"g{i}.bin",
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"B" * (160 << 10))
-        finally:
-            os.close(fd)
+    bob_stores_200_files(b, "g")
     after = figures()
     steps = (bytes_step, bytes_step, files_step, files_step)
     for was, now, step in zip(before, after, steps):
