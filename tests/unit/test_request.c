@@ -88,12 +88,11 @@ static void test_refusals(void **state)
 
 static void test_deep_nesting_is_refused_not_a_crash(void **state)
 {
+	static const char head[] = "{\"run_id\": \"r\", \"files\": ";
 	size_t depth = 100000, len = 0;
 	char *text = malloc(2 * depth + 64);
 	struct request r;
 	char problem[200];
-
-	static const char head[] = "{\"run_id\": \"r\", \"files\": ";
 
 	assert_non_null(text);
 	/* A constant length: from sprintf's int, gcc -O2 sees a possible -1 offset. */
