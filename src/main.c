@@ -56,30 +56,30 @@ static void unescape_mountinfo(char *field)
 }
 
 /*
- * Finds the "MAJOR:MINOR" of what is mounted on mountpoint (the last
- * mount there: ours, just made) from /proc/self/mountinfo.  Not stat():
- * that would ask our own file system, whose loop is not running yet.
- * Leaves bdi empty when it finds nothing.
+ * Finds the "MAJOR:MINOR" of what is mounted on real_mountpoint (an
+ * absolute path without symlinks, resolved before the mount; the last
+ * mount there is ours, just made) from /proc/self/mountinfo.  Not stat()
+ * or realpath() now: they may ask our own file system, whose loop is not
+ * running yet.  Leaves bdi empty when it finds nothing.
  */
-static void find_mount_device(const char *mountpoint, char *bdi, size_t size)
+static void find_mount_device(const char *real_mountpoint, char *bdi, size_t size)
 {
-	char *line = NULL, *real = realpath(mountpoint, NULL);
+	char *line = NULL;
 	size_t capacity = 0;
 	FILE *mounts = fopen("/proc/self/mountinfo", "re");
 
 	bdi[0] = '\0';
-	while (real && mounts && getline(&line, &capacity, mounts) > 0) {
+	while (real_mountpoint && mounts && getline(&line, &capacity, mounts) > 0) {
 		char device[32], point[PATH_MAX];
 
 		/* mount id, parent id, MAJOR:MINOR, root, mount point, ... */
 		if (sscanf(line, "%*u %*u %31s %*s %4095s", device, point) != 2)
 			continue;
 		unescape_mountinfo(point);
-		if (strcmp(point, real) == 0)
+		if (strcmp(point, real_mountpoint) == 0)
 			snprintf(bdi, size, "%s", device);
 	}
 	free(line);
-	free(real);
 	if (mounts)
 		fclose(mounts);
 }
@@ -182,7 +182,7 @@ int main(int argc, char *argv[])
 	struct view view;
 	struct fs fs = { 0 };
 	uint8_t inode_key[INO_CIPHER_KEY_SIZE];
-	char *index_path = NULL;
+	char *index_path = NULL, *real_mountpoint = NULL;
 	bool mounted = false;
 	int ret, status = EXIT_FAILURE;
 
@@ -249,12 +249,13 @@ int main(int argc, char *argv[])
 	fs.session = session;
 	if (fuse_set_signal_handlers(session) < 0)
 		goto out;
+	real_mountpoint = realpath(opts.fuse.mountpoint, NULL);
 	if (fuse_session_mount(session, opts.fuse.mountpoint) < 0) {
 		log_error("cannot mount client %s on %s", opts.client, opts.fuse.mountpoint);
 		goto out;
 	}
 	mounted = true;
-	find_mount_device(opts.fuse.mountpoint, fs.bdi, sizeof(fs.bdi));
+	find_mount_device(real_mountpoint, fs.bdi, sizeof(fs.bdi));
 	if (fuse_daemonize(opts.fuse.foreground) < 0)
 		goto out;
 	if (!opts.fuse.foreground)
@@ -287,6 +288,7 @@ out:
 	promote_close(promoter);
 	index_close(index);
 	free(index_path);
+	free(real_mountpoint);
 	store_close(&store);
 	options_release(&opts);
 	fuse_opt_free_args(&args);
