@@ -21,9 +21,11 @@ struct watch_handler {
 	/* A file in a run dir changed: entry when created, removed or renamed. */
 	void (*file_changed)(void *ctx, const char *run, const char *file, bool entry);
 	/*
-	 * After a batch of events: this run had changes, once per batch.
-	 * content: a file was written or its attributes changed, which the
-	 * run's stamp (names, metadata.json) cannot tell.
+	 * This run had changes and has been quiet for a moment since (or has
+	 * kept changing for half a second): once per burst, at most about
+	 * half a second after the first change.  content: a file was written
+	 * or its attributes changed, which the run's stamp (names,
+	 * metadata.json) cannot tell.
 	 */
 	void (*run_settled)(void *ctx, const char *run, bool content);
 	/* A directory could not be watched: some changes will go unseen. */

@@ -8,6 +8,7 @@ it missing or half written for a moment and say so."""
 import copy
 import os
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -132,6 +133,31 @@ def test_metadata_rewritten_updates_xattrs_and_bytes(store, mounter):
     wait_until(lambda: os.getxattr(m.mnt / SHARED_RUN / "promoted.json", "user.artifact.agent_id")
                == b"alice-agent-late", what="promoted file's xattrs")
     assert read_bytes(m.mnt / SHARED_RUN / "promoted.json") == b'{"k": 1}'
+    assert read_bytes(m.mnt / SHARED_RUN / "metadata.json") == serde_pretty(meta)
+
+
+def test_kernel_server_adding_files_one_by_one_is_indexed_to_the_last(store, mounter):
+    """The kernel-server adds 150 files to a run one at a time, rewriting
+    metadata.json after each, never pausing: the daemon re-indexes a run
+    once per burst (when it goes quiet, or every half second while it does
+    not), and at the end every file shows its attributes and none is
+    missed -- the last ones included, after the writer stops."""
+    run = store.run(ALICE, SHARED_RUN)
+    m = mounter(store, ALICE, allow_warnings=True)
+    meta = copy.deepcopy(run.meta)
+    for i in range(150):
+        name = f"burst-{i:03d}.txt"
+        (run.path / name).write_bytes(b"x" * i)
+        meta["artifacts"].append({"filename": name, "agent_id": f"agent-{i}",
+                                  "generated_at": rfc3339(datetime.now(timezone.utc)),
+                                  "size_bytes": i, "content_type": "text/plain"})
+        store.write_metadata(run, meta)
+        time.sleep(0.004)
+    wait_until(lambda: os.getxattr(m.mnt / SHARED_RUN / "burst-149.txt", "user.artifact.agent_id")
+               == b"agent-149", what="the last file's xattrs")
+    for i in range(150):
+        assert os.getxattr(m.mnt / SHARED_RUN / f"burst-{i:03d}.txt",
+                           "user.artifact.agent_id") == f"agent-{i}".encode()
     assert read_bytes(m.mnt / SHARED_RUN / "metadata.json") == serde_pretty(meta)
 
 
