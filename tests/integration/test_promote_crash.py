@@ -64,6 +64,11 @@ with open(log_path, "a") as log:
             else:                               # small writes
                 for off in range(0, len(data), 65536):
                     os.write(fd, data[off:off + 65536])
+            if not data:
+                # An upload nothing was written to is committed at its last
+                # close, after close() returned (docs/promote.md, "When
+                # close() cannot tell"); truncating it is writing it.
+                os.ftruncate(fd, 0)
         except OSError:
             os.close(fd)
             raise
