@@ -95,6 +95,12 @@ int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created);
 int store_remove_tree(int dirfd, const char *name);
 
 /*
+ * Writes all len bytes of buf to fd, going on after short writes and
+ * EINTR.  Returns 0 or -errno.
+ */
+int store_write_all(int fd, const void *buf, size_t len);
+
+/*
  * flock(fd, operation), retried when a signal interrupts the wait.  Run
  * dirs are locked this way: exclusively by whoever changes a run,
  * shared by whoever indexes it.

@@ -398,7 +398,7 @@ static int write_metadata(struct promoter *p, int run_fd, const struct meta_run 
 			  char *reason)
 {
 	char draft[64];
-	size_t len, done = 0;
+	size_t len;
 	char *text = NULL;
 	int fd = -1, ret;
 
@@ -415,17 +415,7 @@ static int write_metadata(struct promoter *p, int run_fd, const struct meta_run 
 		ret = -errno;
 		goto fail;
 	}
-	while (done < len) {
-		ssize_t n = write(fd, text + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
-			goto fail;
-		}
-		done += (size_t)n;
-	}
-	if ((ret = fsync_fd(fd)) < 0)
+	if ((ret = store_write_all(fd, text, len)) < 0 || (ret = fsync_fd(fd)) < 0)
 		goto fail;
 	/* Closed before it lands: a close after writing, seen in the run dir, means a rewrite. */
 	close(fd);
@@ -577,11 +567,9 @@ static int write_intent(struct promoter *p, const struct landing *l, char *inten
 		ret = -errno;
 		goto out;
 	}
-	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-		ret = -EIO;
-		goto out;
-	}
-	ret = fsync_fd(fd);
+	ret = store_write_all(fd, text, strlen(text));
+	if (ret == 0)
+		ret = fsync_fd(fd);
 	if (ret == 0)
 		ret = fsync_fd(p->work_fd);
 out:

@@ -280,8 +280,10 @@ static int read_key(const struct store *store, int dirfd, const char *name,
 	return ret;
 }
 
-static int write_all(int fd, const unsigned char *data, size_t len)
+int store_write_all(int fd, const void *buf, size_t len)
 {
+	const unsigned char *data = buf;
+
 	while (len) {
 		ssize_t n = write(fd, data, len);
 
@@ -322,7 +324,7 @@ int store_load_key(const struct store *store, const char *name, unsigned char *k
 	if (fd < 0) {
 		ret = fd;
 		fd = -1;
-	} else if ((ret = write_all(fd, key, len)) == 0 && fsync(fd) < 0) {
+	} else if ((ret = store_write_all(fd, key, len)) == 0 && fsync(fd) < 0) {
 		ret = -errno;
 	}
 	if (ret == 0 && linkat(dirfd, draft, dirfd, name, 0) < 0)
