@@ -1106,6 +1106,23 @@ out:
 	return rc;
 }
 
+/*
+ * Every change to a run starts the same way: a transaction, and the run's
+ * row written first (its id is what the artifact rows point to).  Returns
+ * 0 with the transaction open and *run_id set, or -EIO logged with none.
+ * Called with index->lock held.
+ */
+static int begin_run_write(struct index *index, const char *client, const char *run,
+			   const struct index_run_stamp *stamp, const struct meta_run *meta,
+			   int64_t *run_id)
+{
+	int ret = begin_transaction(index, client, run);
+
+	if (ret == 0 && upsert_run(index, client, run, stamp, meta, run_id) != SQLITE_OK)
+		ret = end_transaction(index, -EIO, "write the run", client, run);
+	return ret;
+}
+
 int index_put_run(struct index *index, const char *client, const char *run,
 		  const struct index_run_stamp *stamp,
 		  const struct meta_run *meta,
@@ -1136,14 +1153,9 @@ int index_put_run(struct index *index, const char *client, const char *run,
 	}
 
 	pthread_mutex_lock(&index->lock);
-	ret = begin_transaction(index, client, run);
+	ret = begin_run_write(index, client, run, stamp, meta, &run_id);
 	if (ret < 0)
 		goto unlock;
-
-	what = "write the run";
-	rc = upsert_run(index, client, run, stamp, meta, &run_id);
-	if (rc != SQLITE_OK)
-		goto fail;
 
 	what = "read the old artifacts";
 	rc = read_old_rows(index, run_id, &old);
@@ -1724,14 +1736,9 @@ int index_put_artifact(struct index *index, const char *client, const char *run,
 	int rc, ret = 0;
 
 	pthread_mutex_lock(&index->lock);
-	ret = begin_transaction(index, client, run);
+	ret = begin_run_write(index, client, run, stamp, meta, &run_id);
 	if (ret < 0)
 		goto unlock;
-
-	what = "write the run";
-	rc = upsert_run(index, client, run, stamp, meta, &run_id);
-	if (rc != SQLITE_OK)
-		goto fail;
 
 	what = "write the artifact";
 	stmt = index->stmt[STMT_REPLACE_ARTIFACT];
