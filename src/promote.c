@@ -77,9 +77,7 @@ struct upload {
  */
 struct metadata_cache_entry {
 	char run[NAMES_ID_MAX + 1];	/* "" when unused */
-	ino_t ino;
-	off_t size;
-	struct timespec mtime, ctime;
+	struct index_run_stamp stamp;	/* of the run as it was written */
 	struct meta_run meta;
 	unsigned long last_used;
 };
@@ -608,13 +606,12 @@ static int make_run_dir(struct promoter *p, const char *run)
 	return run_fd;
 }
 
-static bool same_file_state(const struct metadata_cache_entry *entry, const struct stat *st)
+/* Whether st (metadata.json now) is the file stamp was taken of. */
+static bool same_metadata_file(const struct index_run_stamp *stamp, const struct stat *st)
 {
-	return entry->ino == st->st_ino && entry->size == st->st_size &&
-	       entry->mtime.tv_sec == st->st_mtim.tv_sec &&
-	       entry->mtime.tv_nsec == st->st_mtim.tv_nsec &&
-	       entry->ctime.tv_sec == st->st_ctim.tv_sec &&
-	       entry->ctime.tv_nsec == st->st_ctim.tv_nsec;
+	return stamp->meta_ino == (int64_t)st->st_ino && stamp->meta_size == st->st_size &&
+	       stamp->meta_mtime_ns == store_time_ns(&st->st_mtim) &&
+	       stamp->meta_ctime_ns == store_time_ns(&st->st_ctim);
 }
 
 /*
@@ -635,7 +632,7 @@ static bool take_cached_metadata(struct promoter *p, int run_fd, const char *run
 
 		if (strcmp(entry->run, run) != 0)
 			continue;
-		found = same_file_state(entry, &st);
+		found = same_metadata_file(&entry->stamp, &st);
 		if (found)
 			*meta = entry->meta;
 		else
@@ -648,17 +645,14 @@ static bool take_cached_metadata(struct promoter *p, int run_fd, const char *run
 }
 
 /*
- * Keeps *meta, just written as run_fd's metadata.json, for the next
- * commit into run (it takes *meta over, leaving it empty).
+ * Keeps *meta, just written as run's metadata.json (stamp taken after),
+ * for the next commit into run (it takes *meta over, leaving it empty).
  */
-static void keep_metadata(struct promoter *p, int run_fd, const char *run,
-			  struct meta_run *meta)
+static void keep_metadata(struct promoter *p, const char *run,
+			  const struct index_run_stamp *stamp, struct meta_run *meta)
 {
 	struct metadata_cache_entry *slot = NULL;
-	struct stat st;
 
-	if (fstatat(run_fd, NAMES_METADATA_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return;
 	pthread_mutex_lock(&p->lock);
 	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++) {
 		struct metadata_cache_entry *entry = &p->metadata_cache[i];
@@ -672,10 +666,7 @@ static void keep_metadata(struct promoter *p, int run_fd, const char *run,
 	}
 	meta_run_release(&slot->meta);
 	snprintf(slot->run, sizeof(slot->run), "%s", run);
-	slot->ino = st.st_ino;
-	slot->size = st.st_size;
-	slot->mtime = st.st_mtim;
-	slot->ctime = st.st_ctim;
+	slot->stamp = *stamp;
 	slot->meta = *meta;
 	slot->last_used = ++p->metadata_clock;
 	memset(meta, 0, sizeof(*meta));
@@ -713,12 +704,12 @@ static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
 /*
  * Records a landed file in the index: its row and the run's, not the
  * whole run again (a run of many files would pay for each one).
- * meta is the metadata.json just written; run_fd is locked.
+ * meta is the metadata.json just written, stamp the run's since; run_fd
+ * is locked.
  */
 static void index_landing(struct promoter *p, int run_fd, const struct meta_run *meta,
-			  const struct landing *l)
+			  const struct landing *l, const struct index_run_stamp *stamp)
 {
-	struct index_run_stamp stamp;
 	struct index_file file = { .filename = l->name };
 	const struct meta_artifact *entry = NULL;
 	struct stat st;
@@ -733,8 +724,7 @@ static void index_landing(struct promoter *p, int run_fd, const struct meta_run 
 	file.size = st.st_size;
 	file.mtime_ns = store_time_ns(&st.st_mtim);
 	file.ino = (int64_t)st.st_ino;
-	view_stamp_run(run_fd, &stamp);
-	index_put_artifact(p->view->index, p->view->client, l->run, &stamp, meta, entry,
+	index_put_artifact(p->view->index, p->view->client, l->run, stamp, meta, entry,
 			   &file, l->sha256);
 }
 
@@ -746,6 +736,7 @@ static void index_landing(struct promoter *p, int run_fd, const struct meta_run 
 static int land_file(struct promoter *p, int staged_dir, const char *staged_name,
 		     const struct landing *l, char *reason)
 {
+	struct index_run_stamp stamp;
 	struct meta_run meta = { 0 };
 	char intent[64] = "";
 	int run_fd = -1, ret;
@@ -793,8 +784,9 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 		intent[0] = '\0';
 		goto out;
 	}
-	index_landing(p, run_fd, &meta, l);
-	keep_metadata(p, run_fd, l->run, &meta);
+	view_stamp_run(run_fd, &stamp);
+	index_landing(p, run_fd, &meta, l, &stamp);
+	keep_metadata(p, l->run, &stamp, &meta);
 	refresh_usage(p);
 out:
 	if (intent[0])
@@ -1821,6 +1813,7 @@ int promote_format_status(struct promoter *p, char **text, size_t *len)
 static void recover_intent(struct promoter *p, int work_fd, const char *name)
 {
 	char reason[REASON_SIZE] = "", sha[SHA256_HEX_SIZE];
+	struct index_run_stamp stamp;
 	struct meta_run meta = { 0 };
 	struct landing l = { 0 };
 	json_error_t error;
@@ -1856,7 +1849,8 @@ static void recover_intent(struct promoter *p, int work_fd, const char *name)
 	    strcmp(sha, l.sha256) == 0 &&
 	    read_metadata_for_landing(p, run_fd, l.run, &meta, reason) == 0 &&
 	    record_landing(p, run_fd, &meta, &l, reason) == 0) {
-		index_landing(p, run_fd, &meta, &l);
+		view_stamp_run(run_fd, &stamp);
+		index_landing(p, run_fd, &meta, &l, &stamp);
 		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
 			    p->view->client, l.run, l.name);
 	}
