@@ -1079,6 +1079,14 @@ static uint64_t rounded_down(uint64_t value, uint64_t step)
 	return step > 1 ? value - value % step : value;
 }
 
+/* base units, or a sixteenth of a smaller total, a thousandth of a larger. */
+static uint64_t coarse_step(uint64_t total, uint64_t base)
+{
+	uint64_t step = base < total / 16 ? base : total / 16;
+
+	return step > total / 1000 ? step : total / 1000;
+}
+
 /*
  * Free space and free inodes of the shared file system move with every
  * tenant's writes.  Without a quota to report instead, they are shown in
@@ -1090,18 +1098,10 @@ static uint64_t rounded_down(uint64_t value, uint64_t step)
  */
 static void blur_shared_figures(struct statvfs *st)
 {
-	uint64_t bytes_step = (1ULL << 30) / (st->f_frsize ? st->f_frsize : 1);
-	uint64_t files_step = 65536;
+	uint64_t bytes_step = coarse_step(st->f_blocks,
+					  (1ULL << 30) / (st->f_frsize ? st->f_frsize : 1));
+	uint64_t files_step = coarse_step(st->f_files, 65536);
 
-	/* A small file system gets steps of a sixteenth, not nothing at all. */
-	if (bytes_step > st->f_blocks / 16)
-		bytes_step = st->f_blocks / 16;
-	if (files_step > st->f_files / 16)
-		files_step = st->f_files / 16;
-	if (st->f_blocks / 1000 > bytes_step)
-		bytes_step = st->f_blocks / 1000;
-	if (st->f_files / 1000 > files_step)
-		files_step = st->f_files / 1000;
 	st->f_bfree = rounded_down(st->f_bfree, bytes_step);
 	st->f_bavail = rounded_down(st->f_bavail, bytes_step);
 	st->f_ffree = rounded_down(st->f_ffree, files_step);
