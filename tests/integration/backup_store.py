@@ -37,7 +37,7 @@ from pathlib import Path
 
 from conftest import (
     FILE_XATTRS, RUN_XATTRS, XATTR_PREFIX, File, Store, expected_files, expected_runs,
-    make_metadata, serde_pretty, sha256_file,
+    make_metadata, serde_pretty, sha256_file, write_through,
 )
 
 ACME, GLOBEX, INITECH = "acme", "globex", "initech"
@@ -120,16 +120,6 @@ def pick_size(rnd: random.Random) -> int:
 
 
 EXTS = [".txt", ".csv", ".md", ".json", ".png", ".bin", ".log", ".parquet"]
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
 
 
 def write_sparse(path: Path, size: int, data: list[tuple[int, bytes]]) -> None:
@@ -249,7 +239,7 @@ def _add_run(store: Store, tenant: str, rid: str, files: dict, *, created: datet
     sizes = {}
     for name, spec in files.items():
         if isinstance(spec, (bytes, bytearray)):
-            write_bytes(rdir / name, spec)
+            write_through(rdir / name, spec)
             sizes[name] = len(spec)
         else:
             size, writer = spec
@@ -258,7 +248,7 @@ def _add_run(store: Store, tenant: str, rid: str, files: dict, *, created: datet
     listed = {n: File(b"", hole=s) for n, s in sizes.items() if n not in unlisted}
     meta = make_metadata(rid, listed, workflow_id=workflow_id or f"wf-{tenant}-{rid[:8]}",
                          user_directive=directive, created=created, agent=f"{tenant}-agent")
-    write_bytes(rdir / "metadata.json", serde_pretty(meta))
+    write_through(rdir / "metadata.json", serde_pretty(meta))
     base = int(created.timestamp()) * 10**9
     for i, name in enumerate(sorted(sizes) + ["metadata.json"]):
         mt = base + (i + 1) * 1_000_000_000 + rnd.randrange(1, 10**9)

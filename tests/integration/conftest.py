@@ -766,6 +766,19 @@ def sh(script: str, *args, shell: str = "bash", cwd=None,
                           stdin=subprocess.DEVNULL, text=True, errors="replace")
 
 
+def write_through(path, data: bytes) -> None:
+    """Creates or truncates path, writes all of data with os.write (no
+    buffering layer), then closes it: in promote/, the close's error (a
+    refused commit) raises."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 _WRITE_CLOSE = r"""
 import errno, os, sys
 path, data = sys.argv[1], sys.stdin.buffer.read()

@@ -37,7 +37,7 @@ from conftest import (
     SHARED_RUN, XATTR_PREFIX, check_status_entry, entries_by_name, expected_files,
     expected_runs, promote_status, read_bytes, read_metadata, rfc3339, serde_pretty, sh,
     STATUS_KEYS, staging_files, store_state, system_content_type, ts_ns, validate_metadata,
-    wait_until, walk_view, write_close, xattrs,
+    wait_until, walk_view, write_close, write_through, xattrs,
 )
 
 NEW_RUN = "7e57a11c-5e55-4a0b-9c1d-2f3e4a5b6c7d"      # exists nowhere yet
@@ -66,13 +66,7 @@ def P(m, *parts) -> Path:
 
 def promote(m, run: str, name: str, data: bytes) -> None:
     """A direct upload in this process: open, write, close."""
-    fd = os.open(P(m, run, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    write_through(P(m, run, name), data)
 
 
 def request(m, doc, name: str = "req-1.json") -> dict:
