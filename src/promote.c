@@ -50,19 +50,42 @@ struct run_attrs {
 	struct run_attrs *next;
 };
 
+/*
+ * One file being written in promote/: from the open that starts it to the
+ * release of its last descriptor.
+ *
+ * Who may touch what.  The kernel sends WRITE, SETATTR (truncate), FLUSH
+ * (every close of every copy of the descriptor: dup(), fork(), exec's
+ * close-on-exec) and finally RELEASE, from any of the daemon's threads,
+ * in any overlap.  So:
+ *  - lock serialises the operations on the upload: write, truncate,
+ *    commit, abandon and end.  Its holder alone changes the staged file,
+ *    the hash, failure and outcome, and swaps the open file behind fd.
+ *  - The promoter's lock guards what other threads look at: registered
+ *    and agent_id (written under it only: a newer upload of the same name
+ *    takes the name over, setxattr sets the agent); staged, dirty,
+ *    committed and size (written under both locks, so either one is
+ *    enough to read them).  agent_id is copied under it, never kept.
+ *  - fd keeps its number from the first stage to upload_free(): a new
+ *    open file is dup3()'d onto it, so readers of that number (FUSE
+ *    reads, fstat in listings) never meet a closed or reused one.
+ * Lock order: an upload's lock, then the promoter's.
+ */
 struct upload {
 	struct promoter *promoter;
 	struct upload *next;
+	pthread_mutex_t lock;
 	char run[NAMES_ID_MAX + 1];	/* "" for a request */
 	char name[NAMES_FILE_MAX + 1];
 	int fd;			/* the staged file; after a commit, the artifact */
-	int dir_fd;		/* where it is staged (not owned) */
+	int dir_fd;		/* where it is staged */
 	uint64_t size;		/* apparent size, as the quota counts it */
 	bool dirty;		/* written since the last commit */
 	bool committed;		/* committed at least once */
 	bool registered;	/* in the promoter's list, holding its name */
 	bool staged;		/* the staged name exists (not yet renamed away) */
 	int failure;		/* sticky -errno: the upload can no longer commit */
+	int outcome;		/* 0 or -errno of the last commit */
 	char *agent_id;
 	/* SHA-256 of a sequential write, so a plain copy is hashed once. */
 	EVP_MD_CTX *hash;
@@ -91,7 +114,13 @@ struct promoter {
 	int instance_fd;	/* flock'ed for the life of the daemon */
 	int runs_fd, requests_fd, work_fd;
 	char instance[64];
-	pthread_mutex_t lock;	/* uploads, run_attrs, staged totals */
+	/*
+	 * Guards uploads (the list and the fields struct upload names),
+	 * run_attrs, the staged and used totals, work_serial and the
+	 * metadata cache.  Held for memory updates and cheap directory
+	 * calls only, never across a copy or an fsync.
+	 */
+	pthread_mutex_t lock;
 	struct upload *uploads;
 	struct run_attrs *run_attrs;
 	uint64_t staged_bytes;
@@ -606,6 +635,29 @@ static int make_run_dir(struct promoter *p, const char *run)
 	return run_fd;
 }
 
+/*
+ * Opens (making it if needed) and locks the tenant's run dir for a
+ * landing: one writer of metadata.json at a time, across threads and
+ * daemons.  A deletion of the run (rm -r) may remove the directory while
+ * we wait for its lock; the landing then makes it anew.
+ */
+static int lock_run_for_landing(struct promoter *p, const char *run)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		int run_fd = make_run_dir(p, run);
+		struct stat st;
+
+		if (run_fd < 0)
+			return run_fd;
+		store_lock(run_fd, LOCK_EX);
+		if (fstat(run_fd, &st) == 0 && st.st_nlink > 0)
+			return run_fd;
+		flock(run_fd, LOCK_UN);
+		close(run_fd);
+	}
+	return -ESTALE;	/* deleted again and again: give up, loudly */
+}
+
 /* Whether st (metadata.json now) is the file stamp was taken of. */
 static bool same_metadata_file(const struct index_run_stamp *stamp, const struct stat *st)
 {
@@ -752,14 +804,12 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 			 "the run belongs to another tenant" : "invalid run id");
 		return ret;
 	}
-	run_fd = make_run_dir(p, l->run);
+	run_fd = lock_run_for_landing(p, l->run);
 	if (run_fd < 0) {
 		snprintf(reason, REASON_SIZE, "cannot make the run directory: %s",
 			 strerror(-run_fd));
 		return -EIO;
 	}
-	/* One writer of metadata.json at a time, across threads and daemons. */
-	store_lock(run_fd, LOCK_EX);
 	/* Refuse before anything moves if metadata.json cannot be kept valid. */
 	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, reason);
 	if (ret < 0)
@@ -887,13 +937,15 @@ int promote_unstage_run(struct promoter *p, const char *run)
 {
 	bool busy = false;
 
+	int ret;
+
+	/* Locked: an upload starting meanwhile would stage into a removed dir. */
 	pthread_mutex_lock(&p->lock);
 	for (struct upload *u = p->uploads; u; u = u->next)
 		busy |= strcmp(u->run, run) == 0;
+	ret = busy ? -EBUSY : unlinkat(p->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
 	pthread_mutex_unlock(&p->lock);
-	if (busy)
-		return -EBUSY;
-	return unlinkat(p->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
+	return ret;
 }
 
 int promote_list_staged_runs(struct promoter *p,
@@ -955,8 +1007,11 @@ static void upload_free(struct upload *u)
 {
 	if (u->fd >= 0)
 		close(u->fd);
+	if (u->dir_fd >= 0)
+		close(u->dir_fd);
 	EVP_MD_CTX_free(u->hash);
 	free(u->agent_id);
+	pthread_mutex_destroy(&u->lock);
 	free(u);
 }
 
@@ -982,31 +1037,54 @@ static int copy_content(int src, int dst, uint64_t limit, uint64_t *copied)
 	return 0;
 }
 
-/* Makes the upload's staged file (again, after a commit moved it away). */
-static int stage_file(struct upload *u, int content_fd)
+/*
+ * Creates the upload's staged file under its name, holding the content of
+ * content_fd (-1: empty).  The name must be the upload's to use.
+ * Returns 0 with *fd (read-write) and *size, or -errno.
+ */
+static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t *size)
 {
-	int fd, ret = 0;
+	int staged, ret = 0;
 
+	*size = 0;
 	unlinkat(u->dir_fd, u->name, 0);	/* a leftover of an earlier failure */
-	fd = openat(u->dir_fd, u->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
+	staged = openat(u->dir_fd, u->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (staged < 0)
 		return -errno;
-	u->size = 0;
 	if (content_fd >= 0)
-		ret = copy_content(content_fd, fd, UINT64_MAX, &u->size);
+		ret = copy_content(content_fd, staged, UINT64_MAX, size);
 	if (ret < 0) {
-		close(fd);
+		close(staged);
 		unlinkat(u->dir_fd, u->name, 0);
 		return ret;
 	}
-	if (u->fd >= 0)
-		close(u->fd);
-	u->fd = fd;
-	u->staged = true;
+	*fd = staged;
+	return 0;
+}
+
+/* Starts the sequential hash over a staged file of size bytes.  Upload locked. */
+static void start_hash(struct upload *u, uint64_t size)
+{
 	/* Content copied in: the sequential hash cannot cover it. */
-	u->hashed = u->size ? UINT64_MAX : 0;
-	if (u->hash)
-		EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
+	u->hashed = size ? UINT64_MAX : 0;
+	EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
+}
+
+/*
+ * Whether busy, the upload holding a name a new open asks for, lets it
+ * go: close() returns before the kernel releases the file, so an upload
+ * committed and not written since is done with its name, unless its
+ * staged file is still there to land.  A request's never lands: done once
+ * committed.  Returns 0 (busy no longer holds the name) or -EBUSY.  Locked.
+ */
+static int take_over(struct promoter *p, struct upload *busy)
+{
+	if (!busy->committed || busy->dirty || (busy->staged && busy->run[0]))
+		return -EBUSY;
+	/* Its staged name is the newcomer's from now on; see promote_end_upload(). */
+	if (busy->staged)
+		p->staged_bytes -= busy->size;
+	unregister(p, busy);
 	return 0;
 }
 
@@ -1030,7 +1108,8 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	if (!u)
 		return -ENOMEM;
 	u->promoter = p;
-	u->fd = -1;
+	u->fd = u->dir_fd = -1;
+	pthread_mutex_init(&u->lock, NULL);
 	snprintf(u->run, sizeof(u->run), "%s", run ? run : "");
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	u->hash = EVP_MD_CTX_new();
@@ -1039,12 +1118,6 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 		return -ENOMEM;
 	}
 	if (run) {
-		ret = store_make_dir(p->runs_fd, run, 0700, NULL);
-		if (ret < 0) {
-			upload_free(u);
-			return ret;
-		}
-		u->dir_fd = ret;
 		/* dd conv=notrunc into an existing artifact starts from its bytes. */
 		if (!truncate) {
 			char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
@@ -1066,27 +1139,20 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 
 	ret = refresh_usage(p);
 	pthread_mutex_lock(&p->lock);
-	if (ret == 0 && (busy = find_upload(p, run, name))) {
-		/*
-		 * close() returns before the kernel releases the file: an upload
-		 * committed and not written since is done, and yields its name.
-		 */
-		if (busy->committed && !busy->dirty && (!busy->staged || !busy->run[0])) {
-			/* A request file done with: it is ours to replace now. */
-			if (busy->staged) {
-				p->staged_bytes -= busy->size;
-				busy->staged = false;
-			}
-			unregister(p, busy);
-		} else {
-			ret = -EBUSY;
-		}
-	}
+	if (ret == 0 && (busy = find_upload(p, run, name)))
+		ret = take_over(p, busy);
 	if (ret == 0 && run && over_quota(p, 0, 1))
 		ret = -EDQUOT;
+	if (ret == 0 && run) {
+		/* Locked: promote_unstage_run() removes the dir under this lock. */
+		u->dir_fd = store_make_dir(p->runs_fd, run, 0700, NULL);
+		ret = u->dir_fd < 0 ? u->dir_fd : 0;
+	}
 	if (ret == 0)
-		ret = stage_file(u, existing);
+		ret = make_staged_file(u, existing, &u->fd, &u->size);
 	if (ret == 0) {
+		start_hash(u, u->size);
+		u->staged = true;
 		u->next = p->uploads;
 		p->uploads = u;
 		u->registered = true;
@@ -1101,7 +1167,6 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 			record(p, INDEX_ACTION_PROMOTE, run, name, -1, NULL, -ret,
 			       ret == -EBUSY ? "the file is already being uploaded" :
 			       "the tenant's file quota is used up");
-		close(u->dir_fd);
 		upload_free(u);
 		return ret;
 	}
@@ -1154,25 +1219,71 @@ static int fail_request_size(struct upload *u, uint64_t size)
 	return -EFBIG;
 }
 
-/* A write after a commit starts a new version from the committed bytes. */
+/*
+ * A write after a commit starts a new version from the committed bytes,
+ * staged under the upload's name again.  The name is still ours: the
+ * caller marked the upload dirty while it was registered.  A failure
+ * fails the upload: what it would write could no longer land.  Upload
+ * locked.
+ */
 static int restage(struct upload *u)
 {
-	int committed = u->fd, ret;
+	struct promoter *p = u->promoter;
+	int fd = -1, ret;
+	uint64_t size;
 
-	if (!u->registered)
-		return -EBUSY;	/* its name went to a newer upload */
-
-	u->fd = -1;
-	ret = stage_file(u, committed);
-	if (ret < 0) {
-		u->fd = committed;
-		return ret;
+	ret = make_staged_file(u, u->fd, &fd, &size);
+	if (ret == 0 && dup3(fd, u->fd, O_CLOEXEC) < 0) {
+		ret = -errno;
+		unlinkat(u->dir_fd, u->name, 0);
 	}
-	close(committed);
-	pthread_mutex_lock(&u->promoter->lock);
-	u->promoter->staged_bytes += u->size;
-	pthread_mutex_unlock(&u->promoter->lock);
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0) {
+		char reason[REASON_SIZE];
+
+		snprintf(reason, sizeof(reason), "cannot stage the file again for a write "
+			 "after its commit: %s", strerror(-ret));
+		u->failure = -EIO;
+		record(p, INDEX_ACTION_PROMOTE, u->run, u->name, -1, NULL, EIO, reason);
+		return -EIO;
+	}
+	start_hash(u, size);
+	pthread_mutex_lock(&p->lock);
+	u->staged = true;
+	u->size = size;
+	p->staged_bytes += size;
+	pthread_mutex_unlock(&p->lock);
 	return 0;
+}
+
+/*
+ * What every change of an upload's content does first: refuses a failed
+ * upload, or one whose name a newer upload took; marks it dirty (from
+ * then on no newer open takes the name); stages the committed file again
+ * if need be; reserves growth to new_size against the quota.  Upload
+ * locked.
+ */
+static int prepare_change(struct upload *u, uint64_t new_size)
+{
+	struct promoter *p = u->promoter;
+	int ret = 0;
+
+	if (u->failure)
+		return u->failure;
+	if (!u->run[0] && new_size > PROMOTE_REQUEST_MAX)
+		return fail_request_size(u, new_size);
+	pthread_mutex_lock(&p->lock);
+	if (u->registered)
+		u->dirty = true;
+	else
+		ret = -EBUSY;	/* its name went to a newer upload */
+	pthread_mutex_unlock(&p->lock);
+	if (ret == 0 && !u->staged)
+		ret = restage(u);
+	if (ret == 0)
+		ret = reserve(u, new_size);
+	return ret;
 }
 
 /*
@@ -1195,21 +1306,16 @@ static void start_writeback(int fd, uint64_t offset, uint64_t len)
 ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off_t offset)
 {
 	ssize_t written;
-	int ret;
 
-	if (u->failure)
-		return u->failure;
-	if (!u->staged && (ret = restage(u)) < 0)
-		return ret;
-	if (!u->run[0] && (uint64_t)offset + size > PROMOTE_REQUEST_MAX)
-		return fail_request_size(u, (uint64_t)offset + size);
-	ret = reserve(u, (uint64_t)offset + size);
-	if (ret < 0)
-		return ret;
-	written = pwrite(u->fd, buf, size, offset);
+	pthread_mutex_lock(&u->lock);
+	written = prepare_change(u, (uint64_t)offset + size);
 	if (written < 0)
-		return -errno;
-	u->dirty = true;
+		goto out;
+	written = pwrite(u->fd, buf, size, offset);
+	if (written < 0) {
+		written = -errno;
+		goto out;
+	}
 	start_writeback(u->fd, (uint64_t)offset, (uint64_t)written);
 	if ((uint64_t)offset == u->hashed) {
 		EVP_DigestUpdate(u->hash, buf, (size_t)written);
@@ -1217,6 +1323,8 @@ ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off
 	} else if ((uint64_t)offset + (uint64_t)written > u->hashed) {
 		u->hashed = UINT64_MAX;	/* out of order: hash the file at commit */
 	}
+out:
+	pthread_mutex_unlock(&u->lock);
 	return written;
 }
 
@@ -1224,25 +1332,21 @@ int promote_upload_truncate(struct upload *u, off_t size)
 {
 	int ret;
 
-	if (u->failure)
-		return u->failure;
 	if (size < 0)
 		return -EINVAL;
-	if (!u->staged && (ret = restage(u)) < 0)
-		return ret;
-	if (!u->run[0] && (uint64_t)size > PROMOTE_REQUEST_MAX)
-		return fail_request_size(u, (uint64_t)size);
-	ret = reserve(u, (uint64_t)size);
+	pthread_mutex_lock(&u->lock);
+	ret = prepare_change(u, (uint64_t)size);
 	if (ret < 0)
-		return ret;
-	if (ftruncate(u->fd, size) < 0)
-		return -errno;
-	if ((uint64_t)size < u->hashed || (uint64_t)size > u->hashed)
-		u->hashed = (uint64_t)size == 0 ? 0 : UINT64_MAX;
-	if (size == 0)
-		EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
-	u->dirty = true;
-	return 0;
+		goto out;
+	if (ftruncate(u->fd, size) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if ((uint64_t)size != u->hashed)
+		start_hash(u, (uint64_t)size);
+out:
+	pthread_mutex_unlock(&u->lock);
+	return ret;
 }
 
 int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
@@ -1275,7 +1379,7 @@ static int commit_direct(struct upload *u)
 	struct promoter *p = u->promoter;
 	char reason[REASON_SIZE] = "";
 	struct landing l = { .run = u->run, .name = u->name };
-	char *workflow_id = NULL, *user_directive = NULL;
+	char *workflow_id = NULL, *user_directive = NULL, *agent_id = NULL;
 	struct run_attrs *attrs;
 	struct stat st;
 	struct timespec now;
@@ -1305,19 +1409,20 @@ static int commit_direct(struct upload *u)
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	meta_format_time(now.tv_sec, now.tv_nsec, l.generated_at);
-	/* Copied: a setxattr on promote/<run> may replace them meanwhile. */
+	/* Copied: a setxattr on promote/<run> or on the file may replace them meanwhile. */
 	pthread_mutex_lock(&p->lock);
 	attrs = find_run_attrs(p, u->run);
 	workflow_id = copy_text(attrs && attrs->workflow_id ? attrs->workflow_id :
 				p->options.workflow_id, &ret);
 	user_directive = copy_text(attrs && attrs->user_directive ? attrs->user_directive :
 				   p->options.user_directive, &ret);
+	agent_id = copy_text(u->agent_id ? u->agent_id : p->options.agent_id, &ret);
 	pthread_mutex_unlock(&p->lock);
 	if (ret < 0)
 		goto out;
 	l.workflow_id = workflow_id;
 	l.user_directive = user_directive;
-	l.agent_id = u->agent_id ? u->agent_id : p->options.agent_id;
+	l.agent_id = agent_id;
 	/*
 	 * Let go of write access while the file is still in staging: closed
 	 * for writing in the run dir, it would look to every watcher of the
@@ -1334,14 +1439,15 @@ static int commit_direct(struct upload *u)
 		ret = -EIO;
 	}
 	if (ret == 0) {
-		u->staged = false;	/* u->fd is now the artifact itself */
 		pthread_mutex_lock(&p->lock);
+		u->staged = false;	/* u->fd is now the artifact itself */
 		p->staged_bytes -= u->size;
 		pthread_mutex_unlock(&p->lock);
 	}
 out:
 	free(workflow_id);
 	free(user_directive);
+	free(agent_id);
 	record(p, INDEX_ACTION_PROMOTE, u->run, u->name, (int64_t)l.size,
 	       ret == 0 ? l.sha256 : NULL, -ret, ret ? reason : NULL);
 	return ret;
@@ -1530,51 +1636,74 @@ out:
 	return ret;
 }
 
+/* Commits what the upload holds now.  Upload locked. */
 static int commit_upload(struct upload *u)
 {
+	struct promoter *p = u->promoter;
 	int ret = u->run[0] ? commit_direct(u) : commit_request(u);
 
+	pthread_mutex_lock(&p->lock);
 	u->dirty = false;
 	u->committed = true;
+	pthread_mutex_unlock(&p->lock);
+	u->outcome = ret;
 	return ret;
 }
 
 void promote_abandon_upload(struct upload *u, const char *reason)
 {
-	if (u->failure)
-		return;
-	u->failure = -EINTR;
-	record(u->promoter, INDEX_ACTION_PROMOTE, u->run[0] ? u->run : NULL, u->name,
-	       (int64_t)u->size, NULL, EINTR, reason);
+	pthread_mutex_lock(&u->lock);
+	if (!u->failure) {
+		u->failure = -EINTR;
+		record(u->promoter, INDEX_ACTION_PROMOTE, u->run[0] ? u->run : NULL, u->name,
+		       (int64_t)u->size, NULL, EINTR, reason);
+	}
+	pthread_mutex_unlock(&u->lock);
 }
 
 int promote_commit_upload(struct upload *u)
 {
-	if (u->failure)
-		return u->failure;
+	int ret;
+
+	pthread_mutex_lock(&u->lock);
 	/*
-	 * Only what was written is committed here: a shell opens, dup2()s and
-	 * closes the first descriptor before it writes a byte, and that close
-	 * must not promote an empty file.
+	 * Only what was written since the last commit is committed: a shell
+	 * opens, dup2()s and closes the first descriptor before it writes a
+	 * byte, and that close must not promote an empty file.  A close with
+	 * nothing new (another copy of the descriptor) reports the last
+	 * commit's outcome, so no close() says 0 of a file that did not land.
 	 */
-	return u->dirty ? commit_upload(u) : 0;
+	if (u->failure)
+		ret = u->failure;
+	else if (u->dirty)
+		ret = commit_upload(u);
+	else
+		ret = u->outcome;
+	pthread_mutex_unlock(&u->lock);
+	return ret;
 }
 
 void promote_end_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
 
+	pthread_mutex_lock(&u->lock);
 	/* What no close committed (an empty file, a write after the last flush). */
 	if (!u->failure && (u->dirty || !u->committed))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
-	unregister(p, u);
-	if (u->staged)
+	/*
+	 * A staged name taken over by a newer upload is no longer ours
+	 * (take_over() settled its bytes).  Removed under the lock: once
+	 * unregistered, the name may be staged anew at any moment.
+	 */
+	if (u->registered && u->staged) {
 		p->staged_bytes -= u->size;
-	pthread_mutex_unlock(&p->lock);
-	if (u->staged)
 		unlinkat(u->dir_fd, u->name, 0);	/* a request never remains either */
-	close(u->dir_fd);
+	}
+	unregister(p, u);
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&u->lock);
 	upload_free(u);
 }
 
