@@ -26,12 +26,15 @@ struct fs {
 	uid_t uid;
 	gid_t gid;
 	/*
-	 * Kernel cache lifetime for entries and attributes.  Long, because
-	 * the watcher pushes every change to the kernel; cut to 1 s when
-	 * changes can no longer all be watched.
+	 * Kernel cache lifetime for entries and attributes, as configured
+	 * (fixed once mounted).  Long, because the watcher pushes every
+	 * change to the kernel; cut to 1 s, and keep_cache off, once degraded
+	 * (set by the watcher thread when changes can no longer all be
+	 * watched, read by every operation).
 	 */
 	double timeout;
 	bool keep_cache;	/* data and directory caches survive open() */
+	_Atomic bool degraded;
 	/*
 	 * Sequential read-ahead to set on the mount's backing device info
 	 * (/sys/class/bdi/<bdi>/read_ahead_kb) once the kernel has its
@@ -59,9 +62,11 @@ struct fs {
 	/* The thread that asks the kernel to forget files beyond max_files. */
 	struct fs_pruner {
 		pthread_t thread;
-		pthread_mutex_t lock;
+		pthread_mutex_t lock;	/* guards pending, and stop's changes */
 		pthread_cond_t wake;
-		bool running, stop, pending;
+		bool running;		/* the thread was started (main thread only) */
+		bool pending;		/* over the limit since the last prune */
+		_Atomic bool stop;	/* also read unlocked in the prune loop */
 	} pruner;
 };
 

@@ -43,16 +43,15 @@ struct inode {
 	enum inode_kind kind;
 	ino_t ino;		/* the backing st_ino; one of the above for the rest */
 	int fd;			/* INODE_RUN: O_PATH fd of the run dir; else -1 */
-	uint64_t lookups;	/* kernel references; guarded by the table */
+	/*
+	 * References, guarded by the table: the kernel's lookups, one per
+	 * child inode (a child keeps its parent), and the daemon's holds
+	 * (inode_hold_child()).  The inode is freed when none are left.
+	 */
+	uint64_t lookups;
 	/* INODE_FILE: least recently looked up last; guarded by the table. */
 	struct inode *lru_prev, *lru_next;
 	char name[];		/* in the parent; "" for the root */
-};
-
-/* An inode the kernel is asked to forget: see inode_collect_stale(). */
-struct inode_victim {
-	fuse_ino_t parent;
-	char *name;		/* malloc'd */
 };
 
 struct inode_table;
@@ -88,12 +87,28 @@ void inode_ref(struct inode_table *table, struct inode *inode);
 void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n);
 
 /*
- * The node id currently known for (parent, name), or 0.  For the watcher,
- * which only passes the id on to the kernel: the inode may be forgotten
- * at any time after, and a stale id only makes the kernel drop nothing.
+ * Holds the inode the table has for (parent, name), if any: the daemon's
+ * own reference.  A node id is the inode's address, so an inode freed
+ * (the kernel forgot it) and its memory reused would give its id to
+ * another inode, and a notification naming it would reach the wrong
+ * node (the kernel answers ENOTDIR when that one is a file).  Held, the
+ * id stays this inode's; if the kernel forgot it meanwhile, a
+ * notification naming it only finds nothing to drop.
+ * Returns the inode, to give back with inode_release(), or NULL.
  */
-fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
+struct inode *inode_hold_child(struct inode_table *table, struct inode *parent,
 			       const char *name);
+
+/*
+ * Holds every inode whose parent is parent.  *children is malloc'd (NULL
+ * when there are none); release each, then free it.  Returns 0 or -ENOMEM
+ * (nothing held).
+ */
+int inode_hold_children(struct inode_table *table, struct inode *parent,
+			struct inode ***children, size_t *count);
+
+/* Gives back a hold; the inode is freed if nothing else references it. */
+void inode_release(struct inode_table *table, struct inode *inode);
 
 /* Whether more file inodes are held than the table's max_files. */
 bool inode_over_limit(struct inode_table *table);
@@ -101,18 +116,11 @@ bool inode_over_limit(struct inode_table *table);
 /*
  * The daemon's memory must not grow with the store: beyond max_files, the
  * least recently looked-up files are offered here (up to max of them,
- * parent and name copied into victims) for the kernel to be asked to
- * drop; it then forgets them and they are freed.  Files still in use stay
- * (the kernel keeps them; they are offered again later).  Returns how many.
+ * each held: see inode_hold_child()) for the kernel to be asked to drop
+ * their entries; it then forgets them and, once released, they are
+ * freed.  Files still in use stay (the kernel keeps them; they are
+ * offered again later).  Returns how many.
  */
-size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victims, size_t max);
-
-/*
- * Calls fn for every inode whose parent is parent, with the table locked:
- * fn must not call back into the table or block (copy what it needs).
- */
-void inode_for_each_child(struct inode_table *table, fuse_ino_t parent,
-			  void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name),
-			  void *ctx);
+size_t inode_collect_stale(struct inode_table *table, struct inode **victims, size_t max);
 
 #endif

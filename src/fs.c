@@ -6,13 +6,14 @@
  * and replies exactly once, at the end.  Reads go straight from the open
  * backing fd to the kernel (splice), with no lock and no index query.
  * The kernel caches entries, attributes, directory listings and file
- * data for fs->timeout; the watcher thread calls fs_watch_handler (at the
+ * data for cache_timeout(); the watcher thread calls fs_watch_handler (at the
  * end) to drop what a change in the store made stale.  promote/ hands its
  * work to the promoter; a pruner thread keeps the inode table bounded.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,18 @@ static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t n
  * where a reply is built, so every number inside the daemon stays the
  * backing one it can compare with the store.
  */
+/* How long the kernel may cache entries and attributes now. */
+static double cache_timeout(struct fs *fs)
+{
+	return atomic_load(&fs->degraded) && fs->timeout > 1.0 ? 1.0 : fs->timeout;
+}
+
+/* Whether file data and listings may outlive an open() now. */
+static bool keeps_cache(struct fs *fs)
+{
+	return fs->keep_cache && !atomic_load(&fs->degraded);
+}
+
 static ino_t shown_ino(const struct fs *fs, ino_t ino)
 {
 	if (ino == 0 || ino == INODE_ROOT_INO || ino == INODE_PROMOTE_INO ||
@@ -473,8 +486,8 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	int fd, ret;
 
 	memset(e, 0, sizeof(*e));
-	e->attr_timeout = fs->timeout;
-	e->entry_timeout = fs->timeout;
+	e->attr_timeout = cache_timeout(fs);
+	e->entry_timeout = cache_timeout(fs);
 
 	switch (parent->kind) {
 	case INODE_ROOT:
@@ -529,7 +542,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == -ENOENT) {
 		/* Cache the absence too; the watcher drops it if the name appears. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = is_promote_dir(dir) ? 0 : fs->timeout;
+		e.entry_timeout = is_promote_dir(dir) ? 0 : cache_timeout(fs);
 		reply_entry(req, &e);
 		return;
 	}
@@ -582,7 +595,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		 inode->kind == INODE_UPLOAD)
 		reply_attr(req, &st, 0);
 	else	/* the root's link count follows runs expiring: keep it short */
-		reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : fs->timeout);
+		reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : cache_timeout(fs));
 }
 
 /* --- files ---------------------------------------------------------------- */
@@ -730,7 +743,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	switch (inode->kind) {
 	case INODE_FILE:
 		fd = open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
-		fi->keep_cache = fs->keep_cache;
+		fi->keep_cache = keeps_cache(fs);
 		break;
 	case INODE_STATUS:
 		fd = promote_format_status(fs->promoter, &handle->text, &handle->len);
@@ -936,7 +949,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	 * The root's listing changes as runs expire, promote/'s with every
 	 * upload: those are listed afresh each time.
 	 */
-	fi->keep_cache = fs->keep_cache && inode->kind == INODE_RUN;
+	fi->keep_cache = keeps_cache(fs) && inode->kind == INODE_RUN;
 	fi->cache_readdir = fi->keep_cache;
 	if (fuse_reply_open(req, fi) < 0)
 		dir_handle_free(handle);
@@ -1563,100 +1576,79 @@ static void invalidate_inode(struct fs *fs, fuse_ino_t nodeid)
 	fuse_lowlevel_notify_inval_inode(fs->session, nodeid, 0, 0);
 }
 
+/*
+ * The notifications below name inodes the daemon holds (inode.h says
+ * why), and never with the table locked: the kernel may call us back
+ * (FORGET) while we notify.
+ */
 static void notify_file(void *ctx, const char *run, const char *file, bool entry)
 {
 	struct fs *fs = ctx;
-	fuse_ino_t run_id, file_id;
+	struct inode *run_inode, *file_inode;
 
-	run_id = inode_lookup_nodeid(fs->inodes, FUSE_ROOT_ID, run);
-	if (!run_id)
+	run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
+	if (!run_inode)
 		return;	/* nothing below an unknown run can be cached */
-	file_id = inode_lookup_nodeid(fs->inodes, run_id, file);
-	if (file_id)
-		invalidate_inode(fs, file_id);	/* data and attributes */
-	if (entry) {
-		invalidate_entry(fs, run_id, file);
-		invalidate_inode(fs, run_id);	/* listing and mtime */
+	file_inode = inode_hold_child(fs->inodes, run_inode, file);
+	if (file_inode) {
+		invalidate_inode(fs, inode_to_nodeid(file_inode));	/* data and attributes */
+		inode_release(fs->inodes, file_inode);
 	}
+	if (entry) {
+		invalidate_entry(fs, inode_to_nodeid(run_inode), file);
+		invalidate_inode(fs, inode_to_nodeid(run_inode));	/* listing and mtime */
+	}
+	inode_release(fs->inodes, run_inode);
 }
 
 static void notify_run(void *ctx, const char *run)
 {
 	struct fs *fs = ctx;
-	fuse_ino_t run_id = inode_lookup_nodeid(fs->inodes, FUSE_ROOT_ID, run);
+	struct inode *run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
 
 	invalidate_entry(fs, FUSE_ROOT_ID, run);
-	if (run_id)
-		invalidate_inode(fs, run_id);
+	if (run_inode) {
+		invalidate_inode(fs, inode_to_nodeid(run_inode));
+		inode_release(fs->inodes, run_inode);
+	}
 	invalidate_inode(fs, FUSE_ROOT_ID);	/* listing and link count */
 }
 
-struct name_list {
-	size_t count, capacity;
-	struct { fuse_ino_t nodeid; char *name; } *items;
-};
-
-static void collect_child(void *ctx, fuse_ino_t nodeid, const char *name)
+/* Drops every cached entry and attribute below dir, then dir's own. */
+static void invalidate_below(struct fs *fs, struct inode *dir, int depth)
 {
-	struct name_list *list = ctx;
+	struct inode **children = NULL;
+	size_t count = 0;
 
-	if (list->count == list->capacity) {
-		size_t bigger = list->capacity ? list->capacity * 2 : 64;
-		void *grown = realloc(list->items, bigger * sizeof(*list->items));
-		if (!grown)
-			return;	/* best effort: the cache then lives out its timeout */
-		list->items = grown;
-		list->capacity = bigger;
+	/* Best effort without memory: the cache then lives out its timeout. */
+	if (inode_hold_children(fs->inodes, dir, &children, &count) < 0)
+		count = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (depth > 0)
+			invalidate_below(fs, children[i], depth - 1);
+		else
+			invalidate_inode(fs, inode_to_nodeid(children[i]));
+		invalidate_entry(fs, inode_to_nodeid(dir), children[i]->name);
+		inode_release(fs->inodes, children[i]);
 	}
-	list->items[list->count].nodeid = nodeid;
-	list->items[list->count].name = strdup(name);
-	if (list->items[list->count].name)
-		list->count++;
+	free(children);
+	invalidate_inode(fs, inode_to_nodeid(dir));
 }
 
-static void name_list_release(struct name_list *list)
-{
-	for (size_t i = 0; i < list->count; i++)
-		free(list->items[i].name);
-	free(list->items);
-}
-
+/* Anything may have changed: drop every entry, attribute and page the kernel holds. */
 static void invalidate_all(struct fs *fs)
 {
-	struct name_list runs = { 0 };
-
-	/*
-	 * Anything may have changed: drop every cached entry, attribute and
-	 * page the kernel holds.  Names are copied first: the kernel may call
-	 * us back (forget) while we notify, and the table lock is not held.
-	 */
-	inode_for_each_child(fs->inodes, FUSE_ROOT_ID, collect_child, &runs);
-	for (size_t i = 0; i < runs.count; i++) {
-		struct name_list files = { 0 };
-
-		inode_for_each_child(fs->inodes, runs.items[i].nodeid, collect_child, &files);
-		for (size_t j = 0; j < files.count; j++) {
-			invalidate_inode(fs, files.items[j].nodeid);
-			invalidate_entry(fs, runs.items[i].nodeid, files.items[j].name);
-		}
-		name_list_release(&files);
-		invalidate_inode(fs, runs.items[i].nodeid);
-		invalidate_entry(fs, FUSE_ROOT_ID, runs.items[i].name);
-	}
-	name_list_release(&runs);
-	invalidate_inode(fs, FUSE_ROOT_ID);
+	invalidate_below(fs, inode_root(fs->inodes), 1);	/* runs, then their files */
 }
 
 static void degrade(void *ctx)
 {
 	struct fs *fs = ctx;
 
-	if (fs->timeout > 1.0)
+	if (!atomic_exchange(&fs->degraded, true) && fs->timeout > 1.0)
 		log_warning("client %s: store changes can no longer all be watched; "
 			    "kernel caches now expire after 1 second",
 			    fs->view->client);
-	fs->timeout = 1.0;
-	fs->keep_cache = false;
 	invalidate_all(fs);
 }
 
@@ -1701,7 +1693,7 @@ const struct watch_handler fs_watch_handler = {
 static void *prune(void *arg)
 {
 	struct fs *fs = arg;
-	struct inode_victim victims[PRUNE_BATCH];
+	struct inode *victims[PRUNE_BATCH];
 
 	pthread_mutex_lock(&fs->pruner.lock);
 	while (!fs->pruner.stop) {
@@ -1715,8 +1707,9 @@ static void *prune(void *arg)
 		do {
 			n = inode_collect_stale(fs->inodes, victims, PRUNE_BATCH);
 			for (size_t i = 0; i < n; i++) {
-				invalidate_entry(fs, victims[i].parent, victims[i].name);
-				free(victims[i].name);
+				invalidate_entry(fs, inode_to_nodeid(victims[i]->parent),
+						 victims[i]->name);
+				inode_release(fs->inodes, victims[i]);
 			}
 		} while (n == PRUNE_BATCH && !fs->pruner.stop);
 		pthread_mutex_lock(&fs->pruner.lock);

@@ -247,22 +247,29 @@ void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n)
 	}
 }
 
-fuse_ino_t inode_lookup_nodeid(struct inode_table *table, fuse_ino_t parent,
+struct inode *inode_hold_child(struct inode_table *table, struct inode *parent,
 			       const char *name)
 {
-	struct inode *key = inode_new(inode_from_nodeid(table, parent), INODE_FILE, name, 0, -1);
-	fuse_ino_t nodeid = 0;
+	struct inode *key = inode_new(parent, INODE_FILE, name, 0, -1);
+	struct inode *held = NULL;
 	void *slot;
 
 	if (!key)
-		return 0;
+		return NULL;
 	pthread_mutex_lock(&table->lock);
 	slot = tfind(key, &table->tree, compare_inodes);
-	if (slot)
-		nodeid = inode_to_nodeid(*(struct inode **)slot);
+	if (slot) {
+		held = *(struct inode **)slot;
+		held->lookups++;
+	}
 	pthread_mutex_unlock(&table->lock);
 	free(key);
-	return nodeid;
+	return held;
+}
+
+void inode_release(struct inode_table *table, struct inode *inode)
+{
+	inode_forget(table, inode, 1);
 }
 
 bool inode_over_limit(struct inode_table *table)
@@ -275,7 +282,7 @@ bool inode_over_limit(struct inode_table *table)
 	return over;
 }
 
-size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victims, size_t max)
+size_t inode_collect_stale(struct inode_table *table, struct inode **victims, size_t max)
 {
 	size_t n = 0;
 
@@ -283,11 +290,8 @@ size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victi
 	while (n < max && table->files > table->max_files && table->lru_last) {
 		struct inode *inode = table->lru_last;
 
-		victims[n].name = strdup(inode->name);
-		if (!victims[n].name)
-			break;
-		victims[n].parent = inode_to_nodeid(inode->parent);
-		n++;
+		inode->lookups++;	/* held until the kernel has been told */
+		victims[n++] = inode;
 		/* First again: one still in use is not offered at every turn. */
 		lru_touch(table, inode);
 		if (n >= table->files - table->max_files)
@@ -299,26 +303,48 @@ size_t inode_collect_stale(struct inode_table *table, struct inode_victim *victi
 
 struct child_walk {
 	struct inode *parent;
-	void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name);
-	void *ctx;
+	struct inode **children;
+	size_t count, capacity;
+	bool failed;
 };
 
-static void visit_child(const void *node, VISIT which, void *closure)
+/* Holds one child of walk->parent.  Table locked. */
+static void hold_child(const void *node, VISIT which, void *closure)
 {
-	const struct inode *inode = *(struct inode *const *)node;
+	struct inode *inode = *(struct inode *const *)node;
 	struct child_walk *walk = closure;
 
-	if ((which == postorder || which == leaf) && inode->parent == walk->parent)
-		walk->fn(walk->ctx, inode_to_nodeid(inode), inode->name);
+	if ((which != postorder && which != leaf) || inode->parent != walk->parent || walk->failed)
+		return;
+	if (walk->count == walk->capacity) {
+		size_t bigger = walk->capacity ? walk->capacity * 2 : 64;
+		struct inode **grown = realloc(walk->children, bigger * sizeof(*grown));
+		if (!grown) {
+			walk->failed = true;
+			return;
+		}
+		walk->children = grown;
+		walk->capacity = bigger;
+	}
+	inode->lookups++;
+	walk->children[walk->count++] = inode;
 }
 
-void inode_for_each_child(struct inode_table *table, fuse_ino_t parent,
-			  void (*fn)(void *ctx, fuse_ino_t nodeid, const char *name),
-			  void *ctx)
+int inode_hold_children(struct inode_table *table, struct inode *parent,
+			struct inode ***children, size_t *count)
 {
-	struct child_walk walk = { inode_from_nodeid(table, parent), fn, ctx };
+	struct child_walk walk = { .parent = parent };
 
 	pthread_mutex_lock(&table->lock);
-	twalk_r(table->tree, visit_child, &walk);
+	twalk_r(table->tree, hold_child, &walk);
 	pthread_mutex_unlock(&table->lock);
+	if (walk.failed) {
+		for (size_t i = 0; i < walk.count; i++)
+			inode_release(table, walk.children[i]);
+		free(walk.children);
+		return -ENOMEM;
+	}
+	*children = walk.children;
+	*count = walk.count;
+	return 0;
 }

@@ -382,3 +382,52 @@ def test_mixed_load_keeps_every_acknowledged_promotion(store, mounter):
     refused = [line for line in m.stderr().splitlines() if line.startswith("fuse: ")]
     assert not refused, f"the kernel refused notifications: {refused[:3]}"
 
+
+# ------------------------------------------------------- invalidations
+
+
+def test_notifications_name_only_inodes_the_daemon_holds(store, mounter):
+    """The kernel-server rewrites files while readers walk the view and the
+    kernel drops its dentries (drop_caches): the daemon's invalidations race
+    the kernel's FORGETs.  A node id is an inode's address: had the daemon
+    freed an inode and its memory gone to a new one while it notified, the
+    kernel would get a notification for the wrong node and refuse it
+    ("fuse: writing device: Not a directory")."""
+    # File names as long as run ids: a freed run inode's memory fits a file's.
+    runs = [f"{k:08x}-0000-4000-8000-000000000000" for k in range(12)]
+    names = [f"{k:08x}-1111-4000-8000-00000000.txt" for k in range(12)]
+    for run in runs:
+        store.add_run(ALICE, run, {name: b"v0\n" for name in names})
+    m = mounter(store, ALICE, "-o", "max_cached_files=32")
+    stop = threading.Event()
+
+    def kernel_server():
+        rng = random.Random(1)
+        k = 0
+        while not stop.is_set():
+            run_dir = store.run_dir(ALICE, rng.choice(runs))
+            (run_dir / rng.choice(names)).write_bytes(b"v%d\n" % k)
+            k += 1
+
+    def walker():
+        while not stop.is_set():
+            for run in runs:
+                try:
+                    for name in os.listdir(m.mnt / run):
+                        os.stat(m.mnt / run / name)
+                except OSError:
+                    pass
+
+    def dropper():
+        while not stop.wait(0.02):
+            Path("/proc/sys/vm/drop_caches").write_text("2\n")
+
+    threads = [threading.Thread(target=fn) for fn in (kernel_server, walker, walker, dropper)]
+    for t in threads:
+        t.start()
+    stop.wait(3 * SCALE)
+    stop.set()
+    for t in threads:
+        t.join()
+    refused = [line for line in m.stderr().splitlines() if line.startswith("fuse: ")]
+    assert not refused, f"the kernel refused {len(refused)} notifications: {refused[:3]}"
