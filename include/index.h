@@ -26,7 +26,7 @@
 struct index;
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define INDEX_SCHEMA_VERSION 2
+#define INDEX_SCHEMA_VERSION 3
 
 /*
  * What a run's rows were built from.  When a fresh stat of the run dir and
@@ -78,7 +78,10 @@ int index_get_run_stamp(struct index *index, const char *client,
  * columns come from meta (NULL if the file has no entry), file columns from
  * files (NULL if the entry has no file).  The sha256 column of a file whose
  * ino, size and mtime are the same as in the previous row is kept; any
- * other is NULL.  expires_at is also stored as seconds since the epoch when
+ * other is NULL.  Such a file (one promoted through artifactfs) that has
+ * no entry in meta also keeps the previous row's metadata columns: its
+ * entry was dropped by another writer, and promote_repair_run() puts it
+ * back from them.  expires_at is also stored as seconds since the epoch when
  * meta_parse_time() accepts it (NULL otherwise).
  * Returns 0, -EIO.
  */
@@ -166,10 +169,11 @@ int index_claim_run(struct index *index, const char *client, const char *run);
  */
 int index_get_run_owner(struct index *index, const char *run, char **owner);
 
-/* What an audit row records: one per promotion, refusal or deletion. */
+/* What an audit row records: one per promotion, refusal, deletion or repair. */
 enum index_action {
 	INDEX_ACTION_PROMOTE,	/* stored as "promote" */
 	INDEX_ACTION_DELETE,	/* stored as "delete" */
+	INDEX_ACTION_REPAIR,	/* stored as "repair": metadata.json mended */
 };
 
 struct index_audit {

@@ -37,6 +37,8 @@ struct meta_run {
 	char *status;
 	struct meta_artifact *artifacts;
 	size_t n_artifacts;
+	/* Entries the parser folded into a later one of the same filename. */
+	size_t n_duplicates;
 };
 
 /*

@@ -169,6 +169,21 @@ int promote_delete_file(struct promoter *promoter, const char *run, const char *
  */
 int promote_delete_run(struct promoter *promoter, const char *run);
 
+/*
+ * Mends what writers that take no lock (the kernel-server) leave in a
+ * run's metadata.json: each regular file without an entry gets one (as
+ * this daemon promoted it, from the index, where it did; else from the
+ * file: agent_id "unknown", generated_at its mtime, content_type by its
+ * name), duplicate entries fold into the last of their name.  Only once
+ * metadata.json and those files have gone unchanged for a grace period
+ * (a writer that copied a file in is about to add its entry), and never
+ * to a metadata.json that is absent or does not follow the schema.  Each
+ * repair is audited (action "repair") and logged.
+ * Returns 0 (done, nothing to do, or failed and audited), or how many
+ * milliseconds to wait before the run may be repaired.
+ */
+unsigned int promote_repair_run(struct promoter *p, const char *run);
+
 /* The tenant's quotas (0: none) and what it stores, from the index. */
 struct promote_usage {
 	uint64_t quota_bytes, quota_files;

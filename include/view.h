@@ -31,13 +31,39 @@ struct view {
  */
 int view_reconcile(struct view *view);
 
+/* How view_sync_run() and view_index_run() go about a run. */
+enum view_sync_flags {
+	VIEW_SYNC_FORCE = 1,	/* parse it even if its stamp is unchanged */
+	VIEW_SYNC_WAIT = 2,	/* wait out a metadata.json caught half written */
+};
+
 /*
  * Re-indexes one run after a change was noticed: parses it again when
- * force is set or its stamp changed, drops it when it is gone.  Reads
- * under a shared flock on the run dir: promoters take it exclusively.
- * Returns 0 or -errno (logged).
+ * VIEW_SYNC_FORCE is set or its stamp changed, drops it when it is gone.
+ * Reads under a shared flock on the run dir: promoters take it
+ * exclusively.  A metadata.json caught half written (see metafile.h) is
+ * waited for with VIEW_SYNC_WAIT; without, the index stays as it was and
+ * the call returns -EAGAIN: call again once it has settled.  One that
+ * stays unparsable keeps the metadata the index last had for the run.
+ * *incomplete (may be NULL) is set when the run was parsed and holds a
+ * regular file without an entry, or duplicate entries: see
+ * promote_repair_run().
+ * Returns 0, -EAGAIN, or -errno (logged).
  */
-int view_sync_run(struct view *view, const char *run, bool force);
+int view_sync_run(struct view *view, const char *run, unsigned int flags, bool *incomplete);
+
+/* The regular files of a run dir, metadata.json excluded. */
+struct view_file_list {
+	struct index_file *files;	/* filenames malloc'd */
+	size_t count, capacity;
+};
+
+/*
+ * Lists the regular files of run_fd (O_RDONLY or O_PATH), never following
+ * a symlink.  Returns 0 or -errno; release *list after either.
+ */
+int view_list_run_files(int run_fd, struct view_file_list *list);
+void view_file_list_release(struct view_file_list *list);
 
 /* Reads a run dir's stamp (see index.h) from its fd. */
 void view_stamp_run(int run_fd, struct index_run_stamp *stamp);
@@ -46,7 +72,8 @@ void view_stamp_run(int run_fd, struct index_run_stamp *stamp);
  * view_sync_run() for a caller that already holds run_fd (O_RDONLY) and
  * its flock, as a promoter does while it commits.
  */
-int view_index_run(struct view *view, const char *run, int run_fd, bool force);
+int view_index_run(struct view *view, const char *run, int run_fd, unsigned int flags,
+		   bool *incomplete);
 
 /*
  * Whether run is shown: a valid, unreserved run name that has not

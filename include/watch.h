@@ -25,9 +25,12 @@ struct watch_handler {
 	 * kept changing for half a second): once per burst, at most about
 	 * half a second after the first change.  content: a file was written
 	 * or its attributes changed, which the run's stamp (names,
-	 * metadata.json) cannot tell.
+	 * metadata.json) cannot tell.  Returns 0, or how many milliseconds
+	 * later to be called again for this run (with content set) if
+	 * nothing changes in it before; a change first brings the call back
+	 * to the usual moment.
 	 */
-	void (*run_settled)(void *ctx, const char *run, bool content);
+	unsigned int (*run_settled)(void *ctx, const char *run, bool content);
 	/* A directory could not be watched: some changes will go unseen. */
 	void (*degraded)(void *ctx);
 };

@@ -23,6 +23,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "metafile.h"
 #include "names.h"
 
 #define XATTR_PREFIX "user.artifact."
@@ -1660,16 +1661,21 @@ static void notify_tenant(void *ctx)
 	invalidate_all(fs);
 }
 
-static void settle_run(void *ctx, const char *run, bool content)
+static unsigned int settle_run(void *ctx, const char *run, bool content)
 {
 	struct fs *fs = ctx;
-	bool was_visible = view_run_visible(fs->view, run);
+	bool was_visible = view_run_visible(fs->view, run), incomplete;
+	unsigned int again = 0;
 
 	/* A commit of ours already indexed what it did: its stamp then matches. */
-	view_sync_run(fs->view, run, content);
+	if (view_sync_run(fs->view, run, content ? VIEW_SYNC_FORCE : 0, &incomplete) == -EAGAIN)
+		again = METAFILE_SETTLE_MS / 4;	/* caught half written: look again */
+	else if (incomplete && fs->promoter)
+		again = promote_repair_run(fs->promoter, run);
 	/* A rewritten metadata.json may have moved the run's expiry. */
 	if (view_run_visible(fs->view, run) != was_visible)
 		notify_run(fs, run);
+	return again;
 }
 
 const struct watch_handler fs_watch_handler = {

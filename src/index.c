@@ -99,6 +99,29 @@ static const char *const migrations[INDEX_SCHEMA_VERSION + 1] = {
 	"\treason TEXT\n"
 	");\n"
 	"CREATE INDEX audit_client ON audit (client, id);\n",
+	/*
+	 * Repairs of metadata.json (entries put back or folded) are audited
+	 * too.  SQLite cannot change a CHECK constraint in place: the table
+	 * is copied, ids and all.
+	 */
+	[3] =
+	"CREATE TABLE audit_v3 (\n"
+	"\tid INTEGER PRIMARY KEY,\n"
+	"\ttime_ns INTEGER NOT NULL,\n"
+	"\tclient TEXT NOT NULL,\n"
+	"\taction TEXT NOT NULL CHECK (action IN ('promote', 'delete', 'repair')),\n"
+	"\trun TEXT,\n"
+	"\tfilename TEXT,\n"
+	"\tsize INTEGER,\n"
+	"\tsha256 TEXT,\n"
+	"\terror INTEGER NOT NULL,\n"
+	"\treason TEXT\n"
+	");\n"
+	"INSERT INTO audit_v3 SELECT id, time_ns, client, action, run, filename, size,"
+	" sha256, error, reason FROM audit;\n"
+	"DROP TABLE audit;\n"
+	"ALTER TABLE audit_v3 RENAME TO audit;\n"
+	"CREATE INDEX audit_client ON audit (client, id);\n",
 };
 
 /*
@@ -176,7 +199,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	/* The primary key gives this order for free; index_put_run merges on
 	 * it, and strcmp() orders like SQLite's BINARY collation. */
 	[STMT_OLD_HASHES] =
-	"SELECT filename, file_ino, file_size, file_mtime_ns, sha256"
+	"SELECT filename, file_ino, file_size, file_mtime_ns, sha256,"
+	" agent_id, generated_at, size_bytes, content_type"
 	" FROM artifacts WHERE run_id = ?1 AND sha256 IS NOT NULL"
 	" AND file_ino IS NOT NULL ORDER BY filename",
 	[STMT_DELETE_ARTIFACTS] = "DELETE FROM artifacts WHERE run_id = ?1",
@@ -857,14 +881,20 @@ static int sort_by_name(const void *array, size_t n, size_t size,
 }
 
 /*
- * The previous rows of a run that have a sha256 worth keeping, sorted by
- * filename.  The strings live in one growing buffer (rows hold offsets, as
+ * The previous rows of a run that have a sha256 worth keeping (files
+ * promoted through artifactfs), sorted by filename, with their metadata
+ * columns.  The strings live in one growing buffer (rows hold offsets, as
  * the buffer moves) so that 100,000 rows cost a few allocations, not
  * 200,000.
  */
+#define NO_TEXT SIZE_MAX	/* the offset of a NULL column */
+
 struct old_row {
-	size_t filename;	/* offset in text */
-	size_t sha256;		/* offset in text */
+	size_t filename;	/* offsets in text */
+	size_t sha256;
+	size_t agent_id, generated_at, content_type;	/* or NO_TEXT */
+	bool has_size_bytes;
+	int64_t size_bytes;
 	int64_t ino;
 	int64_t size;
 	int64_t mtime_ns;
@@ -902,6 +932,18 @@ static int old_rows_text(struct old_rows *old, const unsigned char *s,
 	return 0;
 }
 
+/* Copies text column i of stmt into old->text, or notes NO_TEXT for NULL. */
+static int old_rows_column(struct old_rows *old, sqlite3_stmt *stmt, int i, size_t *offset)
+{
+	const unsigned char *text = sqlite3_column_text(stmt, i);
+
+	if (!text) {
+		*offset = NO_TEXT;
+		return sqlite3_column_type(stmt, i) == SQLITE_NULL ? 0 : -ENOMEM;
+	}
+	return old_rows_text(old, text, sqlite3_column_bytes(stmt, i), offset);
+}
+
 static int old_rows_add(struct old_rows *old, sqlite3_stmt *stmt)
 {
 	struct old_row *row;
@@ -923,8 +965,13 @@ static int old_rows_add(struct old_rows *old, sqlite3_stmt *stmt)
 	}
 	row = &old->row[old->n];
 	if (old_rows_text(old, name, name_bytes, &row->filename) ||
-	    old_rows_text(old, sha, sha_bytes, &row->sha256))
+	    old_rows_text(old, sha, sha_bytes, &row->sha256) ||
+	    old_rows_column(old, stmt, 5, &row->agent_id) ||
+	    old_rows_column(old, stmt, 6, &row->generated_at) ||
+	    old_rows_column(old, stmt, 8, &row->content_type))
 		return -ENOMEM;
+	row->has_size_bytes = sqlite3_column_type(stmt, 7) != SQLITE_NULL;
+	row->size_bytes = sqlite3_column_int64(stmt, 7);
 	row->ino = sqlite3_column_int64(stmt, 1);
 	row->size = sqlite3_column_int64(stmt, 2);
 	row->mtime_ns = sqlite3_column_int64(stmt, 3);
@@ -954,11 +1001,11 @@ static int read_old_rows(struct index *index, int64_t run_id,
 
 /*
  * Finds name in old from *pos on (names come in increasing order, so the
- * cursor only moves forward) and returns its sha256 if the file is the
- * same one, else NULL.
+ * cursor only moves forward) and returns its row if the file is the same
+ * one, else NULL.
  */
-static const char *kept_sha256(const struct old_rows *old, size_t *pos,
-			       const struct index_file *file)
+static const struct old_row *kept_row(const struct old_rows *old, size_t *pos,
+				      const struct index_file *file)
 {
 	const struct old_row *row;
 	int c = -1;
@@ -975,7 +1022,13 @@ static const char *kept_sha256(const struct old_rows *old, size_t *pos,
 	if (row->ino != file->ino || row->size != file->size ||
 	    row->mtime_ns != file->mtime_ns)
 		return NULL;
-	return old->text + row->sha256;
+	return row;
+}
+
+/* A kept row's text column, or NULL. */
+static const char *kept_text(const struct old_rows *old, size_t offset)
+{
+	return offset == NO_TEXT ? NULL : old->text + offset;
 }
 
 /* Binds a text or NULL; bad |= failure.  Keeps the insert loop readable. */
@@ -1017,6 +1070,8 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 	sqlite3_stmt *stmt = index->stmt[STMT_INSERT_ARTIFACT];
 	const struct meta_artifact *art;
 	const struct index_file *file;
+	const struct old_row *kept;
+	struct meta_artifact from_kept;
 	const char *name;
 	size_t i = 0, j = 0, pos = 0;
 	int c, rc = SQLITE_OK;
@@ -1033,6 +1088,23 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 		file = c >= 0 ? files[j++] : NULL;
 		/* c says which of art and file is set: at least one. */
 		name = art ? art->filename : file->filename;
+		kept = file ? kept_row(old, &pos, file) : NULL;
+		if (!art && kept) {
+			/*
+			 * Promoted here, unchanged, and its entry gone: another
+			 * writer's rewrite of metadata.json dropped it.  What we
+			 * knew stays, for promote_repair_run() to put back.
+			 */
+			from_kept = (struct meta_artifact){
+				.filename = (char *)name,
+				.agent_id = (char *)kept_text(old, kept->agent_id),
+				.generated_at = (char *)kept_text(old, kept->generated_at),
+				.content_type = (char *)kept_text(old, kept->content_type),
+				.has_size_bytes = kept->has_size_bytes,
+				.size_bytes = (uint64_t)kept->size_bytes,
+			};
+			art = &from_kept;
+		}
 
 		bad = false;
 		bind_int64(stmt, 1, true, run_id, &bad);
@@ -1044,7 +1116,7 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 		bind_int64(stmt, 5, sized, sized ? (int64_t)art->size_bytes : 0,
 			   &bad);
 		bind_text(stmt, 6, art ? art->content_type : NULL, &bad);
-		bind_text(stmt, 7, file ? kept_sha256(old, &pos, file) : NULL, &bad);
+		bind_text(stmt, 7, kept ? old->text + kept->sha256 : NULL, &bad);
 		bind_int64(stmt, 8, file != NULL, file ? file->size : 0, &bad);
 		bind_int64(stmt, 9, file != NULL, file ? file->mtime_ns : 0, &bad);
 		bind_int64(stmt, 10, file != NULL, file ? file->ino : 0, &bad);
@@ -1510,6 +1582,8 @@ static const char *action_name(enum index_action action)
 		return "promote";
 	case INDEX_ACTION_DELETE:
 		return "delete";
+	case INDEX_ACTION_REPAIR:
+		return "repair";
 	}
 	return NULL;
 }
@@ -1638,9 +1712,10 @@ int index_list_audit(struct index *index, const char *client, size_t limit,
 		row = (struct index_audit){
 			.time_ns = sqlite3_column_int64(stmt, 0),
 			.client = client,
-			/* The CHECK constraint allows these two only. */
-			.action = action && strcmp(action, "delete") == 0 ?
-				  INDEX_ACTION_DELETE : INDEX_ACTION_PROMOTE,
+			/* The CHECK constraint allows these three only. */
+			.action = !action || strcmp(action, "promote") == 0 ?
+				  INDEX_ACTION_PROMOTE : strcmp(action, "delete") == 0 ?
+				  INDEX_ACTION_DELETE : INDEX_ACTION_REPAIR,
 			.run = column_text(stmt, 2),
 			.filename = column_text(stmt, 3),
 			.size = sqlite3_column_type(stmt, 4) == SQLITE_NULL ?

@@ -226,6 +226,7 @@ static int meta_take_artifacts(struct meta_report *report, json_t *root,
 
 			meta_artifact_release(earlier);
 			*earlier = artifact;
+			run->n_duplicates++;
 			continue;
 		}
 		if (json_object_set_new(seen, artifact.filename,

@@ -32,6 +32,7 @@
 
 #include "log.h"
 #include "meta.h"
+#include "metafile.h"
 #include "mime.h"
 #include "names.h"
 #include "promote.h"
@@ -100,7 +101,7 @@ struct upload {
  */
 struct metadata_cache_entry {
 	char run[NAMES_ID_MAX + 1];	/* "" when unused */
-	struct index_run_stamp stamp;	/* of the run as it was written */
+	struct metafile_version version;	/* of the file as it was written */
 	struct meta_run meta;
 	unsigned long last_used;
 };
@@ -186,7 +187,8 @@ static void record(struct promoter *p, enum index_action action, const char *run
 		.error = error,
 		.reason = reason ? reason_text : NULL,
 	};
-	const char *verb = action == INDEX_ACTION_PROMOTE ? "promotion" : "deletion";
+	const char *verb = action == INDEX_ACTION_PROMOTE ? "promotion" :
+			   action == INDEX_ACTION_DELETE ? "deletion" : "repair of metadata.json";
 
 	/* Names come from agents: what is logged and shown must be plain text. */
 	if (run)
@@ -388,83 +390,100 @@ static char *copy_text(const char *text, int *ret)
 }
 
 /*
- * Reads the run's metadata.json into *meta.  A missing file is an empty
- * run (-ENOENT); a file that does not follow the schema is never
- * rewritten (-EIO): rewriting would lose what the kernel-server wrote.
+ * Reads the run's metadata.json into *meta, waiting while a writer that
+ * takes no lock (the kernel-server) is halfway through rewriting it.  A
+ * missing file is an empty run (-ENOENT); a file that does not follow
+ * the schema, or stays unparsable, is never rewritten (-EIO): rewriting
+ * would lose what the kernel-server wrote.
  */
-static int read_metadata(struct promoter *p, int run_fd, const char *run,
-			 struct meta_run *meta, char *reason)
+static int read_metadata(int run_fd, struct meta_run *meta, struct metafile_version *version,
+			 char *reason)
 {
-	char problem[160];
-	struct stat st;
-	size_t len;
-	char *buf;
+	char problem[160] = "";
 	int ret;
 
-	ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
-	if (ret == -ENOENT)
-		return -ENOENT;
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "cannot read metadata.json: %s", strerror(-ret));
-		return -EIO;
-	}
-	ret = meta_parse(buf, len, meta, problem, sizeof(problem));
-	free(buf);
-	if (ret == -ENOMEM)
+	ret = metafile_read(run_fd, true, meta, version, problem, sizeof(problem));
+	if (ret == 0 || ret == -ENOENT || ret == -ENOMEM)
 		return ret;
-	if (ret < 0) {
+	if (ret == -EBADMSG)
+		snprintf(reason, REASON_SIZE, "metadata.json does not parse (%s) and has not "
+			 "changed for %d ms; not rewriting it", problem, METAFILE_SETTLE_MS);
+	else if (ret == -EINVAL)
 		snprintf(reason, REASON_SIZE,
 			 "metadata.json does not follow the schema (%s); not rewriting it", problem);
-		return -EIO;
-	}
-	return 0;
+	else
+		snprintf(reason, REASON_SIZE, "cannot read metadata.json: %s",
+			 ret == -EFBIG ? problem : strerror(-ret));
+	return -EIO;
 }
 
-/* Writes *meta as the run's metadata.json: draft, fsync, rename, fsync dir. */
+/*
+ * Writes *meta as the run's metadata.json if it is still *version (see
+ * metafile_write()); *version then describes what was written.
+ * Returns 0, -ESTALE (changed since read), -ENOMEM, -EIO with reason set.
+ */
 static int write_metadata(struct promoter *p, int run_fd, const struct meta_run *meta,
-			  char *reason)
+			  struct metafile_version *version, char *reason)
 {
+	struct metafile_version written;
 	char draft[64];
-	size_t len;
-	char *text = NULL;
-	int fd = -1, ret;
+	int ret;
 
-	ret = meta_format(meta, &text, &len);
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "cannot format metadata.json: %s", strerror(-ret));
-		return ret == -ENOMEM ? ret : -EIO;
-	}
 	pthread_mutex_lock(&p->lock);
 	snprintf(draft, sizeof(draft), "metadata.%lu", p->work_serial++);
 	pthread_mutex_unlock(&p->lock);
-	fd = openat(p->work_fd, draft, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	if ((ret = store_write_all(fd, text, len)) < 0 || (ret = fsync_fd(fd)) < 0)
-		goto fail;
-	/* Closed before it lands: a close after writing, seen in the run dir, means a rewrite. */
-	close(fd);
-	fd = -1;
-	if (renameat(p->work_fd, draft, run_fd, NAMES_METADATA_FILE) < 0) {
-		ret = -errno;
-		unlinkat(p->work_fd, draft, 0);
-		goto fail;
-	}
-	ret = fsync_fd(run_fd);
-	if (ret < 0)
-		goto fail;
-	free(text);
-	return 0;
-fail:
-	snprintf(reason, REASON_SIZE, "cannot write metadata.json: %s", strerror(-ret));
-	if (fd >= 0) {
-		close(fd);
-		unlinkat(p->work_fd, draft, 0);
-	}
-	free(text);
+	ret = metafile_write(run_fd, p->work_fd, draft, meta, version, &written);
+	if (ret == 0)
+		*version = written;
+	if (ret == 0 || ret == -ESTALE || ret == -ENOMEM)
+		return ret;
+	snprintf(reason, REASON_SIZE, "cannot %s metadata.json: %s",
+		 ret == -EINVAL ? "format" : "write", strerror(-ret));
 	return -EIO;
+}
+
+/* How often an edit of metadata.json is tried again when another writer got in between. */
+#define EDIT_TRIES 20
+
+/*
+ * A change to a run's metadata: edits *meta in place.  Returns 0, 1 when
+ * there is nothing to write, or -ENOMEM.
+ */
+typedef int (*metadata_edit_fn)(struct promoter *p, struct meta_run *meta, const void *ctx);
+
+/*
+ * Applies edit to *meta, the run's metadata.json as read (*version), and
+ * writes the result; when the file changed since it was read (a writer
+ * that takes no lock), reads it again and applies the edit again, so that
+ * what the other writer wrote stays.  run_fd is locked by the caller.
+ * On success *meta and *version are what the file now holds.
+ * Returns 0 or -errno with reason set.
+ */
+static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
+			 struct metafile_version *version, metadata_edit_fn edit,
+			 const void *ctx, char *reason)
+{
+	for (int tries = 1;; tries++) {
+		int ret = edit(p, meta, ctx);
+
+		if (ret < 0) {
+			snprintf(reason, REASON_SIZE, "out of memory");
+			return ret;
+		}
+		if (ret == 1)
+			return 0;
+		ret = write_metadata(p, run_fd, meta, version, reason);
+		if (ret != -ESTALE)
+			return ret;
+		if (tries == EDIT_TRIES) {
+			snprintf(reason, REASON_SIZE,
+				 "metadata.json kept changing while it was being rewritten");
+			return -EIO;
+		}
+		ret = read_metadata(run_fd, meta, version, reason);
+		if (ret < 0 && ret != -ENOENT)
+			return ret;	/* -ENOENT: removed meanwhile, made anew */
+	}
 }
 
 /* Sets *field to a copy of value.  Returns 0 or -ENOMEM. */
@@ -658,53 +677,48 @@ static int lock_run_for_landing(struct promoter *p, const char *run)
 	return -ESTALE;	/* deleted again and again: give up, loudly */
 }
 
-/* Whether st (metadata.json now) is the file stamp was taken of. */
-static bool same_metadata_file(const struct index_run_stamp *stamp, const struct stat *st)
-{
-	return stamp->meta_ino == (int64_t)st->st_ino && stamp->meta_size == st->st_size &&
-	       stamp->meta_mtime_ns == store_time_ns(&st->st_mtim) &&
-	       stamp->meta_ctime_ns == store_time_ns(&st->st_ctim);
-}
-
 /*
  * Moves the cached metadata of run into *meta when run_fd's metadata.json
  * is still the one it was parsed from.  run_fd is locked by the caller.
  */
 static bool take_cached_metadata(struct promoter *p, int run_fd, const char *run,
-				 struct meta_run *meta)
+				 struct meta_run *meta, struct metafile_version *version)
 {
-	struct stat st;
+	struct metadata_cache_entry taken = { 0 };
 	bool found = false;
 
-	if (fstatat(run_fd, NAMES_METADATA_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return false;
 	pthread_mutex_lock(&p->lock);
 	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++) {
 		struct metadata_cache_entry *entry = &p->metadata_cache[i];
 
-		if (strcmp(entry->run, run) != 0)
-			continue;
-		found = same_metadata_file(&entry->stamp, &st);
-		if (found)
-			*meta = entry->meta;
-		else
-			meta_run_release(&entry->meta);
-		memset(entry, 0, sizeof(*entry));
-		break;
+		if (strcmp(entry->run, run) == 0) {
+			taken = *entry;
+			memset(entry, 0, sizeof(*entry));
+			found = true;
+			break;
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
-	return found;
+	if (found && metafile_unchanged(run_fd, &taken.version)) {
+		*meta = taken.meta;
+		*version = taken.version;
+		return true;
+	}
+	meta_run_release(&taken.meta);
+	return false;
 }
 
 /*
- * Keeps *meta, just written as run's metadata.json (stamp taken after),
- * for the next commit into run (it takes *meta over, leaving it empty).
+ * Keeps *meta, just written as run's metadata.json (*version), for the
+ * next commit into run (it takes *meta over, leaving it empty).
  */
 static void keep_metadata(struct promoter *p, const char *run,
-			  const struct index_run_stamp *stamp, struct meta_run *meta)
+			  const struct metafile_version *version, struct meta_run *meta)
 {
 	struct metadata_cache_entry *slot = NULL;
 
+	if (!version->present)
+		return;	/* rewritten by someone else at once: not worth keeping */
 	pthread_mutex_lock(&p->lock);
 	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++) {
 		struct metadata_cache_entry *entry = &p->metadata_cache[i];
@@ -718,7 +732,7 @@ static void keep_metadata(struct promoter *p, const char *run,
 	}
 	meta_run_release(&slot->meta);
 	snprintf(slot->run, sizeof(slot->run), "%s", run);
-	slot->stamp = *stamp;
+	slot->version = *version;
 	slot->meta = *meta;
 	slot->last_used = ++p->metadata_clock;
 	memset(meta, 0, sizeof(*meta));
@@ -730,53 +744,64 @@ static void keep_metadata(struct promoter *p, const char *run,
  * fine (a new run), unreadable is not.  run_fd is locked by the caller.
  */
 static int read_metadata_for_landing(struct promoter *p, int run_fd, const char *run,
-				     struct meta_run *meta, char *reason)
+				     struct meta_run *meta, struct metafile_version *version,
+				     char *reason)
 {
 	int ret;
 
-	if (take_cached_metadata(p, run_fd, run, meta))
+	if (take_cached_metadata(p, run_fd, run, meta, version))
 		return 0;
-	ret = read_metadata(p, run_fd, run, meta, reason);
+	ret = read_metadata(run_fd, meta, version, reason);
 	return ret == -ENOENT ? 0 : ret;
 }
 
-/* Adds the landing to *meta and writes it; run_fd is locked by the caller. */
-static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
-			  const struct landing *l, char *reason)
+/* Adds the landing to *meta (as read: *version) and writes it; run_fd is locked by the caller. */
+static int add_landing(struct promoter *p, struct meta_run *meta, const void *landing)
 {
-	int ret = add_entry(p, meta, l);
+	return add_entry(p, meta, landing);
+}
 
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "out of memory");
-		return ret;
-	}
-	return write_metadata(p, run_fd, meta, reason);
+static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
+			  struct metafile_version *version, const struct landing *l, char *reason)
+{
+	return edit_metadata(p, run_fd, meta, version, add_landing, l, reason);
 }
 
 /*
  * Records a landed file in the index: its row and the run's, not the
  * whole run again (a run of many files would pay for each one).
- * meta is the metadata.json just written, stamp the run's since; run_fd
- * is locked.
+ * meta is the metadata.json just written, *version the file written;
+ * run_fd is locked.
  */
 static void index_landing(struct promoter *p, int run_fd, const struct meta_run *meta,
-			  const struct landing *l, const struct index_run_stamp *stamp)
+			  const struct metafile_version *version, const struct landing *l)
 {
 	struct index_file file = { .filename = l->name };
 	const struct meta_artifact *entry = NULL;
+	struct index_run_stamp stamp;
 	struct stat st;
+
+	/*
+	 * The stamp of the very file we wrote: if another writer changed it
+	 * since, the stamps differ and the watcher has the run parsed again.
+	 */
+	view_stamp_run(run_fd, &stamp);
+	stamp.meta_ino = version->ino;
+	stamp.meta_size = version->size;
+	stamp.meta_mtime_ns = version->mtime_ns;
+	stamp.meta_ctime_ns = version->ctime_ns;
 
 	for (size_t i = 0; i < meta->n_artifacts; i++)
 		if (strcmp(meta->artifacts[i].filename, l->name) == 0)
 			entry = &meta->artifacts[i];
 	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		view_index_run(p->view, l->run, run_fd, true);	/* the slow way */
+		view_index_run(p->view, l->run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
 		return;
 	}
 	file.size = st.st_size;
 	file.mtime_ns = store_time_ns(&st.st_mtim);
 	file.ino = (int64_t)st.st_ino;
-	index_put_artifact(p->view->index, p->view->client, l->run, stamp, meta, entry,
+	index_put_artifact(p->view->index, p->view->client, l->run, &stamp, meta, entry,
 			   &file, l->sha256);
 }
 
@@ -788,7 +813,7 @@ static void index_landing(struct promoter *p, int run_fd, const struct meta_run 
 static int land_file(struct promoter *p, int staged_dir, const char *staged_name,
 		     const struct landing *l, char *reason)
 {
-	struct index_run_stamp stamp;
+	struct metafile_version version;
 	struct meta_run meta = { 0 };
 	char intent[64] = "";
 	int run_fd = -1, ret;
@@ -811,7 +836,7 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 		return -EIO;
 	}
 	/* Refuse before anything moves if metadata.json cannot be kept valid. */
-	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, reason);
+	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, &version, reason);
 	if (ret < 0)
 		goto out;
 	ret = write_intent(p, l, intent);
@@ -828,15 +853,14 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 	}
 	ret = fsync_fd(run_fd);
 	if (ret == 0)
-		ret = record_landing(p, run_fd, &meta, l, reason);
+		ret = record_landing(p, run_fd, &meta, &version, l, reason);
 	if (ret < 0) {
 		/* The file is in place; the intent finishes its metadata at next mount. */
 		intent[0] = '\0';
 		goto out;
 	}
-	view_stamp_run(run_fd, &stamp);
-	index_landing(p, run_fd, &meta, l, &stamp);
-	keep_metadata(p, l->run, &stamp, &meta);
+	index_landing(p, run_fd, &meta, &version, l);
+	keep_metadata(p, l->run, &version, &meta);
 	refresh_usage(p);
 out:
 	if (intent[0])
@@ -1776,9 +1800,16 @@ static int lock_run_to_delete(struct promoter *p, const char *run, const char *n
 	return run_fd;
 }
 
+/* Drops the entries of the file named ctx: 1 when there are none. */
+static int drop_entry(struct promoter *p, struct meta_run *meta, const void *name)
+{
+	return remove_entry(meta, name) ? 0 : 1;
+}
+
 int promote_delete_file(struct promoter *p, const char *run, const char *name)
 {
 	char reason[REASON_SIZE] = "";
+	struct metafile_version version;
 	struct meta_run meta = { 0 };
 	int run_fd, ret;
 
@@ -1787,10 +1818,10 @@ int promote_delete_file(struct promoter *p, const char *run, const char *name)
 		return run_fd;
 	/* The entry goes first: a crash then leaves a file without entry, not the reverse. */
 	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
-		ret = read_metadata(p, run_fd, run, &meta, reason);
-		if (ret == 0 && remove_entry(&meta, name))
-			ret = write_metadata(p, run_fd, &meta, reason);
-		else if (ret == -EIO)
+		ret = read_metadata(run_fd, &meta, &version, reason);
+		if (ret == 0)
+			ret = edit_metadata(p, run_fd, &meta, &version, drop_entry, name, reason);
+		if (ret == -EIO)
 			/* The tenant asked for the file to go; the metadata is not ours to fix. */
 			log_warning("client %s run %s file %s: deleting the file, leaving its "
 				    "metadata.json as it is: %s", p->view->client, run, name, reason);
@@ -1807,7 +1838,7 @@ out:
 	flock(run_fd, LOCK_UN);
 	close(run_fd);
 	meta_run_release(&meta);
-	view_sync_run(p->view, run, true);
+	view_sync_run(p->view, run, VIEW_SYNC_FORCE, NULL);
 	record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, -ret, ret ? reason : NULL);
 	return ret;
 }
@@ -1852,10 +1883,223 @@ out:
 		close(tenant_fd);
 	flock(run_fd, LOCK_UN);
 	close(run_fd);
-	view_sync_run(p->view, run, true);
+	view_sync_run(p->view, run, VIEW_SYNC_FORCE, NULL);
 	if (ret != -ENOTEMPTY)
 		record(p, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret, ret ? reason : NULL);
 	return ret;
+}
+
+/* --- repairs ----------------------------------------------------------------- */
+
+/* How long a run must have been left alone before its metadata is repaired. */
+#define REPAIR_GRACE_MS 2000
+/* agent_id of an entry rebuilt from the file alone. */
+#define UNKNOWN_AGENT "unknown"
+
+/* A regular file of the run that metadata.json has no entry for. */
+struct orphan {
+	struct meta_artifact entry;	/* what to add for it */
+	bool from_index;	/* entry as artifactfs promoted it, else from stat */
+	bool added;		/* by the edit that was written */
+};
+
+struct repair {
+	struct orphan *orphans;
+	size_t count;
+	size_t folded;		/* duplicate entries folded by the edit written */
+};
+
+static void repair_release(struct repair *r)
+{
+	for (size_t i = 0; i < r->count; i++) {
+		free(r->orphans[i].entry.filename);
+		free(r->orphans[i].entry.agent_id);
+		free(r->orphans[i].entry.generated_at);
+		free(r->orphans[i].entry.content_type);
+	}
+	free(r->orphans);
+}
+
+/*
+ * The entry of a file with none: as the index remembers it where this
+ * daemon promoted the file (an entry another writer dropped), else from
+ * the file itself, with the agent unknown and generated_at its mtime.
+ */
+static int make_orphan_entry(struct promoter *p, const char *run, const char *name,
+			     const struct stat *st, struct orphan *orphan)
+{
+	struct index_attrs attrs = { 0 };
+	const char *agent = NULL, *generated = NULL, *type = NULL;
+	char mtime[META_TIME_SIZE];
+	int ret = 0;
+
+	if (index_get_file_attrs(p->view->index, p->view->client, run, name, &attrs) == 0)
+		for (size_t i = 0; i < attrs.count; i++) {
+			const char *value = attrs.attr[i].value;
+
+			if (strcmp(attrs.attr[i].name, "agent_id") == 0)
+				agent = value;
+			else if (strcmp(attrs.attr[i].name, "generated_at") == 0)
+				generated = value;
+			else if (strcmp(attrs.attr[i].name, "content_type") == 0)
+				type = value;
+		}
+	orphan->from_index = agent && generated && type;
+	if (!orphan->from_index) {
+		meta_format_time(st->st_mtim.tv_sec, st->st_mtim.tv_nsec, mtime);
+		agent = UNKNOWN_AGENT;
+		generated = mtime;
+		type = mime_type_of(p->mime, name);
+	}
+	orphan->entry = (struct meta_artifact){
+		.filename = copy_text(name, &ret),
+		.agent_id = copy_text(agent, &ret),
+		.generated_at = copy_text(generated, &ret),
+		.content_type = copy_text(type, &ret),
+		.has_size_bytes = true,
+		.size_bytes = (uint64_t)st->st_size,
+	};
+	index_attrs_release(&attrs);
+	return ret;
+}
+
+static bool has_entry(const struct meta_run *meta, const char *name)
+{
+	for (size_t i = 0; i < meta->n_artifacts; i++)
+		if (strcmp(meta->artifacts[i].filename, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Finds the run's files without an entry, and when the newest change to
+ * them or to metadata.json was (*changed_ns, CLOCK_REALTIME).
+ */
+static int find_orphans(struct promoter *p, const char *run, int run_fd,
+			const struct meta_run *meta, const struct metafile_version *version,
+			struct repair *r, int64_t *changed_ns)
+{
+	struct view_file_list files = { 0 };
+	int ret;
+
+	*changed_ns = version->ctime_ns;
+	ret = view_list_run_files(run_fd, &files);
+	for (size_t i = 0; ret == 0 && i < files.count; i++) {
+		const char *name = files.files[i].filename;
+		struct stat st;
+
+		if (has_entry(meta, name) || fstatat(run_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (r->count % 16 == 0) {
+			struct orphan *grown = realloc(r->orphans, (r->count + 16) * sizeof(*grown));
+			if (!grown) {
+				ret = -ENOMEM;
+				break;
+			}
+			r->orphans = grown;
+		}
+		memset(&r->orphans[r->count], 0, sizeof(*r->orphans));
+		ret = make_orphan_entry(p, run, name, &st, &r->orphans[r->count++]);
+		if (store_time_ns(&st.st_ctim) > *changed_ns)
+			*changed_ns = store_time_ns(&st.st_ctim);
+	}
+	view_file_list_release(&files);
+	return ret;
+}
+
+/* Adds the entries the files still lack; the write folds duplicates. */
+static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const void *ctx)
+{
+	struct repair *r = (struct repair *)ctx;
+	size_t added = 0;
+
+	for (size_t i = 0; i < r->count; i++) {
+		struct orphan *o = &r->orphans[i];
+		struct meta_artifact *grown;
+		int ret = 0;
+
+		o->added = !has_entry(meta, o->entry.filename);
+		if (!o->added)
+			continue;	/* its writer added it after all */
+		grown = realloc(meta->artifacts, (meta->n_artifacts + 1) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		meta->artifacts = grown;
+		grown[meta->n_artifacts] = (struct meta_artifact){
+			.filename = copy_text(o->entry.filename, &ret),
+			.agent_id = copy_text(o->entry.agent_id, &ret),
+			.generated_at = copy_text(o->entry.generated_at, &ret),
+			.content_type = copy_text(o->entry.content_type, &ret),
+			.has_size_bytes = true,
+			.size_bytes = o->entry.size_bytes,
+		};
+		meta->n_artifacts++;
+		if (ret < 0)
+			return ret;
+		added++;
+	}
+	r->folded = meta->n_duplicates;
+	return added || meta->n_duplicates ? 0 : 1;
+}
+
+unsigned int promote_repair_run(struct promoter *p, const char *run)
+{
+	char reason[REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	struct repair r = { 0 };
+	struct timespec now;
+	int64_t changed_ns, quiet_ms;
+	unsigned int again = 0;
+	int run_fd, ret;
+
+	run_fd = open_own_run(p, run);
+	if (run_fd < 0)
+		return 0;
+	store_lock(run_fd, LOCK_EX);
+	/*
+	 * Only a file that follows the schema is mended; one that is absent
+	 * (deleted on purpose, or a run being made) is not made up.
+	 */
+	ret = metafile_read(run_fd, false, &meta, &version, NULL, 0);
+	if (ret == -EAGAIN)
+		again = METAFILE_SETTLE_MS / 4;
+	if (ret < 0)
+		goto out;
+	ret = find_orphans(p, run, run_fd, &meta, &version, &r, &changed_ns);
+	if (ret < 0 || (!r.count && !meta.n_duplicates))
+		goto out;
+	/* A writer that copied a file in may be about to add its entry: give it time. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	quiet_ms = (store_time_ns(&now) - changed_ns) / 1000000;
+	if (quiet_ms < REPAIR_GRACE_MS) {
+		again = (unsigned int)(REPAIR_GRACE_MS - (quiet_ms > 0 ? quiet_ms : 0));
+		goto out;
+	}
+	ret = edit_metadata(p, run_fd, &meta, &version, add_orphan_entries, &r, reason);
+	if (ret < 0) {
+		record(p, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);
+		goto out;
+	}
+	view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+	for (size_t i = 0; i < r.count; i++)
+		if (r.orphans[i].added)
+			record(p, INDEX_ACTION_REPAIR, run, r.orphans[i].entry.filename,
+			       (int64_t)r.orphans[i].entry.size_bytes, NULL, 0,
+			       r.orphans[i].from_index ?
+			       "entry put back as this daemon promoted the file" :
+			       "entry rebuilt from the file (agent unknown)");
+	if (r.folded) {
+		snprintf(reason, REASON_SIZE, "%zu duplicate entries folded into the last of "
+			 "their name", r.folded);
+		record(p, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, 0, reason);
+	}
+out:
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	repair_release(&r);
+	return again;
 }
 
 int promote_get_usage(struct promoter *p, struct promote_usage *usage)
@@ -1886,7 +2130,8 @@ static int append_status(void *ctx, const struct index_audit *row)
 	meta_format_time(row->time_ns / 1000000000, (long)(row->time_ns % 1000000000), time_text);
 	line = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}",
 			 "time", time_text,
-			 "action", row->action == INDEX_ACTION_PROMOTE ? "promote" : "delete",
+			 "action", row->action == INDEX_ACTION_PROMOTE ? "promote" :
+				   row->action == INDEX_ACTION_DELETE ? "delete" : "repair",
 			 "run", row->run, "file", row->filename,
 			 "result", row->error ? errno_name(row->error) : "ok",
 			 "reason", row->reason ? row->reason :
@@ -1942,7 +2187,7 @@ int promote_format_status(struct promoter *p, char **text, size_t *len)
 static void recover_intent(struct promoter *p, int work_fd, const char *name)
 {
 	char reason[REASON_SIZE] = "", sha[SHA256_HEX_SIZE];
-	struct index_run_stamp stamp;
+	struct metafile_version version;
 	struct meta_run meta = { 0 };
 	struct landing l = { 0 };
 	json_error_t error;
@@ -1976,10 +2221,9 @@ static void recover_intent(struct promoter *p, int work_fd, const char *name)
 	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 	    (uint64_t)st.st_size == l.size && hash_file(fd, sha) == 0 &&
 	    strcmp(sha, l.sha256) == 0 &&
-	    read_metadata_for_landing(p, run_fd, l.run, &meta, reason) == 0 &&
-	    record_landing(p, run_fd, &meta, &l, reason) == 0) {
-		view_stamp_run(run_fd, &stamp);
-		index_landing(p, run_fd, &meta, &l, &stamp);
+	    read_metadata_for_landing(p, run_fd, l.run, &meta, &version, reason) == 0 &&
+	    record_landing(p, run_fd, &meta, &version, &l, reason) == 0) {
+		index_landing(p, run_fd, &meta, &version, &l);
 		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
 			    p->view->client, l.run, l.name);
 	}

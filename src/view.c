@@ -17,16 +17,11 @@
 
 #include "log.h"
 #include "meta.h"
+#include "metafile.h"
 #include "names.h"
 #include "view.h"
 
-/* The regular files of a run dir, metadata.json excluded. */
-struct file_list {
-	struct index_file *files;
-	size_t count, capacity;
-};
-
-static void file_list_release(struct file_list *list)
+void view_file_list_release(struct view_file_list *list)
 {
 	for (size_t i = 0; i < list->count; i++)
 		free((char *)list->files[i].filename);
@@ -34,7 +29,7 @@ static void file_list_release(struct file_list *list)
 	memset(list, 0, sizeof(*list));
 }
 
-static int file_list_add(struct file_list *list, const char *name, const struct stat *st)
+static int file_list_add(struct view_file_list *list, const char *name, const struct stat *st)
 {
 	if (list->count == list->capacity) {
 		size_t capacity = list->capacity ? list->capacity * 2 : 16;
@@ -56,7 +51,7 @@ static int file_list_add(struct file_list *list, const char *name, const struct 
 	return 0;
 }
 
-static int list_run_files(int run_fd, struct file_list *list)
+int view_list_run_files(int run_fd, struct view_file_list *list)
 {
 	struct dirent *entry;
 	struct stat st;
@@ -102,45 +97,74 @@ void view_stamp_run(int run_fd, struct index_run_stamp *stamp)
 	}
 }
 
+/* What read_run_metadata() found. */
+enum run_metadata {
+	RUN_METADATA_READ,	/* *meta holds what is worth indexing */
+	RUN_METADATA_NONE,	/* absent or unusable: index the run without it */
+	RUN_METADATA_CHANGING,	/* half written right now: look again later */
+	RUN_METADATA_BROKEN,	/* unparsable for a while: keep what the index has */
+};
+
 /*
- * Reads and parses the run's metadata.json.  Returns true when *meta holds
- * something worth indexing; a problem is logged once, naming the run.
+ * Reads and parses the run's metadata.json, without waiting on a writer
+ * that is halfway through it.  A problem that lasts is logged once per
+ * read, naming the run.
  */
-static bool read_run_metadata(struct view *view, const char *run, int run_fd,
-			      struct meta_run *meta)
+static enum run_metadata read_run_metadata(struct view *view, const char *run, int run_fd,
+					   bool wait, struct meta_run *meta)
 {
+	struct metafile_version version;
 	char problem[256] = "";
-	size_t len;
-	char *buf;
-	struct stat st;
 	int ret;
 
-	ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
-	if (ret == -ENOENT)
-		return false;	/* a run being created: not worth a warning */
-	if (ret == -EFBIG) {
-		log_warning("client %s run %s: metadata.json is larger than %u bytes; "
-			    "serving the run without its metadata",
-			    view->client, run, META_MAX_BYTES);
-		return false;
-	}
-	if (ret < 0) {
-		log_warning("client %s run %s: cannot read metadata.json: %s; "
-			    "serving the run without its metadata",
-			    view->client, run, strerror(-ret));
-		return false;
-	}
-	ret = meta_parse(buf, len, meta, problem, sizeof(problem));
-	free(buf);
-	if (ret == -EBADMSG)
-		log_warning("client %s run %s: metadata.json is unreadable: %s; "
-			    "serving the run without its metadata",
-			    view->client, run, problem);
-	else if (ret == -EINVAL)
+	ret = metafile_read(run_fd, wait, meta, &version, problem, sizeof(problem));
+	switch (ret) {
+	case 0:
+		return RUN_METADATA_READ;
+	case -ENOENT:
+		return RUN_METADATA_NONE;	/* a run being created: not worth a warning */
+	case -EAGAIN:
+		return RUN_METADATA_CHANGING;
+	case -EINVAL:
 		log_warning("client %s run %s: metadata.json does not follow the schema: %s; "
 			    "serving the run with what could be read",
 			    view->client, run, problem);
-	return ret == 0 || ret == -EINVAL;
+		return RUN_METADATA_READ;
+	case -EBADMSG:
+		log_warning("client %s run %s: metadata.json does not parse (%s) and has not "
+			    "changed for %d ms; serving the run with the metadata last read",
+			    view->client, run, problem, METAFILE_SETTLE_MS);
+		return RUN_METADATA_BROKEN;
+	case -EFBIG:
+		log_warning("client %s run %s: metadata.json is larger than %u bytes; "
+			    "serving the run without its metadata",
+			    view->client, run, META_MAX_BYTES);
+		return RUN_METADATA_NONE;
+	default:
+		log_warning("client %s run %s: cannot read metadata.json: %s; "
+			    "serving the run without its metadata",
+			    view->client, run, strerror(-ret));
+		return RUN_METADATA_NONE;
+	}
+}
+
+/*
+ * Whether the run's metadata wants a repair: a regular file with no entry,
+ * or entries the parser folded into a later one of the same name.
+ */
+static bool metadata_incomplete(const struct meta_run *meta, const struct view_file_list *files)
+{
+	if (meta->n_duplicates)
+		return true;
+	for (size_t i = 0; i < files->count; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < meta->n_artifacts && !found; j++)
+			found = strcmp(meta->artifacts[j].filename, files->files[i].filename) == 0;
+		if (!found)
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -168,38 +192,53 @@ static int open_run_dir(struct view *view, const char *run, int flags, struct st
 	return fd;
 }
 
-int view_index_run(struct view *view, const char *run, int run_fd, bool force)
+int view_index_run(struct view *view, const char *run, int run_fd, unsigned int flags,
+		   bool *incomplete)
 {
 	struct index_run_stamp stamp, indexed;
-	struct file_list files = { 0 };
+	struct view_file_list files = { 0 };
 	struct meta_run meta = { 0 };
-	bool have_meta;
+	enum run_metadata found;
+	bool was_indexed;
 	int ret;
 
+	if (incomplete)
+		*incomplete = false;
 	view_stamp_run(run_fd, &stamp);
-	if (!force && index_get_run_stamp(view->index, view->client, run, &indexed) == 0 &&
+	was_indexed = index_get_run_stamp(view->index, view->client, run, &indexed) == 0;
+	if (!(flags & VIEW_SYNC_FORCE) && was_indexed &&
 	    memcmp(&stamp, &indexed, sizeof(stamp)) == 0)
 		return 0;
-	ret = list_run_files(run_fd, &files);
+	ret = view_list_run_files(run_fd, &files);
 	if (ret < 0) {
 		log_warning("client %s run %s: cannot list run directory: %s",
 			    view->client, run, strerror(-ret));
 		goto out;
 	}
-	have_meta = read_run_metadata(view, run, run_fd, &meta);
+	found = read_run_metadata(view, run, run_fd, flags & VIEW_SYNC_WAIT, &meta);
+	if (found == RUN_METADATA_CHANGING) {
+		ret = -EAGAIN;	/* the index keeps what it had meanwhile */
+		goto out;
+	}
+	if (found == RUN_METADATA_BROKEN && was_indexed)
+		goto out;	/* keep the metadata last read; the stamp stays old */
+	if (found == RUN_METADATA_READ && incomplete)
+		*incomplete = metadata_incomplete(&meta, &files);
 	ret = index_put_run(view->index, view->client, run, &stamp,
-			    have_meta ? &meta : NULL, files.files, files.count);
+			    found == RUN_METADATA_READ ? &meta : NULL, files.files, files.count);
 out:
 	meta_run_release(&meta);
-	file_list_release(&files);
+	view_file_list_release(&files);
 	return ret;
 }
 
-int view_sync_run(struct view *view, const char *run, bool force)
+int view_sync_run(struct view *view, const char *run, unsigned int flags, bool *incomplete)
 {
 	struct stat st;
 	int run_fd, ret;
 
+	if (incomplete)
+		*incomplete = false;
 	run_fd = open_run_dir(view, run, O_RDONLY, &st);
 	if (run_fd < 0) {
 		if (run_fd != -ENOENT)
@@ -212,7 +251,7 @@ int view_sync_run(struct view *view, const char *run, bool force)
 	 * sharing it here means never indexing a commit half done.
 	 */
 	store_lock(run_fd, LOCK_SH);
-	ret = view_index_run(view, run, run_fd, force);
+	ret = view_index_run(view, run, run_fd, flags, incomplete);
 	close(run_fd);
 	return ret;
 }
@@ -266,8 +305,12 @@ int view_reconcile(struct view *view)
 			goto out;
 		}
 		n_seen++;
-		/* A run that cannot be indexed is still served: keep going. */
-		view_sync_run(view, entry->d_name, false);
+		/*
+		 * A run that cannot be indexed is still served: keep going.  No
+		 * change event will come for a metadata.json written before we
+		 * looked: wait for one caught half written.
+		 */
+		view_sync_run(view, entry->d_name, VIEW_SYNC_WAIT, NULL);
 	}
 	if (dir && errno) {
 		ret = -errno;

@@ -69,6 +69,7 @@ struct watch {
 		char run[NAMES_ID_MAX + 1];
 		bool content;	/* a file's bytes or attributes, not just names */
 		int64_t first_ms, last_ms;	/* CLOCK_MONOTONIC */
+		int64_t retry_ms;	/* settle again then (0: when quiet) */
 	} *dirty;
 	size_t n_dirty, dirty_capacity;
 };
@@ -191,6 +192,7 @@ static void mark_dirty(struct watch *watch, const char *run, bool content)
 		if (strcmp(watch->dirty[i].run, run) == 0) {
 			watch->dirty[i].content |= content;
 			watch->dirty[i].last_ms = now;
+			watch->dirty[i].retry_ms = 0;	/* changed again: wait for quiet */
 			return;
 		}
 	if (watch->n_dirty == watch->dirty_capacity) {
@@ -204,16 +206,18 @@ static void mark_dirty(struct watch *watch, const char *run, bool content)
 		watch->dirty = grown;
 		watch->dirty_capacity = bigger;
 	}
-	snprintf(watch->dirty[watch->n_dirty].run, sizeof(watch->dirty->run), "%s", run);
-	watch->dirty[watch->n_dirty].content = content;
-	watch->dirty[watch->n_dirty].first_ms = now;
-	watch->dirty[watch->n_dirty++].last_ms = now;
+	watch->dirty[watch->n_dirty] = (struct dirty_run){
+		.content = content, .first_ms = now, .last_ms = now,
+	};
+	snprintf(watch->dirty[watch->n_dirty++].run, sizeof(watch->dirty->run), "%s", run);
 }
 
 static int64_t settle_due_ms(const struct dirty_run *dirty)
 {
 	int64_t quiet = dirty->last_ms + SETTLE_QUIET_MS, latest = dirty->first_ms + SETTLE_MAX_MS;
 
+	if (dirty->retry_ms)
+		return dirty->retry_ms;
 	return quiet < latest ? quiet : latest;
 }
 
@@ -231,8 +235,15 @@ static int settle_due_runs(struct watch *watch)
 		int64_t due = settle_due_ms(dirty);
 
 		if (due <= now) {
-			watch->handler->run_settled(watch->ctx, dirty->run, dirty->content);
-			continue;
+			unsigned int again = watch->handler->run_settled(watch->ctx, dirty->run,
+									 dirty->content);
+			if (!again)
+				continue;
+			/* Asked back later: then parsed again whatever its stamp says. */
+			dirty->retry_ms = now + again;
+			dirty->content = true;
+			dirty->first_ms = dirty->last_ms = now;	/* a new burst from here */
+			due = dirty->retry_ms;
 		}
 		if (wait < 0 || due - now < wait)
 			wait = due - now;

@@ -438,6 +438,51 @@ static void test_sha256_carry_over(void **state)
 	index_close(index);
 }
 
+/*
+ * A file promoted here (it has a sha256) whose entry another writer's
+ * rewrite of metadata.json dropped keeps its metadata, for a repair to
+ * put back; once the file changes, it does not.
+ */
+static void test_dropped_entry_kept_for_a_promoted_file(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_run without = full_meta;
+	struct index_file files[2];
+	struct index_attrs attrs;
+
+	memcpy(files, some_files, sizeof(files));
+	without.artifacts = NULL;
+	without.n_artifacts = 0;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2), 0);
+	set_sha(f->path, "chart.png");
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
+	assert_int_equal(attrs.count, 5);
+	assert_attr(&attrs, 0, "agent_id", "agent-1");
+	assert_attr(&attrs, 1, "generated_at", "2026-02-07T06:01:00.5+00:00");
+	assert_attr(&attrs, 2, "content_type", "image/png");
+	assert_attr(&attrs, 3, "size_bytes", "1234");
+	assert_attr(&attrs, 4, "sha256", SHA);
+	index_attrs_release(&attrs);
+	/* Still kept the next time (the row now holds it). */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
+	assert_int_equal(attrs.count, 5);
+	index_attrs_release(&attrs);
+	/* data.csv was never promoted here: nothing to keep. */
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "data.csv", &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+	/* Rewritten since: what we knew is about other bytes. */
+	files[1].mtime_ns++;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
+	assert_int_equal(attrs.count, 0);
+	index_attrs_release(&attrs);
+	index_close(index);
+}
+
 static void test_delete_run(void **state)
 {
 	struct fixture *f = *state;
@@ -961,7 +1006,7 @@ static void test_migrate_v1(void **state)
 	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 1);
 
 	index = open_ok(f->path);
-	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), INDEX_SCHEMA_VERSION);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
 				 " WHERE name IN ('run_owners', 'audit',"
 				 " 'audit_client')"), 3);
@@ -993,8 +1038,56 @@ static void test_migrate_v1(void **state)
 	/* Opening again: already current, nothing changes. */
 	index = open_ok(f->path);
 	index_close(index);
-	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), 2);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), INDEX_SCHEMA_VERSION);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM run_owners"), 1);
+}
+
+/* Schema 2's audit table: CHECK allowed 'promote' and 'delete' only. */
+static const char v2_audit[] =
+	"CREATE TABLE run_owners (run TEXT PRIMARY KEY, client TEXT NOT NULL,"
+	" claimed_at INTEGER NOT NULL);"
+	"CREATE TABLE audit (id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
+	" client TEXT NOT NULL, action TEXT NOT NULL CHECK (action IN ('promote', 'delete')),"
+	" run TEXT, filename TEXT, size INTEGER, sha256 TEXT, error INTEGER NOT NULL,"
+	" reason TEXT);"
+	"CREATE INDEX audit_client ON audit (client, id);"
+	"INSERT INTO audit VALUES (41, 1000, 'c1', 'promote', 'r1', 'a.txt', 3, NULL, 0, NULL);"
+	"INSERT INTO audit VALUES (42, 2000, 'c1', 'delete', 'r1', 'a.txt', -1, NULL, 0, NULL);"
+	"PRAGMA user_version = 2;";
+
+static int collect_actions(void *ctx, const struct index_audit *row)
+{
+	int *actions = ctx;
+
+	actions[actions[0] + 1] = (int)row->action;
+	actions[0]++;
+	return 0;
+}
+
+static void test_migrate_v2_audit(void **state)
+{
+	struct fixture *f = *state;
+	struct index_audit repair = { 3000, "c1", INDEX_ACTION_REPAIR, "r1", "b.txt", 5, NULL, 0,
+				      "entry rebuilt from the file" };
+	int actions[8] = { 0 };
+	struct index *index;
+
+	sql_exec(f->path, v1_schema);
+	sql_exec(f->path, v2_audit);
+	index = open_ok(f->path);
+	assert_int_equal(sql_int(f->path, "PRAGMA user_version"), INDEX_SCHEMA_VERSION);
+	/* The rows and their ids survive the copy. */
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit WHERE id IN (41, 42)"), 2);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master"
+				 " WHERE name = 'audit_client'"), 1);
+	assert_int_equal(index_add_audit(index, &repair), 0);
+	assert_int_equal(index_list_audit(index, "c1", 10, collect_actions, actions), 0);
+	assert_int_equal(actions[0], 3);
+	assert_int_equal(actions[1], INDEX_ACTION_PROMOTE);
+	assert_int_equal(actions[2], INDEX_ACTION_DELETE);
+	assert_int_equal(actions[3], INDEX_ACTION_REPAIR);
+	assert_int_equal(sql_int(f->path, "SELECT id > 42 FROM audit WHERE action = 'repair'"), 1);
+	index_close(index);
 }
 
 static void test_claim(void **state)
@@ -1481,6 +1574,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_two_daemons, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v2_audit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dropped_entry_kept_for_a_promoted_file, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_claim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit, setup, teardown),

@@ -716,6 +716,7 @@ static void test_duplicate_filenames(void **state)
 	/* What the kernel-server writes on re-promotion: valid, deduplicated. */
 	assert_int_equal(parse_text(doc, &run, problem), 0);
 	assert_int_equal(run.n_artifacts, 2);
+	assert_int_equal(run.n_duplicates, 2);	/* counted, for a repair to fold them */
 	/* The last content, in the first entry's place. */
 	assert_string_equal(run.artifacts[0].filename, "a");
 	assert_string_equal(run.artifacts[0].agent_id, "third");

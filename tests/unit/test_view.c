@@ -208,6 +208,7 @@ static void test_malformed_metadata_keeps_the_run(void **state)
 	make_dir(f->root, "artifacts/alice/typed");
 	write_file(f->root, "artifacts/alice/typed/metadata.json",
 		   "{\"run_id\": \"typed\", \"workflow_id\": 7, \"status\": \"active\"}");
+	/* Unparsable and just written: a writer may be halfway, so reconcile waits it out. */
 	assert_int_equal(view_reconcile(&f->view), 0);
 	assert_int_equal(index_list_runs(f->index, "alice", &runs, &n), 0);
 	assert_int_equal(n, 3);
@@ -223,6 +224,31 @@ static void test_malformed_metadata_keeps_the_run(void **state)
 	index_attrs_release(&attrs);
 	assert_int_equal(index_get_file_attrs(f->index, "alice", "bad", "x.bin", &attrs), 0);
 	index_attrs_release(&attrs);
+}
+
+/* A run whose metadata.json breaks keeps the metadata last read, while it is written and after. */
+static void test_broken_metadata_keeps_the_last_good(void **state)
+{
+	struct fixture *f = *state;
+	struct index_attrs attrs;
+	bool incomplete = true;
+
+	write_metadata(f->root, "artifacts/alice/r1", "r1", "wf-good", "2999-01-01T00:00:00+00:00");
+	assert_int_equal(view_sync_run(&f->view, "r1", VIEW_SYNC_FORCE, &incomplete), 0);
+	assert_false(incomplete);
+	write_file(f->root, "artifacts/alice/r1/metadata.json", "{\"run_id\": \"r1\", \"wor");
+	assert_int_equal(view_sync_run(&f->view, "r1", VIEW_SYNC_FORCE, NULL), -EAGAIN);
+	nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 100000000 }, NULL);
+	assert_int_equal(view_sync_run(&f->view, "r1", VIEW_SYNC_FORCE, NULL), 0);
+	assert_int_equal(index_get_run_attrs(f->index, "alice", "r1", &attrs), 0);
+	assert_true(attrs.count > 0);
+	assert_string_equal(attrs.attr[0].value, "wf-good");
+	index_attrs_release(&attrs);
+	/* A file with no entry makes the run incomplete (a repair is due). */
+	write_metadata(f->root, "artifacts/alice/r1", "r1", "wf-good", "2999-01-01T00:00:00+00:00");
+	write_file(f->root, "artifacts/alice/r1/orphan.txt", "x");
+	assert_int_equal(view_sync_run(&f->view, "r1", VIEW_SYNC_FORCE, &incomplete), 0);
+	assert_true(incomplete);
 }
 
 static void test_hidden_runs(void **state)
@@ -265,7 +291,7 @@ static void test_sync_run_follows_a_rewrite(void **state)
 
 	assert_int_equal(view_reconcile(&f->view), 0);
 	write_metadata(f->root, "artifacts/alice/r1", "r1", "rewritten", "2999-01-01T00:00:00+00:00");
-	assert_int_equal(view_sync_run(&f->view, "r1", true), 0);
+	assert_int_equal(view_sync_run(&f->view, "r1", VIEW_SYNC_FORCE, NULL), 0);
 	workflow = run_attr(f, "alice", "r1", "workflow_id");
 	assert_string_equal(workflow, "rewritten");
 	free(workflow);
@@ -279,6 +305,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconcile_drops_vanished_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tenant_without_directory_is_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_metadata_keeps_the_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_broken_metadata_keeps_the_last_good, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_hidden_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_run_follows_a_rewrite, setup, teardown),
 	};
