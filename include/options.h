@@ -31,6 +31,7 @@ struct options {
 	char *workflow_id;	/* -o workflow=ID */
 	char *user_directive;	/* -o directive=TEXT */
 	unsigned int retention_days;	/* -o retention=DAYS */
+	unsigned int file_mode;		/* -o file_mode=OCTAL: promoted files */
 	unsigned long long quota_bytes;	/* -o quota_bytes=N */
 	unsigned long long quota_files;	/* -o quota_files=N */
 	char *only_run;		/* -o run=RUN */

@@ -27,6 +27,7 @@ struct promote_options {
 	const char *workflow_id;	/* default workflow of a new run */
 	const char *user_directive;	/* default directive of a new run */
 	unsigned int retention_days;	/* expires_at = created_at + this */
+	mode_t file_mode;		/* of every file that lands (the store's 0644) */
 	uint64_t quota_bytes;		/* per tenant; 0 for no limit */
 	uint64_t quota_files;		/* per tenant; 0 for no limit */
 	const char *only_run;		/* promote into this run only, or NULL */

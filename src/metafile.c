@@ -82,14 +82,25 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 		free(buf);
 		if (ret != -EBADMSG)
 			return ret;
-		/* Truncated and being written again, or left that way for good? */
-		if (unchanged_for_ms(&st) >= METAFILE_SETTLE_MS)
-			return -EBADMSG;
-		if (!wait)
-			return -EAGAIN;
-		if (monotonic_ms() - started >= METAFILE_WAIT_MAX_MS)
-			return -EBADMSG;
-		nanosleep(&pause, NULL);
+		/*
+		 * Truncated and being written again, or left that way for good?
+		 * Read it again only once it changed: parsing the same bytes
+		 * again (up to 16 MiB) would tell nothing new.
+		 */
+		for (;;) {
+			struct stat now;
+
+			if (unchanged_for_ms(&st) >= METAFILE_SETTLE_MS)
+				return -EBADMSG;
+			if (!wait)
+				return -EAGAIN;
+			if (monotonic_ms() - started >= METAFILE_WAIT_MAX_MS)
+				return -EBADMSG;
+			nanosleep(&pause, NULL);
+			if (fstatat(run_fd, NAMES_METADATA_FILE, &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !is_version(version, &now))
+				break;
+		}
 	}
 }
 

@@ -845,6 +845,16 @@ static int land_file(struct promoter *p, int staged_dir, const char *staged_name
 		ret = -EIO;
 		goto out;
 	}
+	/*
+	 * Staged private (0600, in a 0700 dir), landed with the store's mode:
+	 * the kernel-server, another user, serves these files too.
+	 */
+	if (fchmodat(staged_dir, staged_name, p->options.file_mode, 0) < 0) {
+		ret = -errno;
+		snprintf(reason, REASON_SIZE, "cannot set the file's mode: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
 	if (renameat(staged_dir, staged_name, run_fd, l->name) < 0) {
 		ret = -errno;
 		snprintf(reason, REASON_SIZE, "cannot move the file into the run: %s", strerror(-ret));

@@ -105,6 +105,11 @@ BAD = {
     "read_ahead_too_large": (lambda s, mnt, tmp: ["-o", "client=alice", "-o",
                                                   "read_ahead_kb=65537", s.root, mnt],
                              r"read_ahead_kb"),
+    "file_mode_owner_cannot_read": (lambda s, mnt, tmp: ["-o", "client=alice", "-o",
+                                                         "file_mode=0244", s.root, mnt],
+                                    r"file_mode"),
+    "file_mode_setuid": (lambda s, mnt, tmp: ["-o", "client=alice", "-o", "file_mode=4755",
+                                              s.root, mnt], r"file_mode"),
 }
 
 

@@ -10,24 +10,28 @@ metadata.json broken for good is refused, untouched.
 """
 
 import errno
-import hashlib
 import json
 import os
 import random
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from conftest import (
-    ALICE, DEFAULT_AGENT, XATTR_PREFIX, entries_by_name, expected_files, promote_status,
-    read_bytes, read_metadata, rfc3339, serde_pretty, system_content_type, ts_ns,
-    wait_until, xattrs,
+    ALICE, DEFAULT_AGENT, XATTR_PREFIX, Store, entries_by_name, expected_files,
+    promote_status, read_bytes, read_metadata, rfc3339, serde_pretty, system_content_type,
+    ts_ns, wait_until, write_close, xattrs,
 )
 
 RUN = "5a4ed000-0000-4000-8000-00000000c0de"
 KS_AGENT = "ks-agent"
+KS_UID = 65534          # the kernel-server as another user: nobody
 # The grace a repair waits (promote.c), plus the watcher's settling, plus slack.
 REPAIR_WAIT = 10.0
 
@@ -287,3 +291,58 @@ def test_a_run_without_metadata_json_is_left_alone(store, mounter):
     time.sleep(3.5)     # past the grace period
     assert not (run_dir / "metadata.json").exists()
     assert not repairs(m, RUN)
+
+
+# ------------------------------------------------------------ modes
+
+
+@pytest.fixture
+def shared_store():
+    """A store another user can reach (pytest's own tmp dirs are private)."""
+    root = Path(tempfile.mkdtemp(prefix="artifactfs-shared-"))
+    root.chmod(0o755)
+    try:
+        yield Store(root / "store")
+    finally:
+        shutil.rmtree(root)
+
+
+def read_as_kernel_server(path) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", f"--reuid={KS_UID}", f"--regid={KS_UID}",
+                           "--clear-groups", "cat", str(path)], capture_output=True)
+
+
+@pytest.mark.parametrize("file_mode", [None, "0640"])
+def test_promoted_files_follow_the_store_s_modes(shared_store, mounter, file_mode):
+    """What lands is readable by a kernel-server running as another user:
+    files take the store's 0644 (or -o file_mode=), and metadata.json keeps
+    the mode and owner it had across artifactfs's rewrites."""
+    store = shared_store
+    run_dir = store.run_dir(ALICE, RUN)
+    store.client_dir(ALICE).mkdir(parents=True)
+    store.client_dir(ALICE).chmod(0o755)
+    run_dir.mkdir()
+    ks_promote(run_dir, "ks.txt", b"from the kernel-server\n")
+    os.chown(run_dir / "metadata.json", KS_UID, KS_UID)
+    os.chmod(run_dir / "metadata.json", 0o664)
+    store.add_session_output(RUN, {"session.csv": b"a,b\n"})
+    options = ["-o", f"file_mode={file_mode}"] if file_mode else []
+    m = mounter(store, ALICE, *options)
+    want = int(file_mode, 8) if file_mode else 0o644
+
+    assert promote_file(m, RUN, "direct.bin", b"direct bytes") == "ok"
+    assert write_close(m.mnt / "promote" / "req.json",
+                       json.dumps({"run_id": RUN, "filename": "session.csv"}).encode()
+                       ) == {"write": "ok", "close": "ok"}
+    for name in ("direct.bin", "session.csv"):
+        st = os.stat(run_dir / name)
+        assert st.st_mode & 0o7777 == want, (name, oct(st.st_mode))
+        if want & 0o004:
+            r = read_as_kernel_server(run_dir / name)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == read_bytes(run_dir / name)
+    st = os.stat(run_dir / "metadata.json")
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o664, KS_UID, KS_UID)
+    r = read_as_kernel_server(run_dir / "metadata.json")
+    assert r.returncode == 0, r.stderr
+    assert set(entries_by_name(json.loads(r.stdout))) == {"ks.txt", "direct.bin", "session.csv"}

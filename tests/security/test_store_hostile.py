@@ -60,7 +60,7 @@ def test_deeply_nested_metadata_json(world, mounter):
     and memory hold."""
     run_dir = world.root / "artifacts" / ALICE / ALICE_RUN
     (run_dir / "metadata.json").write_bytes(b"[" * (15 * MIB))
-    m = mounter(world, ALICE, expect_warnings=[r"metadata\.json is unreadable"])
+    m = mounter(world, ALICE, expect_warnings=[r"metadata\.json does not parse"])
     guard = StoreGuard(world)
     assert sorted(os.listdir(m.mnt / ALICE_RUN)) == ["metadata.json", "notes.txt"]
     assert read_bytes(m.mnt / ALICE_RUN / "notes.txt").startswith(b"alice notes")
