@@ -46,6 +46,21 @@ int names_check_run(const char *name, const char **reason);
 int names_check_artifact(const char *name, const char **reason);
 
 /*
+ * Checks a name written in promote/<run>/: an artifact name, or a
+ * temporary one (see names_is_temporary()), which may start with '.' but
+ * is not "." or "..".  Same return and reason as names_check_id().
+ */
+int names_check_upload(const char *name, const char **reason);
+
+/*
+ * Whether a name that passed names_check_upload() is a temporary one: a
+ * file tools write, then rename or delete, never meant as an artifact.
+ * Dot-files (rsync's ".name.XXXXXX", ".out.tmp") and SQLite's sidecars
+ * ("-journal", "-wal", "-shm" after a name).
+ */
+bool names_is_temporary(const char *name);
+
+/*
  * Checks len bytes of text (a value, not a name): valid UTF-8 as above,
  * with no control character (NUL included).  Same return and reason as
  * names_check_id().

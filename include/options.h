@@ -32,6 +32,7 @@ struct options {
 	char *user_directive;	/* -o directive=TEXT */
 	unsigned int retention_days;	/* -o retention=DAYS */
 	unsigned int file_mode;		/* -o file_mode=OCTAL: promoted files */
+	unsigned int temporary_idle;	/* -o temporary_idle=SECONDS */
 	unsigned long long quota_bytes;	/* -o quota_bytes=N */
 	unsigned long long quota_files;	/* -o quota_files=N */
 	char *only_run;		/* -o run=RUN */

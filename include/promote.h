@@ -32,6 +32,7 @@ struct promote_options {
 	uint64_t quota_files;		/* per tenant; 0 for no limit */
 	const char *only_run;		/* promote into this run only, or NULL */
 	bool no_delete;			/* deletion refused with EPERM */
+	unsigned int temporary_idle;	/* seconds an unheld temporary stays; 0: 3600 */
 };
 
 /* Longest value accepted for an artifact attribute set through the mount. */
@@ -142,6 +143,37 @@ void promote_abandon_upload(struct upload *upload, const char *reason);
  * file, frees the upload.
  */
 void promote_end_upload(struct upload *upload);
+
+/*
+ * unlink() in promote/<run>/: an upload of that name (a temporary, or one
+ * still being written) is dropped, staged file and all, and never lands;
+ * whoever still has it open writes on into nothing.  Without one, the
+ * artifact of that name is deleted as by promote_delete_file() (zip opens
+ * its archive to try it, then unlinks it).  Returns 0, -ENOENT, or
+ * promote_delete_file()'s -errno.
+ */
+int promote_discard_upload(struct promoter *p, const char *run, const char *name);
+
+/*
+ * rename() inside promote/<run>/.  Of a temporary: onto another temporary
+ * name it only moves; onto a final name it lands, as a close lands an
+ * upload, durable when this returns (that rename is the promotion).  Of a
+ * file promoted there under a final-looking name (mkstemp's
+ * "tmpXXXXXXXX", zip's "ziXXXXXX"; one still open lands first): the
+ * artifact is renamed, file and entry together, recorded by an intent.
+ * no_replace: RENAME_NOREPLACE.  Returns 0, -ENOENT, -EBUSY (to is being
+ * uploaded), -EEXIST, -EINVAL (bad name), -EPERM (an artifact renamed to
+ * a temporary name), or the landing's -errno (logged and audited).
+ */
+int promote_rename_upload(struct promoter *p, const char *run, const char *from,
+			  const char *to, bool no_replace);
+
+/*
+ * mkdir in promote/<run>/: runs are flat in RARO's layout, so a tree
+ * (tar -x, cp -r, rsync -r) lands its files and not its directories.
+ * Logs and audits the refusal, naming the path.  Returns -EPERM.
+ */
+int promote_refuse_directory(struct promoter *p, const char *run, const char *name);
 
 /*
  * Looks up the upload in flight for run/name (run NULL: a request).

@@ -1348,8 +1348,12 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct stat st;
 	int ret;
 
+	if (dir->kind == INODE_STAGED_RUN) {
+		fuse_reply_err(req, -promote_refuse_directory(fs->promoter, dir->name, name));
+		return;
+	}
 	if (dir->kind != INODE_PROMOTE || !fs->promoter) {
-		fuse_reply_err(req, dir->kind == INODE_STAGED_RUN ? EPERM : EROFS);
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	ret = promote_stage_run(fs->promoter, name, true, &st);
@@ -1364,7 +1368,7 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	reply_entry(req, &e);
 }
 
-/* rm of an artifact (or of metadata.json) in a run. */
+/* rm of an artifact (or of metadata.json) in a run, or of a temporary in promote/<run>. */
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
@@ -1372,6 +1376,8 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (dir->kind == INODE_RUN && fs->promoter)
 		fuse_reply_err(req, -promote_delete_file(fs->promoter, dir->name, name));
+	else if (dir->kind == INODE_STAGED_RUN)
+		fuse_reply_err(req, -promote_discard_upload(fs->promoter, dir->name, name));
 	else
 		fuse_reply_err(req, is_promote_dir(dir) ? EPERM : EROFS);
 }
@@ -1399,10 +1405,33 @@ static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	fuse_reply_err(req, EROFS);
 }
 
+/*
+ * rename() within promote/<run>/ of a temporary file (rsync's
+ * ".name.XXXXXX", "x.tmp" written then renamed): onto a final name it is
+ * the promotion.  Everything else stays read-only.
+ */
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = fs_of(req);
+	struct inode *dir = inode_of(req, parent);
+	int ret;
+
+	if (dir->kind != INODE_STAGED_RUN || newparent != parent) {
+		fuse_reply_err(req, dir->kind == INODE_STAGED_RUN ? EXDEV : EROFS);
+		return;
+	}
+	if (flags & ~RENAME_NOREPLACE) {
+		fuse_reply_err(req, EINVAL);	/* RENAME_EXCHANGE, RENAME_WHITEOUT */
+		return;
+	}
+	ret = promote_rename_upload(fs->promoter, dir->name, name, newname,
+				    flags & RENAME_NOREPLACE);
+	if (ret == 0 && !names_is_temporary(newname)) {
+		notify_file(fs, dir->name, name, true);	/* an artifact renamed away */
+		notify_landing(fs, dir->name, newname);
+	}
+	fuse_reply_err(req, -ret);
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t nodeid, fuse_ino_t newparent, const char *newname)

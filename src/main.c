@@ -216,6 +216,7 @@ int main(int argc, char *argv[])
 			.user_directive = opts.user_directive ? opts.user_directive : "",
 			.retention_days = opts.retention_days,
 			.file_mode = (mode_t)opts.file_mode,
+			.temporary_idle = opts.temporary_idle,
 			.quota_bytes = opts.quota_bytes,
 			.quota_files = opts.quota_files,
 			.only_run = opts.only_run,

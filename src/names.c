@@ -139,7 +139,8 @@ int names_check_text(const char *text, size_t len, const char **reason)
 	return 0;
 }
 
-int names_check_artifact(const char *name, const char **reason)
+/* An artifact's name, or with temporary set a name that may start with '.'. */
+static int check_file_name(const char *name, bool temporary, const char **reason)
 {
 	const char *slash;
 	size_t len;
@@ -161,11 +162,34 @@ int names_check_artifact(const char *name, const char **reason)
 	if (slash)
 		return names_reject(reason, "contains '/'");
 	/* Hidden files would not show in listings, and "." and ".." escape. */
-	if (name[0] == '.')
+	if (name[0] == '.' && !temporary)
 		return names_reject(reason, "starts with '.'");
 	if (strcmp(name, NAMES_METADATA_FILE) == 0)
 		return names_reject(reason, "is reserved");
 	return 0;
+}
+
+int names_check_artifact(const char *name, const char **reason)
+{
+	return check_file_name(name, false, reason);
+}
+
+int names_check_upload(const char *name, const char **reason)
+{
+	return check_file_name(name, true, reason);
+}
+
+static bool ends_with(const char *name, const char *suffix)
+{
+	size_t len = strlen(name), n = strlen(suffix);
+
+	return len > n && strcmp(name + len - n, suffix) == 0;
+}
+
+bool names_is_temporary(const char *name)
+{
+	return name[0] == '.' || ends_with(name, "-journal") || ends_with(name, "-wal") ||
+	       ends_with(name, "-shm");
 }
 
 void names_make_printable(const char *text, char *out, size_t out_size)

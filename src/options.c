@@ -39,6 +39,7 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("directive=%s", user_directive, 0),
 	OPTION("retention=%u", retention_days, 0),
 	OPTION("file_mode=%o", file_mode, 0),
+	OPTION("temporary_idle=%u", temporary_idle, 0),
 	OPTION("quota_bytes=%llu", quota_bytes, 0),
 	OPTION("quota_files=%llu", quota_files, 0),
 	OPTION("run=%s", only_run, 0),
@@ -103,6 +104,8 @@ void options_print_help(const char *program)
 	       "    -o directive=TEXT      user_directive of runs made by uploads (default \"\")\n"
 	       "    -o retention=DAYS      expires_at = created_at + DAYS (default 7)\n"
 	       "    -o file_mode=MODE      mode of promoted files, octal (default 0644)\n"
+	       "    -o temporary_idle=S    an unused temporary file in promote/ goes after S\n"
+	       "                           seconds (default 3600)\n"
 	       "    -o quota_bytes=N       bytes the tenant may store (default: no limit)\n"
 	       "    -o quota_files=N       files the tenant may store (default: no limit)\n"
 	       "    -o run=RUN             promote/ serves this run only\n"
@@ -124,6 +127,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	opts->read_ahead_kb = 4096;
 	opts->retention_days = 7;
 	opts->file_mode = 0644;
+	opts->temporary_idle = 3600;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -193,6 +197,11 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	if (opts->file_mode > 0777 || !(opts->file_mode & 0400)) {
 		log_error("invalid file_mode %o: use an octal mode up to 0777 that the owner "
 			  "can read (default 0644)", opts->file_mode);
+		return -EINVAL;
+	}
+	if (opts->temporary_idle == 0 || opts->temporary_idle > 86400 * 365) {
+		log_error("invalid temporary_idle %u: use 1 to 31536000 seconds",
+			  opts->temporary_idle);
 		return -EINVAL;
 	}
 	if (!opts->uid_set)

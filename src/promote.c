@@ -65,11 +65,17 @@ struct run_attrs {
  *  - The promoter's lock guards what other threads look at: registered
  *    and agent_id (written under it only: a newer upload of the same name
  *    takes the name over, setxattr sets the agent); staged, dirty,
- *    committed and size (written under both locks, so either one is
- *    enough to read them).  agent_id is copied under it, never kept.
+ *    committed, dropped and size (written under both locks, so either one
+ *    is enough to read them).  agent_id is copied under it, never kept.
  *  - fd keeps its number from the first stage to upload_free(): a new
  *    open file is dup3()'d onto it, so readers of that number (FUSE
  *    reads, fstat in listings) never meet a closed or reused one.
+ *  - refs (promoter's lock) counts who holds the struct: each open file
+ *    that writes it, and a rename or unlink at work on it.  The last one
+ *    frees it, unless it is a temporary that still holds its name: that
+ *    one stays, parked, for a rename, a reopen, an unlink, the idle limit
+ *    or the end of the mount.  Whoever finds an upload under the
+ *    promoter's lock and lets go of the lock takes a reference first.
  * Lock order: an upload's lock, then the promoter's.
  */
 struct upload {
@@ -87,6 +93,10 @@ struct upload {
 	bool staged;		/* the staged name exists (not yet renamed away) */
 	int failure;		/* sticky -errno: the upload can no longer commit */
 	int outcome;		/* 0 or -errno of the last commit */
+	bool temporary;		/* a temporary name: lands only when renamed */
+	bool dropped;		/* unlinked before it landed: written on into nothing */
+	unsigned int refs;
+	int64_t parked_ns;	/* refs fell to 0 then (CLOCK_MONOTONIC) */
 	char *agent_id;
 	/* SHA-256 of a sequential write, so a plain copy is hashed once. */
 	EVP_MD_CTX *hash;
@@ -107,6 +117,9 @@ struct metadata_cache_entry {
 };
 
 #define METADATA_CACHE_RUNS 8
+
+/* How long a temporary nobody holds stays staged, by default. */
+#define TEMPORARY_IDLE_DEFAULT 3600
 
 struct promoter {
 	struct view *view;
@@ -159,6 +172,14 @@ static int64_t now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -442,8 +463,11 @@ static int write_metadata(struct promoter *p, int run_fd, const struct meta_run 
 	return -EIO;
 }
 
-/* How often an edit of metadata.json is tried again when another writer got in between. */
-#define EDIT_TRIES 20
+/*
+ * How long an edit of metadata.json is tried again while another writer
+ * keeps getting in between (a kernel-server promoting file after file).
+ */
+#define EDIT_RETRY_MS 10000
 
 /*
  * A change to a run's metadata: edits *meta in place.  Returns 0, 1 when
@@ -463,7 +487,9 @@ static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
 			 struct metafile_version *version, metadata_edit_fn edit,
 			 const void *ctx, char *reason)
 {
-	for (int tries = 1;; tries++) {
+	int64_t deadline = monotonic_ns() + (int64_t)EDIT_RETRY_MS * 1000000;
+
+	for (long tries = 1;; tries++) {
 		int ret = edit(p, meta, ctx);
 
 		if (ret < 0) {
@@ -475,11 +501,13 @@ static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
 		ret = write_metadata(p, run_fd, meta, version, reason);
 		if (ret != -ESTALE)
 			return ret;
-		if (tries == EDIT_TRIES) {
-			snprintf(reason, REASON_SIZE,
-				 "metadata.json kept changing while it was being rewritten");
+		if (monotonic_ns() >= deadline) {
+			snprintf(reason, REASON_SIZE, "metadata.json kept changing while it was "
+				 "being rewritten (%ld tries in %d ms)", tries, EDIT_RETRY_MS);
 			return -EIO;
 		}
+		/* Out of step with the other writer's loop, in a few ms. */
+		nanosleep(&(struct timespec){ .tv_nsec = (tries % 7 + 1) * 1000000L }, NULL);
 		ret = read_metadata(run_fd, meta, version, reason);
 		if (ret < 0 && ret != -ENOENT)
 			return ret;	/* -ENOENT: removed meanwhile, made anew */
@@ -588,16 +616,12 @@ static bool remove_entry(struct meta_run *meta, const char *name)
 /* --- intents -------------------------------------------------------------- */
 
 /*
- * Writes what is about to land, durably, before it lands: the next mount
- * completes the metadata of a file whose rename a crash left unrecorded.
+ * Writes doc (taken over) as an intent record, durably, named
+ * intent_name (64 bytes), before what it describes happens: the next
+ * mount completes the metadata of a file a crash left unrecorded.
  */
-static int write_intent(struct promoter *p, const struct landing *l, char *intent_name)
+static int write_intent_doc(struct promoter *p, json_t *doc, char *intent_name)
 {
-	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
-				"run", l->run, "name", l->name, "agent_id", l->agent_id,
-				"workflow_id", l->workflow_id, "user_directive", l->user_directive,
-				"sha256", l->sha256, "generated_at", l->generated_at,
-				"size", (json_int_t)l->size);
 	int fd = -1, ret = 0;
 	char *text = NULL;
 
@@ -626,6 +650,18 @@ out:
 	free(text);
 	json_decref(doc);
 	return ret;
+}
+
+/* The intent of a landing: what is about to land, with its SHA-256. */
+static int write_intent(struct promoter *p, const struct landing *l, char *intent_name)
+{
+	return write_intent_doc(p, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
+					     "run", l->run, "name", l->name,
+					     "agent_id", l->agent_id, "workflow_id", l->workflow_id,
+					     "user_directive", l->user_directive,
+					     "sha256", l->sha256, "generated_at", l->generated_at,
+					     "size", (json_int_t)l->size),
+				intent_name);
 }
 
 /* --- committing ----------------------------------------------------------- */
@@ -1037,6 +1073,73 @@ int promote_set_run_attr(struct promoter *p, const char *run, const char *name,
 	return 0;
 }
 
+static void upload_free(struct upload *u);
+
+/*
+ * Drops a reference to u.  Returns whether u is to be freed (the caller
+ * does it, after letting go of the lock): the last reference to an upload
+ * that no longer holds its name.  A temporary that holds it is parked.
+ * Locked.
+ */
+static bool drop_reference(struct upload *u)
+{
+	if (--u->refs > 0)
+		return false;
+	if (u->registered && u->temporary) {
+		u->parked_ns = monotonic_ns();
+		return false;
+	}
+	return !u->registered;
+}
+
+/* Gives back a reference taken on an upload found under the lock. */
+static void upload_put(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	bool gone;
+
+	pthread_mutex_lock(&p->lock);
+	gone = drop_reference(u);
+	pthread_mutex_unlock(&p->lock);
+	if (gone)
+		upload_free(u);
+}
+
+/*
+ * Takes a registered upload's name and staged file away.  It is freed
+ * when nobody holds it (returns true: the caller frees it, unlocked).
+ * Locked.
+ */
+static bool discard_registered(struct promoter *p, struct upload *u)
+{
+	if (u->staged) {
+		p->staged_bytes -= u->size;
+		unlinkat(u->dir_fd, u->name, 0);
+	}
+	unregister(p, u);
+	return u->refs == 0;
+}
+
+/* Discards the temporaries nobody has held for the idle limit.  Locked. */
+static void sweep_parked(struct promoter *p)
+{
+	unsigned int idle = p->options.temporary_idle ? p->options.temporary_idle :
+			    TEMPORARY_IDLE_DEFAULT;
+	int64_t now = monotonic_ns();
+	struct upload *u = p->uploads, *next;
+
+	for (; u; u = next) {
+		next = u->next;
+		if (u->temporary && u->refs == 0 &&
+		    now - u->parked_ns >= (int64_t)idle * 1000000000) {
+			log_info("client %s run %s file %s: temporary file unused for %u s, discarded",
+				 p->view->client, u->run, u->name, idle);
+			if (discard_registered(p, u))
+				upload_free(u);
+		}
+	}
+}
+
 static void upload_free(struct upload *u)
 {
 	if (u->fd >= 0)
@@ -1122,6 +1225,37 @@ static int take_over(struct promoter *p, struct upload *busy)
 	return 0;
 }
 
+/*
+ * Another open of a temporary: it shares the upload staged under that
+ * name (SQLite opens its journal again, rsync sets times on its temporary
+ * file by name).  Returns 0 with *out, or -ENOENT when there is none.
+ */
+static int reopen_temporary(struct promoter *p, const char *run, const char *name,
+			    bool truncate, struct upload **out, struct stat *st)
+{
+	struct upload *u;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->lock);
+	sweep_parked(p);
+	u = find_upload(p, run, name);
+	if (u)
+		u->refs++;
+	pthread_mutex_unlock(&p->lock);
+	if (!u)
+		return -ENOENT;
+	if (truncate)
+		ret = promote_upload_truncate(u, 0);
+	if (ret < 0) {
+		upload_put(u);
+		return ret;
+	}
+	if (fstat(u->fd, st) < 0)
+		memset(st, 0, sizeof(*st));
+	*out = u;
+	return 0;
+}
+
 int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 			 bool truncate, struct upload **out, struct stat *st)
 {
@@ -1129,7 +1263,8 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	int existing = -1, ret;
 	const char *reason;
 
-	if (names_check_artifact(name, &reason) < 0) {
+	ret = run ? names_check_upload(name, &reason) : names_check_artifact(name, &reason);
+	if (ret < 0) {
 		record(p, INDEX_ACTION_PROMOTE, run, name, -1, NULL, EINVAL, reason);
 		return -EINVAL;
 	}
@@ -1138,11 +1273,16 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 		       ret == -EACCES ? "the run belongs to another tenant" : "invalid run id");
 		return ret;
 	}
+	if (run && names_is_temporary(name) &&
+	    reopen_temporary(p, run, name, truncate, out, st) == 0)
+		return 0;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
 	u->promoter = p;
 	u->fd = u->dir_fd = -1;
+	u->refs = 1;
+	u->temporary = run && names_is_temporary(name);
 	pthread_mutex_init(&u->lock, NULL);
 	snprintf(u->run, sizeof(u->run), "%s", run ? run : "");
 	snprintf(u->name, sizeof(u->name), "%s", name);
@@ -1173,8 +1313,9 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 
 	ret = refresh_usage(p);
 	pthread_mutex_lock(&p->lock);
+	sweep_parked(p);
 	if (ret == 0 && (busy = find_upload(p, run, name)))
-		ret = take_over(p, busy);
+		ret = busy->temporary ? -EBUSY : take_over(p, busy);	/* raced a first open */
 	if (ret == 0 && run && over_quota(p, 0, 1))
 		ret = -EDQUOT;
 	if (ret == 0 && run) {
@@ -1227,10 +1368,12 @@ static int reserve(struct upload *u, uint64_t new_size)
 	if (new_size <= u->size)
 		return 0;
 	pthread_mutex_lock(&p->lock);
-	if (u->run[0] && over_quota(p, new_size - u->size, 0))
+	if (u->registered && u->run[0] && over_quota(p, new_size - u->size, 0))
 		ret = -EDQUOT;
 	if (ret == 0) {
-		p->staged_bytes += new_size - u->size;
+		/* An unlinked temporary is no longer staged: its growth is not counted. */
+		if (u->registered)
+			p->staged_bytes += new_size - u->size;
 		u->size = new_size;
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -1307,9 +1450,11 @@ static int prepare_change(struct upload *u, uint64_t new_size)
 		return u->failure;
 	if (!u->run[0] && new_size > PROMOTE_REQUEST_MAX)
 		return fail_request_size(u, new_size);
+	if (u->temporary && !u->staged)
+		return -EROFS;	/* renamed into its run: it is an artifact now */
 	pthread_mutex_lock(&p->lock);
-	if (u->registered)
-		u->dirty = true;
+	if (u->registered || u->temporary || u->dropped)
+		u->dirty = true;	/* an unlinked upload writes on, unseen */
 	else
 		ret = -EBUSY;	/* its name went to a newer upload */
 	pthread_mutex_unlock(&p->lock);
@@ -1407,12 +1552,15 @@ int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
 	return u ? 0 : -ENOENT;
 }
 
-/* Commits a direct upload into its run. */
-static int commit_direct(struct upload *u)
+/*
+ * Lands a direct upload in its run under name (its own, or the one a
+ * rename of a temporary gives it).  Upload locked.
+ */
+static int land_upload(struct upload *u, const char *name)
 {
 	struct promoter *p = u->promoter;
 	char reason[REASON_SIZE] = "";
-	struct landing l = { .run = u->run, .name = u->name };
+	struct landing l = { .run = u->run, .name = name };
 	char *workflow_id = NULL, *user_directive = NULL, *agent_id = NULL;
 	struct run_attrs *attrs;
 	struct stat st;
@@ -1482,7 +1630,7 @@ out:
 	free(workflow_id);
 	free(user_directive);
 	free(agent_id);
-	record(p, INDEX_ACTION_PROMOTE, u->run, u->name, (int64_t)l.size,
+	record(p, INDEX_ACTION_PROMOTE, u->run, name, (int64_t)l.size,
 	       ret == 0 ? l.sha256 : NULL, -ret, ret ? reason : NULL);
 	return ret;
 }
@@ -1598,7 +1746,7 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	l.agent_id = r->agent_id ? r->agent_id : p->options.agent_id;
 	l.workflow_id = r->workflow_id ? r->workflow_id : p->options.workflow_id;
 	l.user_directive = r->user_directive ? r->user_directive : p->options.user_directive;
-	/* Closed while still in staging: see commit_direct(). */
+	/* Closed while still in staging: see land_upload(). */
 	close(staged);
 	staged = -1;
 	ret = land_file(p, p->work_fd, staged_name, &l, reason);
@@ -1674,7 +1822,7 @@ out:
 static int commit_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
-	int ret = u->run[0] ? commit_direct(u) : commit_request(u);
+	int ret = u->run[0] ? land_upload(u, u->name) : commit_request(u);
 
 	pthread_mutex_lock(&p->lock);
 	u->dirty = false;
@@ -1697,9 +1845,13 @@ void promote_abandon_upload(struct upload *u, const char *reason)
 
 int promote_commit_upload(struct upload *u)
 {
+	bool owned;
 	int ret;
 
 	pthread_mutex_lock(&u->lock);
+	pthread_mutex_lock(&u->promoter->lock);
+	owned = u->registered;
+	pthread_mutex_unlock(&u->promoter->lock);
 	/*
 	 * Only what was written since the last commit is committed: a shell
 	 * opens, dup2()s and closes the first descriptor before it writes a
@@ -1709,6 +1861,8 @@ int promote_commit_upload(struct upload *u)
 	 */
 	if (u->failure)
 		ret = u->failure;
+	else if (u->temporary || (u->dirty && !owned))
+		ret = 0;	/* lands only when renamed; or unlinked in flight */
 	else if (u->dirty)
 		ret = commit_upload(u);
 	else
@@ -1720,25 +1874,296 @@ int promote_commit_upload(struct upload *u)
 void promote_end_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
+	bool gone, owned;
 
 	pthread_mutex_lock(&u->lock);
+	pthread_mutex_lock(&p->lock);
+	owned = u->registered;	/* an upload unlinked in flight lands nothing */
+	pthread_mutex_unlock(&p->lock);
 	/* What no close committed (an empty file, a write after the last flush). */
-	if (!u->failure && (u->dirty || !u->committed))
+	if (owned && !u->temporary && !u->failure && (u->dirty || !u->committed))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
 	/*
 	 * A staged name taken over by a newer upload is no longer ours
 	 * (take_over() settled its bytes).  Removed under the lock: once
-	 * unregistered, the name may be staged anew at any moment.
+	 * unregistered, the name may be staged anew at any moment.  A
+	 * temporary stays, parked, for what its writer does next.
 	 */
-	if (u->registered && u->staged) {
-		p->staged_bytes -= u->size;
-		unlinkat(u->dir_fd, u->name, 0);	/* a request never remains either */
-	}
-	unregister(p, u);
+	if (u->refs == 1 && !u->temporary && u->registered)
+		discard_registered(p, u);	/* a request never remains either */
+	gone = drop_reference(u);
 	pthread_mutex_unlock(&p->lock);
 	pthread_mutex_unlock(&u->lock);
-	upload_free(u);
+	if (gone)
+		upload_free(u);
+}
+
+int promote_discard_upload(struct promoter *p, const char *run, const char *name)
+{
+	struct upload *u;
+
+	pthread_mutex_lock(&p->lock);
+	u = find_upload(p, run, name);
+	if (u)
+		u->refs++;
+	pthread_mutex_unlock(&p->lock);
+	if (u) {
+		/* Under its lock: a close committing it lands first, or nothing does. */
+		pthread_mutex_lock(&u->lock);
+		pthread_mutex_lock(&p->lock);
+		if (u->registered) {
+			u->dropped = u->staged;	/* its writer's bytes go to the unlinked file */
+			discard_registered(p, u);
+		}
+		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&u->lock);
+		upload_put(u);
+		return 0;
+	}
+	/* zip opens its archive to try it, then unlinks it: an artifact by then. */
+	return names_is_temporary(name) ? -ENOENT : promote_delete_file(p, run, name);
+}
+
+/*
+ * Renames the temporary u to another temporary name: the staged file and
+ * the upload together.  Whatever temporary held that name goes, as rename()
+ * replaces a file; an upload in flight under it is -EBUSY.  Upload locked.
+ */
+static int rename_temporary(struct upload *u, const char *to, bool no_replace)
+{
+	struct promoter *p = u->promoter;
+	struct upload *target;
+	bool gone = false;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->lock);
+	target = find_upload(p, u->run, to);
+	if (target && no_replace)
+		ret = -EEXIST;
+	else if (target && target->refs)
+		ret = -EBUSY;
+	else if (target)
+		gone = discard_registered(p, target);
+	if (ret == 0 && renameat(u->dir_fd, u->name, u->dir_fd, to) < 0)
+		ret = -errno;
+	if (ret == 0)
+		snprintf(u->name, sizeof(u->name), "%s", to);
+	pthread_mutex_unlock(&p->lock);
+	if (gone)
+		upload_free(target);
+	return ret;
+}
+
+/*
+ * Lands the temporary u as the artifact to: what a rename onto a final
+ * name means, durable when it returns.  An upload in flight under to is
+ * -EBUSY, a done one yields (as to a new open).  Upload locked.
+ */
+static int land_temporary(struct upload *u, const char *to, bool no_replace)
+{
+	struct promoter *p = u->promoter;
+	struct upload *target;
+	struct stat st;
+	int ret = 0, run_fd;
+
+	if (no_replace) {
+		run_fd = open_own_run(p, u->run);
+		if (run_fd >= 0 && fstatat(run_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			ret = -EEXIST;
+		if (run_fd >= 0)
+			close(run_fd);
+	}
+	pthread_mutex_lock(&p->lock);
+	target = ret == 0 ? find_upload(p, u->run, to) : NULL;
+	if (target)
+		ret = no_replace ? -EEXIST : take_over(p, target);
+	pthread_mutex_unlock(&p->lock);
+	if (ret < 0)
+		return ret;
+	ret = land_upload(u, to);
+	if (ret < 0)
+		return ret;
+	/* Its staged file is the artifact now (land_upload() settled the bytes). */
+	pthread_mutex_lock(&p->lock);
+	unregister(p, u);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* The move of an entry to another name. */
+struct entry_move {
+	const char *from, *to;
+};
+
+/* Drops the entries of move->to and gives move->from's the name move->to. */
+static int move_entry(struct promoter *p, struct meta_run *meta, const void *ctx)
+{
+	const struct entry_move *move = ctx;
+	bool found = false;
+
+	if (!meta->run_id)
+		return 1;	/* no metadata.json: nothing to move */
+	remove_entry(meta, move->to);
+	for (size_t i = 0; i < meta->n_artifacts; i++)
+		if (strcmp(meta->artifacts[i].filename, move->from) == 0) {
+			int ret = replace_string(&meta->artifacts[i].filename, move->to);
+			if (ret < 0)
+				return ret;
+			found = true;
+		}
+	return found ? 0 : 1;
+}
+
+/*
+ * Renames the artifact from of the run to to, file and entry together
+ * (what a tool that wrote a final-looking temporary name, such as
+ * mkstemp's "tmpXXXXXXXX", then renames means), recorded by an intent so
+ * that a crash between the two is completed at the next mount.  Its
+ * SHA-256 goes with it.  Returns 0 or -errno with reason set.
+ */
+static int rename_artifact(struct promoter *p, const char *run, const char *from,
+			   const char *to, bool no_replace, char *reason)
+{
+	struct index_attrs attrs = { 0 };
+	struct metafile_version version;
+	struct entry_move move = { from, to };
+	struct meta_run meta = { 0 };
+	const char *sha256 = NULL;
+	char intent[64] = "";
+	struct stat st;
+	int run_fd, ret;
+
+	run_fd = open_own_run(p, run);
+	if (run_fd < 0) {
+		snprintf(reason, REASON_SIZE, "no such run");
+		return run_fd == -ELOOP ? -ENOENT : run_fd;
+	}
+	store_lock(run_fd, LOCK_EX);
+	if (fstatat(run_fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+		ret = -ENOENT;
+		snprintf(reason, REASON_SIZE, "no such artifact to rename");
+		goto out;
+	}
+	if (no_replace && faccessat(run_fd, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		ret = -EEXIST;
+		snprintf(reason, REASON_SIZE, "the new name exists");
+		goto out;
+	}
+	/* Refuse before anything moves if metadata.json cannot be kept valid. */
+	ret = read_metadata(run_fd, &meta, &version, reason);
+	if (ret < 0 && ret != -ENOENT)
+		goto out;
+	if (index_get_file_attrs(p->view->index, p->view->client, run, from, &attrs) == 0)
+		for (size_t i = 0; i < attrs.count; i++)
+			if (strcmp(attrs.attr[i].name, "sha256") == 0)
+				sha256 = attrs.attr[i].value;
+	ret = write_intent_doc(p, json_pack("{s:s, s:s, s:s}", "run", run, "name", to,
+					    "renamed_from", from), intent);
+	if (ret == 0 && (renameat(run_fd, from, run_fd, to) < 0 || fsync(run_fd) < 0))
+		ret = -errno;
+	if (ret < 0) {
+		snprintf(reason, REASON_SIZE, "cannot rename the file: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	if (version.present)
+		ret = edit_metadata(p, run_fd, &meta, &version, move_entry, &move, reason);
+	if (ret < 0) {
+		intent[0] = '\0';	/* renamed: the intent finishes the entry at next mount */
+		goto out;
+	}
+	view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+	if (sha256)
+		index_set_sha256(p->view->index, p->view->client, run, to, (int64_t)st.st_ino,
+				 st.st_size, store_time_ns(&st.st_mtim), sha256);
+out:
+	if (intent[0])
+		unlinkat(p->work_fd, intent, 0);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	index_attrs_release(&attrs);
+	meta_run_release(&meta);
+	return ret;
+}
+
+/* rename_artifact() for promote/<run>/, logged and audited. */
+static int promote_rename_artifact(struct promoter *p, const char *run, const char *from,
+				   const char *to, bool no_replace)
+{
+	char reason[REASON_SIZE] = "", done[REASON_SIZE];
+	int ret;
+
+	if (names_is_temporary(to) || names_is_temporary(from) ||
+	    names_check_artifact(from, NULL) < 0) {
+		ret = names_is_temporary(from) ? -ENOENT : -EPERM;
+		snprintf(reason, REASON_SIZE, "an artifact is renamed to an artifact name only");
+	} else {
+		ret = rename_artifact(p, run, from, to, no_replace, reason);
+	}
+	if (ret == -ENOENT)
+		return ret;	/* nothing there: a plain rename() error, not an event */
+	snprintf(done, sizeof(done), "renamed from %s", from);
+	record(p, INDEX_ACTION_PROMOTE, run, to, -1, NULL, -ret, ret ? reason : done);
+	return ret;
+}
+
+int promote_rename_upload(struct promoter *p, const char *run, const char *from,
+			  const char *to, bool no_replace)
+{
+	const char *reason;
+	struct upload *u;
+	int ret;
+
+	if (names_check_upload(to, &reason) < 0) {
+		record(p, INDEX_ACTION_PROMOTE, run, to, -1, NULL, EINVAL, reason);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&p->lock);
+	u = find_upload(p, run, from);
+	if (u)
+		u->refs++;
+	pthread_mutex_unlock(&p->lock);
+	if (u && !u->temporary) {
+		/*
+		 * Renamed before its writer closed it (Python's
+		 * NamedTemporaryFile, then os.replace): what was written lands
+		 * now, under its name, then moves like any artifact.
+		 */
+		ret = promote_commit_upload(u);
+		pthread_mutex_lock(&p->lock);
+		if (ret == 0)
+			ret = take_over(p, u);
+		pthread_mutex_unlock(&p->lock);
+		upload_put(u);
+		if (ret < 0)
+			return ret;
+		u = NULL;
+	}
+	if (!u)
+		return promote_rename_artifact(p, run, from, to, no_replace);
+	pthread_mutex_lock(&u->lock);
+	if (u->failure)
+		ret = u->failure;
+	else if (!u->registered || strcmp(u->name, from) != 0)
+		ret = -ENOENT;	/* unlinked or renamed meanwhile */
+	else if (names_is_temporary(to))
+		ret = rename_temporary(u, to, no_replace);
+	else
+		ret = land_temporary(u, to, no_replace);
+	pthread_mutex_unlock(&u->lock);
+	upload_put(u);
+	return ret;
+}
+
+int promote_refuse_directory(struct promoter *p, const char *run, const char *name)
+{
+	char path[NAMES_FILE_MAX + 2];
+
+	snprintf(path, sizeof(path), "%s/", name);
+	record(p, INDEX_ACTION_PROMOTE, run, path, -1, NULL, EPERM,
+	       "a directory: runs are flat, only files can be promoted into them");
+	return -EPERM;
 }
 
 int promote_stat_upload(struct promoter *p, const char *run, const char *name,
@@ -1910,13 +2335,11 @@ out:
 struct orphan {
 	struct meta_artifact entry;	/* what to add for it */
 	bool from_index;	/* entry as artifactfs promoted it, else from stat */
-	bool added;		/* by the edit that was written */
 };
 
 struct repair {
 	struct orphan *orphans;
 	size_t count;
-	size_t folded;		/* duplicate entries folded by the edit written */
 };
 
 static void repair_release(struct repair *r)
@@ -2020,16 +2443,17 @@ static int find_orphans(struct promoter *p, const char *run, int run_fd,
 /* Adds the entries the files still lack; the write folds duplicates. */
 static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const void *ctx)
 {
-	struct repair *r = (struct repair *)ctx;
+	const struct repair *r = ctx;
 	size_t added = 0;
 
+	if (!meta->run_id)
+		return 1;	/* metadata.json went meanwhile: not ours to make up */
 	for (size_t i = 0; i < r->count; i++) {
-		struct orphan *o = &r->orphans[i];
+		const struct orphan *o = &r->orphans[i];
 		struct meta_artifact *grown;
 		int ret = 0;
 
-		o->added = !has_entry(meta, o->entry.filename);
-		if (!o->added)
+		if (has_entry(meta, o->entry.filename))
 			continue;	/* its writer added it after all */
 		grown = realloc(meta->artifacts, (meta->n_artifacts + 1) * sizeof(*grown));
 		if (!grown)
@@ -2048,8 +2472,21 @@ static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const v
 			return ret;
 		added++;
 	}
-	r->folded = meta->n_duplicates;
 	return added || meta->n_duplicates ? 0 : 1;
+}
+
+/* Whether the repair written put o's entry in *meta (and not its own writer). */
+static bool orphan_added(const struct meta_run *meta, const struct orphan *o)
+{
+	for (size_t i = 0; i < meta->n_artifacts; i++) {
+		const struct meta_artifact *a = &meta->artifacts[i];
+
+		if (strcmp(a->filename, o->entry.filename) == 0)
+			return a->agent_id && strcmp(a->agent_id, o->entry.agent_id) == 0 &&
+			       a->generated_at &&
+			       strcmp(a->generated_at, o->entry.generated_at) == 0;
+	}
+	return false;
 }
 
 unsigned int promote_repair_run(struct promoter *p, const char *run)
@@ -2093,15 +2530,15 @@ unsigned int promote_repair_run(struct promoter *p, const char *run)
 	}
 	view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
 	for (size_t i = 0; i < r.count; i++)
-		if (r.orphans[i].added)
+		if (orphan_added(&meta, &r.orphans[i]))
 			record(p, INDEX_ACTION_REPAIR, run, r.orphans[i].entry.filename,
 			       (int64_t)r.orphans[i].entry.size_bytes, NULL, 0,
 			       r.orphans[i].from_index ?
 			       "entry put back as this daemon promoted the file" :
 			       "entry rebuilt from the file (agent unknown)");
-	if (r.folded) {
+	if (meta.n_duplicates) {
 		snprintf(reason, REASON_SIZE, "%zu duplicate entries folded into the last of "
-			 "their name", r.folded);
+			 "their name", meta.n_duplicates);
 		record(p, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, 0, reason);
 	}
 out:
@@ -2193,6 +2630,37 @@ int promote_format_status(struct promoter *p, char **text, size_t *len)
 
 /* --- set-up, recovery, tear-down -------------------------------------------- */
 
+/* Completes the entry of a rename an intent describes, if the file was renamed. */
+static void recover_rename(struct promoter *p, json_t *doc)
+{
+	char reason[REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	struct entry_move move;
+	const char *run;
+	int run_fd;
+
+	if (json_unpack(doc, "{s:s, s:s, s:s}", "run", &run, "name", &move.to,
+			"renamed_from", &move.from) < 0 || names_check_run(run, NULL) < 0 ||
+	    names_check_artifact(move.to, NULL) < 0 || names_check_artifact(move.from, NULL) < 0)
+		return;
+	run_fd = open_own_run(p, run);
+	if (run_fd < 0)
+		return;
+	store_lock(run_fd, LOCK_EX);
+	if (faccessat(run_fd, move.from, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    faccessat(run_fd, move.to, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    read_metadata(run_fd, &meta, &version, reason) == 0 &&
+	    edit_metadata(p, run_fd, &meta, &version, move_entry, &move, reason) == 0) {
+		view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+		log_warning("client %s run %s file %s: completed a rename from %s cut short by "
+			    "a crash", p->view->client, run, move.to, move.from);
+	}
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+}
+
 /* Completes the metadata of a landing an intent describes, if it landed. */
 static void recover_intent(struct promoter *p, int work_fd, const char *name)
 {
@@ -2213,6 +2681,10 @@ static void recover_intent(struct promoter *p, int work_fd, const char *name)
 		return;
 	doc = json_loadb(buf, len, 0, &error);
 	free(buf);
+	if (doc && json_object_get(doc, "renamed_from")) {
+		recover_rename(p, doc);
+		goto out;
+	}
 	if (!doc || json_unpack(doc, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
 				"run", &l.run, "name", &l.name, "agent_id", &l.agent_id,
 				"workflow_id", &l.workflow_id, "user_directive", &l.user_directive,
@@ -2358,8 +2830,17 @@ void promote_close(struct promoter *p)
 
 	if (!p)
 		return;
-	while (p->uploads)
-		promote_end_upload(p->uploads);
+	/* Only parked temporaries are left once every open file was released. */
+	while (p->uploads) {
+		struct upload *u = p->uploads;
+
+		if (u->refs) {
+			promote_end_upload(u);
+		} else {
+			discard_registered(p, u);
+			upload_free(u);
+		}
+	}
 	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++)
 		meta_run_release(&p->metadata_cache[i].meta);
 	while (p->run_attrs) {

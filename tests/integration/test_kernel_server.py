@@ -142,7 +142,8 @@ def test_promotions_and_the_kernel_server_share_a_run(store, mounter):
         t.join()
     busy = time.monotonic() - t0
     failed = {n: r for n, r in results.items() if r != "ok"}
-    assert not failed, f"{len(failed)} promotions failed: {list(failed.items())[:5]}"
+    why = [e["reason"] for e in promote_status(m.mnt) if e["file"] in failed]
+    assert not failed, f"{len(failed)} promotions failed: {list(failed.items())[:5]}: {why[:5]}"
     wait_until(lambda: every_file_has_one_entry(run_dir), timeout=REPAIR_WAIT,
                what="every file of the run with exactly one entry")
     settled = time.monotonic() - t0

@@ -83,19 +83,31 @@ def test_reader_of_a_staged_file_cannot_write(world, mounter):
     assert read_bytes(world.root / "artifacts" / ALICE / ALICE_RUN / "x.txt") == b"staged bytes"
 
 
-def test_inflight_upload_cannot_be_removed_or_renamed(world, mounter):
-    """unlink (EPERM) and rename (EROFS) of an upload in flight are refused;
-    the upload lands as written."""
+def test_inflight_upload_dropped_by_unlink_landed_by_rename(world, mounter):
+    """An upload in flight that is unlinked lands nothing (its writer
+    writes on into nothing, its close returns 0); one that is renamed lands
+    what was written under the new name, in the tenant's own run only
+    (EXDEV across directories)."""
     m = mounter(world, ALICE, expect_warnings=REFUSALS)
+    run_dir = world.root / "artifacts" / ALICE / ALICE_RUN
+    dropped = m.mnt / "promote" / ALICE_RUN / "dropped.txt"
+    fd = os.open(dropped, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"never")
+    os.unlink(dropped)
+    os.write(fd, b" lands")
+    os.close(fd)
+    assert not (run_dir / "dropped.txt").exists()
     path = m.mnt / "promote" / ALICE_RUN / "x.txt"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, b"mine")
-        assert errno_of(os.unlink, path) == "EPERM"
-        assert errno_of(os.rename, path, m.mnt / "promote" / ALICE_RUN / "y.txt") == "EROFS"
+        assert errno_of(os.rename, path, m.mnt / ALICE_RUN / "y.txt") == "EXDEV"
+        assert errno_of(os.rename, path, m.mnt / "promote" / "y.txt") == "EXDEV"
+        os.rename(path, m.mnt / "promote" / ALICE_RUN / "y.txt")
     finally:
         os.close(fd)
-    assert read_bytes(world.root / "artifacts" / ALICE / ALICE_RUN / "x.txt") == b"mine"
+    assert read_bytes(run_dir / "y.txt") == b"mine"
+    assert not (run_dir / "x.txt").exists()
 
 
 @pytest.mark.parametrize("where", ["root", "promote", "promote-run", "run"])

@@ -151,8 +151,15 @@ def test_bad_run_name_request(world, attack_mount, name):
 # File names
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [c[1] for c in BAD_FILES if syscall_name(c[1])],
-                         ids=[c[0] for c in BAD_FILES if syscall_name(c[1])])
+def temporary_name(name: bytes) -> bool:
+    """A dot-file other than "." and "..": a temporary in promote/<run>/."""
+    return name.startswith(b".") and name not in (b".", b"..") and b"/" not in name
+
+
+UPLOAD_BAD_FILES = [c for c in BAD_FILES if syscall_name(c[1]) and not temporary_name(c[1])]
+
+
+@pytest.mark.parametrize("name", [c[1] for c in UPLOAD_BAD_FILES], ids=_ids(UPLOAD_BAD_FILES))
 def test_bad_file_name_upload(world, attack_mount, name):
     """Creating promote/<run>/<bad name>: EINVAL at open (ENAMETOOLONG past
     the kernel's limits), nothing staged or landed, the refusal in .status
@@ -163,6 +170,22 @@ def test_bad_file_name_upload(world, attack_mount, name):
     assert steps.get("open") in expected_errno(name), steps
     assert_refusal_recorded(m, steps["open"])
     assert os.listdir(m.mnt / "promote" / ALICE_RUN) == []
+    guard.check()
+
+
+@pytest.mark.parametrize("name", [b".hidden", b".artifactfs", b".metadata.json"])
+def test_dot_names_are_temporaries_that_never_land(world, mounter, name):
+    """A dot-file in promote/<run>/ (".artifactfs" too) is a temporary: it is
+    staged, never lands at close, never reaches the store or the daemon's
+    own directory, and is gone when the mount ends."""
+    m = mounter(world, ALICE)
+    guard = StoreGuard(world)
+    steps = upload(m.mnt, ALICE_RUN, name, b"payload")
+    assert steps == {"write": "ok", "close": "ok"}, steps
+    assert os.fsdecode(name) in os.listdir(m.mnt / "promote" / ALICE_RUN)
+    assert os.fsdecode(name) not in os.listdir(m.mnt / ALICE_RUN)
+    guard.check()
+    m.unmount()
     guard.check()
 
 

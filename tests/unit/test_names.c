@@ -248,6 +248,37 @@ static void test_artifact_controls(void **state)
 	reject_artifact("/\n", "contains '/'");
 }
 
+/* promote/<run>/ also takes the temporary names tools write, then rename or delete. */
+static void test_upload_names_and_temporaries(void **state)
+{
+	static const char *const temporary[] = {
+		".report.pdf.Xa81Kz", ".out.tmp", "..x", "db.sqlite-journal", "db.sqlite-wal",
+		"db.sqlite-shm", ".metadata.json",
+	};
+	static const char *const final[] = {
+		"report.pdf", "tmpa1b2c3d4", "zi0Xk2lm", "sedAb12Cd", "journal", "-wal", "x.wal",
+		"notes~",
+	};
+	const char *reason = NULL;
+
+	for (size_t i = 0; i < sizeof(temporary) / sizeof(*temporary); i++) {
+		assert_int_equal(names_check_upload(temporary[i], &reason), 0);
+		assert_true(names_is_temporary(temporary[i]));
+	}
+	for (size_t i = 0; i < sizeof(final) / sizeof(*final); i++) {
+		assert_int_equal(names_check_upload(final[i], &reason), 0);
+		assert_false(names_is_temporary(final[i]));
+	}
+	/* Everything else an artifact name may not be, an upload name may not be either. */
+	assert_int_equal(names_check_upload(".", &reason), -EINVAL);
+	assert_int_equal(names_check_upload("..", &reason), -EINVAL);
+	assert_int_equal(names_check_upload(".a/b", &reason), -EINVAL);
+	assert_int_equal(names_check_upload(".a\nb", &reason), -EINVAL);
+	assert_int_equal(names_check_upload("metadata.json", &reason), -EINVAL);
+	assert_string_equal(reason, "is reserved");
+	assert_int_equal(names_check_upload("", &reason), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -260,6 +291,7 @@ int main(void)
 		cmocka_unit_test(test_artifact_reserved),
 		cmocka_unit_test(test_artifact_utf8),
 		cmocka_unit_test(test_artifact_controls),
+		cmocka_unit_test(test_upload_names_and_temporaries),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
