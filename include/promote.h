@@ -96,12 +96,17 @@ int promote_set_run_attr(struct promoter *promoter, const char *run,
 /*
  * Starts an upload: run/name (a direct upload) or, with run NULL, a
  * request file called name.  Unless truncate is set, the staged file
- * starts with the content of the existing artifact, if any.
+ * starts with the content of the existing artifact, if any.  opener is
+ * the process (thread group id) opening it, 0 when unknown: a direct
+ * upload still being written is shared with another open by the same
+ * process (SQLite opens its database again), never with another
+ * process's; a temporary is shared with every open.
  * Returns 0 and *out with *st describing the staged file; -EINVAL (bad
- * name), -EACCES, -EBUSY (already being uploaded), -EDQUOT, -errno.
+ * name), -EACCES, -EBUSY (being uploaded by another process), -EDQUOT,
+ * -errno.
  */
 int promote_begin_upload(struct promoter *promoter, const char *run, const char *name,
-			 bool truncate, struct upload **out, struct stat *st);
+			 bool truncate, pid_t opener, struct upload **out, struct stat *st);
 
 /* The staged file, for reads and fstat. */
 int promote_upload_fd(const struct upload *upload);

@@ -675,6 +675,29 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct open_fi
 		open_file_put(handle);	/* the opener is gone: no release will come */
 }
 
+/*
+ * The process (thread group) a request comes from: the kernel names the
+ * calling thread.  0 when it cannot be told (it exited meanwhile).
+ */
+static pid_t caller_process(fuse_req_t req)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)fuse_req_ctx(req)->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "Tgid:", 5) == 0) {
+			tgid = (pid_t)strtol(line + 5, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return tgid;
+}
+
 /* Starts an upload for an open or create in promote/, and replies. */
 static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 			bool truncate, struct fuse_file_info *fi, bool create)
@@ -691,7 +714,8 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = promote_begin_upload(fs->promoter, run, name, truncate, &handle->upload, &e.attr);
+	ret = promote_begin_upload(fs->promoter, run, name, truncate, caller_process(req),
+				   &handle->upload, &e.attr);
 	if (ret < 0) {
 		open_file_put(handle);
 		fuse_reply_err(req, -ret);

@@ -94,6 +94,7 @@ struct upload {
 	int failure;		/* sticky -errno: the upload can no longer commit */
 	int outcome;		/* 0 or -errno of the last commit */
 	bool temporary;		/* a temporary name: lands only when renamed */
+	pid_t opener;		/* the process that first opened it, 0 if unknown */
 	bool dropped;		/* unlinked before it landed: written on into nothing */
 	unsigned int refs;
 	int64_t parked_ns;	/* refs fell to 0 then (CLOCK_MONOTONIC) */
@@ -1214,9 +1215,14 @@ static void start_hash(struct upload *u, uint64_t size)
  * staged file is still there to land.  A request's never lands: done once
  * committed.  Returns 0 (busy no longer holds the name) or -EBUSY.  Locked.
  */
+static bool upload_done(const struct upload *u)
+{
+	return u->committed && !u->dirty && !(u->staged && u->run[0]);
+}
+
 static int take_over(struct promoter *p, struct upload *busy)
 {
-	if (!busy->committed || busy->dirty || (busy->staged && busy->run[0]))
+	if (!upload_done(busy))
 		return -EBUSY;
 	/* Its staged name is the newcomer's from now on; see promote_end_upload(). */
 	if (busy->staged)
@@ -1226,12 +1232,14 @@ static int take_over(struct promoter *p, struct upload *busy)
 }
 
 /*
- * Another open of a temporary: it shares the upload staged under that
- * name (SQLite opens its journal again, rsync sets times on its temporary
- * file by name).  Returns 0 with *out, or -ENOENT when there is none.
+ * Another open of a name being uploaded, that shares the upload: any open
+ * of a temporary (SQLite opens its journal again, rsync sets times on its
+ * temporary file by name), and an open of a file still being written by
+ * the same process (SQLite opens its database again).  Returns 0 with
+ * *out, or -ENOENT when there is none to share.
  */
-static int reopen_temporary(struct promoter *p, const char *run, const char *name,
-			    bool truncate, struct upload **out, struct stat *st)
+static int reopen_upload(struct promoter *p, const char *run, const char *name,
+			 bool truncate, pid_t opener, struct upload **out, struct stat *st)
 {
 	struct upload *u;
 	int ret = 0;
@@ -1239,6 +1247,8 @@ static int reopen_temporary(struct promoter *p, const char *run, const char *nam
 	pthread_mutex_lock(&p->lock);
 	sweep_parked(p);
 	u = find_upload(p, run, name);
+	if (u && !u->temporary && (!opener || u->opener != opener || upload_done(u)))
+		u = NULL;
 	if (u)
 		u->refs++;
 	pthread_mutex_unlock(&p->lock);
@@ -1257,7 +1267,7 @@ static int reopen_temporary(struct promoter *p, const char *run, const char *nam
 }
 
 int promote_begin_upload(struct promoter *p, const char *run, const char *name,
-			 bool truncate, struct upload **out, struct stat *st)
+			 bool truncate, pid_t opener, struct upload **out, struct stat *st)
 {
 	struct upload *u = NULL, *busy;
 	int existing = -1, ret;
@@ -1273,8 +1283,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 		       ret == -EACCES ? "the run belongs to another tenant" : "invalid run id");
 		return ret;
 	}
-	if (run && names_is_temporary(name) &&
-	    reopen_temporary(p, run, name, truncate, out, st) == 0)
+	if (run && reopen_upload(p, run, name, truncate, opener, out, st) == 0)
 		return 0;
 	u = calloc(1, sizeof(*u));
 	if (!u)
@@ -1282,6 +1291,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	u->promoter = p;
 	u->fd = u->dir_fd = -1;
 	u->refs = 1;
+	u->opener = opener;
 	u->temporary = run && names_is_temporary(name);
 	pthread_mutex_init(&u->lock, NULL);
 	snprintf(u->run, sizeof(u->run), "%s", run ? run : "");

@@ -22,6 +22,7 @@ import hashlib
 import os
 import random
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -216,6 +217,22 @@ def test_writes_after_a_flush_are_committed_by_the_next_close(store, mounter):
 
 # ------------------------------------------------------------ two openers
 
+OPEN_ANEW = r"""
+import errno, os, sys
+path, size = sys.argv[1], int(sys.argv[2])
+try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+except OSError as e:
+    print(errno.errorcode[e.errno], "ok")
+    sys.exit(0)
+os.write(fd, b"C" * size)
+try:
+    os.close(fd)
+    print("ok ok")
+except OSError as e:
+    print("ok", errno.errorcode[e.errno])
+"""
+
 
 def test_a_write_after_commit_races_a_new_opener_of_the_name(store, mounter):
     """An upload committed but still open (a copy of its descriptor is) is
@@ -245,13 +262,13 @@ def test_a_write_after_commit_races_a_new_opener_of_the_name(store, mounter):
             return wrote, close_result(copy)
 
         def open_anew():
-            try:
-                new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            except OSError as e:
-                assert e.errno == errno.EBUSY, e
-                return False, "ok"
-            write_all(new, fresh)
-            return True, close_result(new)
+            # Another process: the writing process itself would share the upload.
+            r = subprocess.run([sys.executable, "-c", OPEN_ANEW, str(path), str(len(fresh))],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            opened, closed = r.stdout.split()
+            assert opened in ("ok", "EBUSY"), opened
+            return opened == "ok", closed
 
         (old_wrote, old_close), (new_wrote, new_close) = run_together(write_again, open_anew)
         assert (old_close, new_close) == ("ok", "ok"), name

@@ -389,3 +389,38 @@ def test_sigkill_during_rename_writers_loses_nothing_renamed(store, mounter, tmp
     assert not staged, staged
     print(f"\n  killed after {len(renamed)} acknowledged renames; "
           f"{sum(n.startswith('s-') for n in files)} of 40 rsync files had landed")
+
+
+def test_sqlite_two_connections_in_one_process(store, mounter):
+    """The process writing a database may open it again while it is open
+    (SQLite's second connection, its journal deleted between): both write
+    the one upload, which lands at the last close; another process opening
+    it meanwhile still gets EBUSY."""
+    import sqlite3
+    m = mounter(store, ALICE, allow_warnings=True)
+    before = existing(store)
+    path = str(P(m, ALICE_RUN, "two.sqlite"))
+    # Started before the database is opened: a child forked later would close
+    # its copy of the descriptor at exec, and that close is a commit.
+    other = subprocess.Popen(["/usr/bin/python3", "-c",
+                              "import os, sys\n"
+                              "path = sys.stdin.readline().strip()\n"
+                              "try:\n    os.open(path, os.O_RDWR)\n    print('ok')\n"
+                              "except OSError as e:\n    print(e.errno)"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = sqlite3.connect(path)
+    first.execute("CREATE TABLE t (x)")
+    first.execute("INSERT INTO t VALUES (1)")
+    first.commit()
+    second = sqlite3.connect(path)
+    second.execute("INSERT INTO t VALUES (2)")
+    second.commit()
+    answer, _ = other.communicate(path + "\n", timeout=30)
+    assert answer.strip() == str(errno.EBUSY), answer
+    assert [r[0] for r in first.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+    second.close()
+    first.close()
+    db = store.run_dir(ALICE, ALICE_RUN) / "two.sqlite"
+    check = sh('sqlite3 "file:$1?mode=ro" "SELECT group_concat(x) FROM t"', db)
+    assert check.stdout.strip() == "1,2", check.stderr
+    assert_exactly(store, m, {**before, "two.sqlite": read_bytes(db)})
