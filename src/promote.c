@@ -96,6 +96,7 @@ struct upload {
 	bool temporary;		/* a temporary name: lands only when renamed */
 	pid_t opener;		/* the process that first opened it, 0 if unknown */
 	bool dropped;		/* unlinked before it landed: written on into nothing */
+	bool from_artifact;	/* staged from the artifact's bytes: unwritten, nothing new */
 	unsigned int refs;
 	int64_t parked_ns;	/* refs fell to 0 then (CLOCK_MONOTONIC) */
 	char *agent_id;
@@ -1182,6 +1183,7 @@ static int copy_content(int src, int dst, uint64_t limit, uint64_t *copied)
  */
 static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t *size)
 {
+	struct stat from;
 	int staged, ret = 0;
 
 	*size = 0;
@@ -1191,6 +1193,12 @@ static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t 
 		return -errno;
 	if (content_fd >= 0)
 		ret = copy_content(content_fd, staged, UINT64_MAX, size);
+	/*
+	 * A copy of the artifact looks like it until written: an editor that
+	 * opens the file to try it must not see it changed since it read it.
+	 */
+	if (ret == 0 && content_fd >= 0 && fstat(content_fd, &from) == 0)
+		futimens(staged, (struct timespec[2]){ from.st_atim, from.st_mtim });
 	if (ret < 0) {
 		close(staged);
 		unlinkat(u->dir_fd, u->name, 0);
@@ -1336,6 +1344,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	if (ret == 0)
 		ret = make_staged_file(u, existing, &u->fd, &u->size);
 	if (ret == 0) {
+		u->from_artifact = existing >= 0;
 		start_hash(u, u->size);
 		u->staged = true;
 		u->next = p->uploads;
@@ -1890,8 +1899,13 @@ void promote_end_upload(struct upload *u)
 	pthread_mutex_lock(&p->lock);
 	owned = u->registered;	/* an upload unlinked in flight lands nothing */
 	pthread_mutex_unlock(&p->lock);
-	/* What no close committed (an empty file, a write after the last flush). */
-	if (owned && !u->temporary && !u->failure && (u->dirty || !u->committed))
+	/*
+	 * What no close committed: a write after the last flush, or a new
+	 * file nothing was written to (touch).  An artifact opened for
+	 * writing and left as it was (an editor's probe) is no new version.
+	 */
+	if (owned && !u->temporary && !u->failure &&
+	    (u->dirty || (!u->committed && !u->from_artifact)))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
 	/*
