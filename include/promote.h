@@ -7,6 +7,8 @@
  * metadata.json is rewritten atomically under a lock on the run dir, the
  * index is updated and an audit row written.  An intent record written
  * before the rename lets the next mount finish a commit a crash cut short.
+ * A temporary name (names_is_temporary()) lands instead when renamed onto
+ * a final name: that rename is the commit.
  *
  * Everything here is FUSE-free and keyed by the view's tenant.  Functions
  * return 0 or a negative errno; every refusal that reaches a user is

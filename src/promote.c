@@ -1,6 +1,7 @@
 /*
  * promote.c - staging uploads and committing them into a tenant's store;
- * requests for session files; deletion.
+ * temporaries and renames in promote/<run>/; requests for session files;
+ * deletion; repairs of what unlocked writers leave in metadata.json.
  *
  * Staging layout, all on the store's file system:
  *   STORE/.artifactfs/staging/<client>/<instance>/      flock'ed while alive
@@ -14,7 +15,9 @@
  * promoters of one run, in this daemon or another, never lose an entry;
  * update the index; drop the intent.  A crash after the rename leaves an
  * intent that the next mount completes; a crash before leaves only
- * staging, which the next mount removes.
+ * staging, which the next mount removes.  metadata.json is shared with
+ * the kernel-server, which takes no lock: every edit of it goes through
+ * edit_metadata(), which reads it again when it changed underneath.
  */
 #include <errno.h>
 #include <fcntl.h>
