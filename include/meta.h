@@ -62,6 +62,15 @@ int meta_parse(const char *buf, size_t len, struct meta_run *run,
 /* Frees what *run owns and zeroes it.  Safe on a zeroed struct. */
 void meta_run_release(struct meta_run *run);
 
+/* Frees the strings of one entry and zeroes it.  Safe on a zeroed struct. */
+void meta_artifact_release(struct meta_artifact *artifact);
+
+/*
+ * The entry of filename in *run, or NULL.  A parsed run has one entry per
+ * filename (meta_parse() folds duplicates), so the first is the one.
+ */
+struct meta_artifact *meta_find_artifact(const struct meta_run *run, const char *filename);
+
 /*
  * Formats *run as the kernel-server writes metadata.json: serde's pretty
  * printer (2-space indent, "key": value), fields in schema order, followed

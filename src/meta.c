@@ -43,13 +43,21 @@ static void meta_note(struct meta_report *report, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void meta_artifact_release(struct meta_artifact *artifact)
+void meta_artifact_release(struct meta_artifact *artifact)
 {
 	free(artifact->filename);
 	free(artifact->agent_id);
 	free(artifact->generated_at);
 	free(artifact->content_type);
 	memset(artifact, 0, sizeof(*artifact));
+}
+
+struct meta_artifact *meta_find_artifact(const struct meta_run *run, const char *filename)
+{
+	for (size_t i = 0; i < run->n_artifacts; i++)
+		if (strcmp(run->artifacts[i].filename, filename) == 0)
+			return &run->artifacts[i];
+	return NULL;
 }
 
 void meta_run_release(struct meta_run *run)

@@ -562,10 +562,7 @@ static int add_entry(struct promoter *p, struct meta_run *meta, const struct lan
 	for (size_t i = 0; i < meta->n_artifacts; i++) {
 		struct meta_artifact *a = &meta->artifacts[i];
 		if (strcmp(a->filename, l->name) == 0 && entry) {
-			free(a->filename);
-			free(a->agent_id);
-			free(a->generated_at);
-			free(a->content_type);
+			meta_artifact_release(a);
 			continue;
 		}
 		meta->artifacts[kept] = *a;
@@ -605,10 +602,7 @@ static bool remove_entry(struct meta_run *meta, const char *name)
 	for (size_t i = 0; i < meta->n_artifacts; i++) {
 		struct meta_artifact *a = &meta->artifacts[i];
 		if (strcmp(a->filename, name) == 0) {
-			free(a->filename);
-			free(a->agent_id);
-			free(a->generated_at);
-			free(a->content_type);
+			meta_artifact_release(a);
 			found = true;
 			continue;
 		}
@@ -818,7 +812,7 @@ static void index_landing(struct promoter *p, int run_fd, const struct meta_run 
 			  const struct metafile_version *version, const struct landing *l)
 {
 	struct index_file file = { .filename = l->name };
-	const struct meta_artifact *entry = NULL;
+	const struct meta_artifact *entry = meta_find_artifact(meta, l->name);
 	struct index_run_stamp stamp;
 	struct stat st;
 
@@ -831,10 +825,6 @@ static void index_landing(struct promoter *p, int run_fd, const struct meta_run 
 	stamp.meta_size = version->size;
 	stamp.meta_mtime_ns = version->mtime_ns;
 	stamp.meta_ctime_ns = version->ctime_ns;
-
-	for (size_t i = 0; i < meta->n_artifacts; i++)
-		if (strcmp(meta->artifacts[i].filename, l->name) == 0)
-			entry = &meta->artifacts[i];
 	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		view_index_run(p->view, l->run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
 		return;
@@ -2027,19 +2017,13 @@ struct entry_move {
 static int move_entry(struct promoter *p, struct meta_run *meta, const void *ctx)
 {
 	const struct entry_move *move = ctx;
-	bool found = false;
+	struct meta_artifact *entry;
 
 	if (!meta->run_id)
 		return 1;	/* no metadata.json: nothing to move */
 	remove_entry(meta, move->to);
-	for (size_t i = 0; i < meta->n_artifacts; i++)
-		if (strcmp(meta->artifacts[i].filename, move->from) == 0) {
-			int ret = replace_string(&meta->artifacts[i].filename, move->to);
-			if (ret < 0)
-				return ret;
-			found = true;
-		}
-	return found ? 0 : 1;
+	entry = meta_find_artifact(meta, move->from);
+	return entry ? replace_string(&entry->filename, move->to) : 1;
 }
 
 /*
@@ -2371,12 +2355,8 @@ struct repair {
 
 static void repair_release(struct repair *r)
 {
-	for (size_t i = 0; i < r->count; i++) {
-		free(r->orphans[i].entry.filename);
-		free(r->orphans[i].entry.agent_id);
-		free(r->orphans[i].entry.generated_at);
-		free(r->orphans[i].entry.content_type);
-	}
+	for (size_t i = 0; i < r->count; i++)
+		meta_artifact_release(&r->orphans[i].entry);
 	free(r->orphans);
 }
 
@@ -2423,14 +2403,6 @@ static int make_orphan_entry(struct promoter *p, const char *run, const char *na
 	return ret;
 }
 
-static bool has_entry(const struct meta_run *meta, const char *name)
-{
-	for (size_t i = 0; i < meta->n_artifacts; i++)
-		if (strcmp(meta->artifacts[i].filename, name) == 0)
-			return true;
-	return false;
-}
-
 /*
  * Finds the run's files without an entry, and when the newest change to
  * them or to metadata.json was (*changed_ns, CLOCK_REALTIME).
@@ -2448,7 +2420,7 @@ static int find_orphans(struct promoter *p, const char *run, int run_fd,
 		const char *name = files.files[i].filename;
 		struct stat st;
 
-		if (has_entry(meta, name) || fstatat(run_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (meta_find_artifact(meta, name) || fstatat(run_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (r->count % 16 == 0) {
 			struct orphan *grown = realloc(r->orphans, (r->count + 16) * sizeof(*grown));
@@ -2480,7 +2452,7 @@ static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const v
 		struct meta_artifact *grown;
 		int ret = 0;
 
-		if (has_entry(meta, o->entry.filename))
+		if (meta_find_artifact(meta, o->entry.filename))
 			continue;	/* its writer added it after all */
 		grown = realloc(meta->artifacts, (meta->n_artifacts + 1) * sizeof(*grown));
 		if (!grown)
@@ -2505,15 +2477,10 @@ static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const v
 /* Whether the repair written put o's entry in *meta (and not its own writer). */
 static bool orphan_added(const struct meta_run *meta, const struct orphan *o)
 {
-	for (size_t i = 0; i < meta->n_artifacts; i++) {
-		const struct meta_artifact *a = &meta->artifacts[i];
+	const struct meta_artifact *a = meta_find_artifact(meta, o->entry.filename);
 
-		if (strcmp(a->filename, o->entry.filename) == 0)
-			return a->agent_id && strcmp(a->agent_id, o->entry.agent_id) == 0 &&
-			       a->generated_at &&
-			       strcmp(a->generated_at, o->entry.generated_at) == 0;
-	}
-	return false;
+	return a && a->agent_id && strcmp(a->agent_id, o->entry.agent_id) == 0 &&
+	       a->generated_at && strcmp(a->generated_at, o->entry.generated_at) == 0;
 }
 
 unsigned int promote_repair_run(struct promoter *p, const char *run)

@@ -156,14 +156,9 @@ static bool metadata_incomplete(const struct meta_run *meta, const struct view_f
 {
 	if (meta->n_duplicates)
 		return true;
-	for (size_t i = 0; i < files->count; i++) {
-		bool found = false;
-
-		for (size_t j = 0; j < meta->n_artifacts && !found; j++)
-			found = strcmp(meta->artifacts[j].filename, files->files[i].filename) == 0;
-		if (!found)
+	for (size_t i = 0; i < files->count; i++)
+		if (!meta_find_artifact(meta, files->files[i].filename))
 			return true;
-	}
 	return false;
 }
 

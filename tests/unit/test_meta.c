@@ -717,6 +717,9 @@ static void test_duplicate_filenames(void **state)
 	assert_int_equal(parse_text(doc, &run, problem), 0);
 	assert_int_equal(run.n_artifacts, 2);
 	assert_int_equal(run.n_duplicates, 2);	/* counted, for a repair to fold them */
+	assert_ptr_equal(meta_find_artifact(&run, "b"), &run.artifacts[1]);
+	assert_ptr_equal(meta_find_artifact(&run, "a"), &run.artifacts[0]);
+	assert_null(meta_find_artifact(&run, "c"));
 	/* The last content, in the first entry's place. */
 	assert_string_equal(run.artifacts[0].filename, "a");
 	assert_string_equal(run.artifacts[0].agent_id, "third");
