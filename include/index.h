@@ -153,6 +153,9 @@ int index_get_file_attrs(struct index *index, const char *client,
 			 struct index_attrs *attrs);
 void index_attrs_release(struct index_attrs *attrs);
 
+/* The value of attribute name in *attrs, or NULL when it has none. */
+const char *index_attrs_value(const struct index_attrs *attrs, const char *name);
+
 /* --- schema 2: run ownership, promotion audit, usage ----------------------- */
 
 /*
@@ -187,6 +190,9 @@ struct index_audit {
 	int error;		/* 0 for success, else a positive errno */
 	const char *reason;	/* one line, may be NULL on success */
 };
+
+/* The name an action is stored and shown under: "promote", "delete", "repair". */
+const char *index_action_name(enum index_action action);
 
 /* Appends an audit row.  Returns 0, -EIO. */
 int index_add_audit(struct index *index, const struct index_audit *row);

@@ -1234,7 +1234,6 @@ static void reply_stats(fuse_req_t req, size_t size)
 static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
 {
 	struct index_attrs attrs;
-	const char *value = NULL;
 	int ret;
 
 	if (nodeid == FUSE_ROOT_ID && strcmp(name, XATTR_STATS) == 0) {
@@ -1260,11 +1259,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 		fuse_reply_err(req, -ret);
 		goto out;
 	}
-	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0)
-		for (size_t i = 0; i < attrs.count; i++)
-			if (strcmp(attrs.attr[i].name, name + strlen(XATTR_PREFIX)) == 0)
-				value = attrs.attr[i].value;
-	reply_xattr_value(req, value, size);
+	reply_xattr_value(req, index_attrs_value(&attrs, name + strlen(XATTR_PREFIX)), size);
 out:
 	index_attrs_release(&attrs);
 }

@@ -1470,6 +1470,14 @@ void index_attrs_release(struct index_attrs *attrs)
 	memset(attrs, 0, sizeof(*attrs));
 }
 
+const char *index_attrs_value(const struct index_attrs *attrs, const char *name)
+{
+	for (size_t i = 0; i < attrs->count; i++)
+		if (strcmp(attrs->attr[i].name, name) == 0)
+			return attrs->attr[i].value;
+	return NULL;
+}
+
 int index_claim_run(struct index *index, const char *client, const char *run)
 {
 	sqlite3_stmt *stmt;
@@ -1575,7 +1583,7 @@ int index_get_run_owner(struct index *index, const char *run, char **owner)
 	return ret;
 }
 
-static const char *action_name(enum index_action action)
+const char *index_action_name(enum index_action action)
 {
 	switch (action) {
 	case INDEX_ACTION_PROMOTE:
@@ -1665,7 +1673,7 @@ int index_add_audit(struct index *index, const struct index_audit *row)
 	bind_int64(stmt, 1, true, row->time_ns, &bad);
 	bind_text(stmt, 2, row->client, &bad);
 	/* An action index.h does not know binds NULL: refused, logged. */
-	bind_text(stmt, 3, action_name(row->action), &bad);
+	bind_text(stmt, 3, index_action_name(row->action), &bad);
 	bind_text(stmt, 4, row->run, &bad);
 	bind_text(stmt, 5, row->filename, &bad);
 	bind_int64(stmt, 6, row->size >= 0, row->size, &bad);

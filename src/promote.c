@@ -2040,7 +2040,7 @@ static int rename_artifact(struct promoter *p, const char *run, const char *from
 	struct metafile_version version;
 	struct entry_move move = { from, to };
 	struct meta_run meta = { 0 };
-	const char *sha256 = NULL;
+	const char *sha256;
 	char intent[64] = "";
 	struct stat st;
 	int run_fd, ret;
@@ -2065,10 +2065,8 @@ static int rename_artifact(struct promoter *p, const char *run, const char *from
 	ret = read_metadata(run_fd, &meta, &version, reason);
 	if (ret < 0 && ret != -ENOENT)
 		goto out;
-	if (index_get_file_attrs(p->view->index, p->view->client, run, from, &attrs) == 0)
-		for (size_t i = 0; i < attrs.count; i++)
-			if (strcmp(attrs.attr[i].name, "sha256") == 0)
-				sha256 = attrs.attr[i].value;
+	index_get_file_attrs(p->view->index, p->view->client, run, from, &attrs);
+	sha256 = index_attrs_value(&attrs, "sha256");
 	ret = write_intent_doc(p, json_pack("{s:s, s:s, s:s}", "run", run, "name", to,
 					    "renamed_from", from), intent);
 	if (ret == 0 && (renameat(run_fd, from, run_fd, to) < 0 || fsync(run_fd) < 0))
@@ -2369,21 +2367,14 @@ static int make_orphan_entry(struct promoter *p, const char *run, const char *na
 			     const struct stat *st, struct orphan *orphan)
 {
 	struct index_attrs attrs = { 0 };
-	const char *agent = NULL, *generated = NULL, *type = NULL;
+	const char *agent, *generated, *type;
 	char mtime[META_TIME_SIZE];
 	int ret = 0;
 
-	if (index_get_file_attrs(p->view->index, p->view->client, run, name, &attrs) == 0)
-		for (size_t i = 0; i < attrs.count; i++) {
-			const char *value = attrs.attr[i].value;
-
-			if (strcmp(attrs.attr[i].name, "agent_id") == 0)
-				agent = value;
-			else if (strcmp(attrs.attr[i].name, "generated_at") == 0)
-				generated = value;
-			else if (strcmp(attrs.attr[i].name, "content_type") == 0)
-				type = value;
-		}
+	index_get_file_attrs(p->view->index, p->view->client, run, name, &attrs);
+	agent = index_attrs_value(&attrs, "agent_id");
+	generated = index_attrs_value(&attrs, "generated_at");
+	type = index_attrs_value(&attrs, "content_type");
 	orphan->from_index = agent && generated && type;
 	if (!orphan->from_index) {
 		meta_format_time(st->st_mtim.tv_sec, st->st_mtim.tv_nsec, mtime);
@@ -2571,8 +2562,7 @@ static int append_status(void *ctx, const struct index_audit *row)
 	meta_format_time(row->time_ns / 1000000000, (long)(row->time_ns % 1000000000), time_text);
 	line = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}",
 			 "time", time_text,
-			 "action", row->action == INDEX_ACTION_PROMOTE ? "promote" :
-				   row->action == INDEX_ACTION_DELETE ? "delete" : "repair",
+			 "action", index_action_name(row->action),
 			 "run", row->run, "file", row->filename,
 			 "result", row->error ? errno_name(row->error) : "ok",
 			 "reason", row->reason ? row->reason :

@@ -464,6 +464,8 @@ static void test_dropped_entry_kept_for_a_promoted_file(void **state)
 	assert_attr(&attrs, 2, "content_type", "image/png");
 	assert_attr(&attrs, 3, "size_bytes", "1234");
 	assert_attr(&attrs, 4, "sha256", SHA);
+	assert_string_equal(index_attrs_value(&attrs, "content_type"), "image/png");
+	assert_null(index_attrs_value(&attrs, "workflow_id"));
 	index_attrs_release(&attrs);
 	/* Still kept the next time (the row now holds it). */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
@@ -1086,6 +1088,7 @@ static void test_migrate_v2_audit(void **state)
 	assert_int_equal(actions[1], INDEX_ACTION_PROMOTE);
 	assert_int_equal(actions[2], INDEX_ACTION_DELETE);
 	assert_int_equal(actions[3], INDEX_ACTION_REPAIR);
+	assert_string_equal(index_action_name(INDEX_ACTION_REPAIR), "repair");
 	assert_int_equal(sql_int(f->path, "SELECT id > 42 FROM audit WHERE action = 'repair'"), 1);
 	index_close(index);
 }
