@@ -172,19 +172,12 @@ static int refresh_usage(struct promoter *p);
 
 /* --- small helpers ------------------------------------------------------- */
 
-static int64_t now_ns(void)
+/* Nanoseconds by clock: CLOCK_REALTIME for records, CLOCK_MONOTONIC for waits. */
+static int64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -203,7 +196,7 @@ static void record(struct promoter *p, enum index_action action, const char *run
 	char run_text[NAMES_ID_MAX * 4 + 1], name_text[NAMES_FILE_MAX * 4 + 1];
 	char reason_text[REASON_SIZE];
 	struct index_audit row = {
-		.time_ns = now_ns(),
+		.time_ns = clock_ns(CLOCK_REALTIME),
 		.client = p->view->client,
 		.action = action,
 		.run = run ? run_text : NULL,
@@ -492,7 +485,7 @@ static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
 			 struct metafile_version *version, metadata_edit_fn edit,
 			 const void *ctx, char *reason)
 {
-	int64_t deadline = monotonic_ns() + (int64_t)EDIT_RETRY_MS * 1000000;
+	int64_t deadline = clock_ns(CLOCK_MONOTONIC) + (int64_t)EDIT_RETRY_MS * 1000000;
 
 	for (long tries = 1;; tries++) {
 		int ret = edit(p, meta, ctx);
@@ -506,7 +499,7 @@ static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
 		ret = write_metadata(p, run_fd, meta, version, reason);
 		if (ret != -ESTALE)
 			return ret;
-		if (monotonic_ns() >= deadline) {
+		if (clock_ns(CLOCK_MONOTONIC) >= deadline) {
 			snprintf(reason, REASON_SIZE, "metadata.json kept changing while it was "
 				 "being rewritten (%ld tries in %d ms)", tries, EDIT_RETRY_MS);
 			return -EIO;
@@ -790,12 +783,13 @@ static int read_metadata_for_landing(struct promoter *p, int run_fd, const char 
 	return ret == -ENOENT ? 0 : ret;
 }
 
-/* Adds the landing to *meta (as read: *version) and writes it; run_fd is locked by the caller. */
+/* add_entry() as an edit of edit_metadata(). */
 static int add_landing(struct promoter *p, struct meta_run *meta, const void *landing)
 {
 	return add_entry(p, meta, landing);
 }
 
+/* Adds the landing to *meta (as read: *version) and writes it; run_fd is locked by the caller. */
 static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
 			  struct metafile_version *version, const struct landing *l, char *reason)
 {
@@ -1001,7 +995,6 @@ int promote_stage_run(struct promoter *p, const char *run, bool create, struct s
 int promote_unstage_run(struct promoter *p, const char *run)
 {
 	bool busy = false;
-
 	int ret;
 
 	/* Locked: an upload starting meanwhile would stage into a removed dir. */
@@ -1081,7 +1074,7 @@ static bool drop_reference(struct upload *u)
 	if (--u->refs > 0)
 		return false;
 	if (u->registered && u->temporary) {
-		u->parked_ns = monotonic_ns();
+		u->parked_ns = clock_ns(CLOCK_MONOTONIC);
 		return false;
 	}
 	return !u->registered;
@@ -1120,7 +1113,7 @@ static void sweep_parked(struct promoter *p)
 {
 	unsigned int idle = p->options.temporary_idle ? p->options.temporary_idle :
 			    TEMPORARY_IDLE_DEFAULT;
-	int64_t now = monotonic_ns();
+	int64_t now = clock_ns(CLOCK_MONOTONIC);
 	struct upload *u = p->uploads, *next;
 
 	for (; u; u = next) {
@@ -1210,17 +1203,21 @@ static void start_hash(struct upload *u, uint64_t size)
 }
 
 /*
- * Whether busy, the upload holding a name a new open asks for, lets it
- * go: close() returns before the kernel releases the file, so an upload
- * committed and not written since is done with its name, unless its
- * staged file is still there to land.  A request's never lands: done once
- * committed.  Returns 0 (busy no longer holds the name) or -EBUSY.  Locked.
+ * Whether an upload is done with its name: close() returns before the
+ * kernel releases the file, so an upload committed and not written since
+ * is done, unless its staged file is still there to land.  A request's
+ * never lands: done once committed.  Locked (either lock).
  */
 static bool upload_done(const struct upload *u)
 {
 	return u->committed && !u->dirty && !(u->staged && u->run[0]);
 }
 
+/*
+ * Takes the name from busy, the upload holding the one a new open asks
+ * for, if it is done with it.  Returns 0 (busy no longer holds the name)
+ * or -EBUSY.  Locked.
+ */
 static int take_over(struct promoter *p, struct upload *busy)
 {
 	if (!upload_done(busy))
@@ -1857,13 +1854,9 @@ void promote_abandon_upload(struct upload *u, const char *reason)
 
 int promote_commit_upload(struct upload *u)
 {
-	bool owned;
 	int ret;
 
 	pthread_mutex_lock(&u->lock);
-	pthread_mutex_lock(&u->promoter->lock);
-	owned = u->registered;
-	pthread_mutex_unlock(&u->promoter->lock);
 	/*
 	 * Only what was written since the last commit is committed: a shell
 	 * opens, dup2()s and closes the first descriptor before it writes a
@@ -1873,7 +1866,7 @@ int promote_commit_upload(struct upload *u)
 	 */
 	if (u->failure)
 		ret = u->failure;
-	else if (u->temporary || (u->dirty && !owned))
+	else if (u->temporary || u->dropped)
 		ret = 0;	/* lands only when renamed; or unlinked in flight */
 	else if (u->dirty)
 		ret = commit_upload(u);
@@ -1886,18 +1879,16 @@ int promote_commit_upload(struct upload *u)
 void promote_end_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
-	bool gone, owned;
+	bool gone;
 
 	pthread_mutex_lock(&u->lock);
-	pthread_mutex_lock(&p->lock);
-	owned = u->registered;	/* an upload unlinked in flight lands nothing */
-	pthread_mutex_unlock(&p->lock);
 	/*
 	 * What no close committed: a write after the last flush, or a new
 	 * file nothing was written to (touch).  An artifact opened for
-	 * writing and left as it was (an editor's probe) is no new version.
+	 * writing and left as it was (an editor's probe) is no new version,
+	 * and one unlinked in flight lands nothing.
 	 */
-	if (owned && !u->temporary && !u->failure &&
+	if (!u->dropped && !u->temporary && !u->failure &&
 	    (u->dirty || (!u->committed && !u->from_artifact)))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
@@ -2754,7 +2745,8 @@ static int make_staging(struct promoter *p)
 			  strerror(-fd));
 		return fd;
 	}
-	snprintf(p->instance, sizeof(p->instance), "%d.%lld", getpid(), (long long)now_ns());
+	snprintf(p->instance, sizeof(p->instance), "%d.%lld", getpid(),
+		 (long long)clock_ns(CLOCK_REALTIME));
 	p->instance_fd = store_make_dir(fd, p->instance, 0700, NULL);
 	if (p->instance_fd < 0 || flock(p->instance_fd, LOCK_EX | LOCK_NB) < 0) {
 		ret = p->instance_fd < 0 ? p->instance_fd : -errno;
