@@ -18,6 +18,7 @@
 #ifndef ARTIFACTFS_INDEX_H
 #define ARTIFACTFS_INDEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -222,5 +223,75 @@ int index_get_usage(struct index *index, const char *client,
 int index_set_sha256(struct index *index, const char *client, const char *run,
 		     const char *filename, int64_t ino, int64_t size,
 		     int64_t mtime_ns, const char *sha256);
+
+/* --- typed reads, for artifactctl and verification ------------------------ */
+
+/*
+ * The read functions below call fn once per row, in a stable order, with
+ * the index locked and the statement open (the strings are valid during
+ * the call only; fn must not call back into the index).  fn returns 0 to
+ * go on; anything else stops the walk and is returned.  Otherwise they
+ * return 0 or -EIO.
+ */
+
+/* A run as indexed.  NULL strings: absent from metadata.json. */
+struct index_run_row {
+	const char *client;
+	const char *run;
+	const char *workflow_id;
+	const char *user_directive;
+	const char *created_at;
+	const char *expires_at;
+	int64_t expires_at_unix;	/* INT64_MIN when expires_at is not a valid time */
+	const char *status;
+	bool metadata_valid;		/* metadata.json followed the schema */
+	int64_t files;			/* artifact rows whose file is present */
+	int64_t bytes;			/* their file sizes added up */
+};
+
+/* An artifact as indexed: its entry and its file, either may be missing. */
+struct index_artifact_row {
+	const char *client;
+	const char *run;
+	const char *filename;
+	const char *agent_id;		/* NULL when the file has no entry */
+	const char *generated_at;
+	const char *content_type;
+	int64_t size_bytes;		/* -1 when the file has no entry */
+	int64_t file_size;		/* -1 when the entry has no file */
+	int64_t file_mtime_ns;
+	int64_t file_ino;
+	const char *sha256;		/* NULL unless artifactfs promoted these bytes */
+};
+
+/* Every client with a run indexed or owned, or audit rows, sorted. */
+int index_for_each_client(struct index *index,
+			  int (*fn)(void *ctx, const char *client), void *ctx);
+
+/* The runs of client (every client when NULL), by client then run id. */
+int index_for_each_run(struct index *index, const char *client,
+		       int (*fn)(void *ctx, const struct index_run_row *row), void *ctx);
+
+/* The artifacts of one run, by filename. */
+int index_for_each_artifact(struct index *index, const char *client, const char *run,
+			    int (*fn)(void *ctx, const struct index_artifact_row *row),
+			    void *ctx);
+
+/*
+ * The artifacts matching every field that is not NULL (exactly): sha256,
+ * agent_id, the run's workflow_id, client.  By client, run, filename.
+ */
+struct index_artifact_query {
+	const char *client;
+	const char *sha256;
+	const char *agent_id;
+	const char *workflow_id;
+};
+int index_find_artifacts(struct index *index, const struct index_artifact_query *query,
+			 int (*fn)(void *ctx, const struct index_artifact_row *row), void *ctx);
+
+/* The audit rows of client (every client when NULL) since since_ns, oldest first. */
+int index_for_each_audit(struct index *index, const char *client, int64_t since_ns,
+			 int (*fn)(void *ctx, const struct index_audit *row), void *ctx);
 
 #endif

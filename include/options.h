@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "promote_options.h"
+
 /* Beyond this, read-ahead only fills memory no reader asked for. */
 #define READ_AHEAD_KB_MAX 65536
 
@@ -26,15 +28,15 @@ struct options {
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
 	unsigned long max_cached_files;	/* -o max_cached_files=N */
 	unsigned int read_ahead_kb;	/* -o read_ahead_kb=N, 0: the kernel's */
-	/* promote/ and deletion */
+	/*
+	 * promote/ and deletion: -o retention=, file_mode=, temporary_idle=,
+	 * quota_bytes=, quota_files= go straight in; the strings below,
+	 * owned here, stand in for its defaults once given.
+	 */
+	struct promote_options promote;
 	char *agent_id;		/* -o agent=ID */
 	char *workflow_id;	/* -o workflow=ID */
 	char *user_directive;	/* -o directive=TEXT */
-	unsigned int retention_days;	/* -o retention=DAYS */
-	unsigned int file_mode;		/* -o file_mode=OCTAL: promoted files */
-	unsigned int temporary_idle;	/* -o temporary_idle=SECONDS */
-	unsigned long long quota_bytes;	/* -o quota_bytes=N */
-	unsigned long long quota_files;	/* -o quota_files=N */
 	char *only_run;		/* -o run=RUN */
 	int read_only;		/* -o ro: no promote/, no deletion */
 	int no_delete;		/* -o nodelete */

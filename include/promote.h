@@ -22,20 +22,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "promote_options.h"
 #include "view.h"
-
-struct promote_options {
-	const char *agent_id;		/* default agent of direct uploads */
-	const char *workflow_id;	/* default workflow of a new run */
-	const char *user_directive;	/* default directive of a new run */
-	unsigned int retention_days;	/* expires_at = created_at + this */
-	mode_t file_mode;		/* of every file that lands (the store's 0644) */
-	uint64_t quota_bytes;		/* per tenant; 0 for no limit */
-	uint64_t quota_files;		/* per tenant; 0 for no limit */
-	const char *only_run;		/* promote into this run only, or NULL */
-	bool no_delete;			/* deletion refused with EPERM */
-	unsigned int temporary_idle;	/* seconds an unheld temporary stays; 0: 3600 */
-};
 
 /* Longest value accepted for an artifact attribute set through the mount. */
 #define PROMOTE_ATTR_MAX 4096

@@ -39,11 +39,31 @@ void store_close(struct store *store);
 int store_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 
 /*
- * Opens the tenant's directory STORE/artifacts/<client> with flags
- * (O_PATH or O_RDONLY, O_DIRECTORY is added).  Returns the fd, -ENOENT
- * when the tenant has no directory yet, or another -errno.
+ * The store's layout (RARO's contract, docs/architecture.md):
+ *   artifacts/<client>/<run>/   a tenant's run: its files and metadata.json
+ *   artifacts/<run>/            a legacy run, from before tenants had areas
+ *   sessions/<run>/output/      an agent session's raw output
+ * These are the only functions that spell it.  Each opens its directory
+ * with flags (O_PATH or O_RDONLY; O_DIRECTORY is added) and returns the
+ * fd, -ENOENT when it does not exist, -EINVAL for a client or run that
+ * fails names_check_id(), or another -errno (-ELOOP for a symlink,
+ * -EXDEV for a mount point, -ENOTDIR).
  */
+#define STORE_ARTIFACTS_DIR "artifacts"
+#define STORE_SESSIONS_DIR "sessions"
+int store_open_artifacts(const struct store *store, int flags);
 int store_open_tenant(const struct store *store, const char *client, int flags);
+int store_open_run(const struct store *store, const char *client, const char *run, int flags);
+/* Also -ENOENT for a directory without metadata.json (a tenant's area). */
+int store_open_legacy_run(const struct store *store, const char *run, int flags);
+int store_open_session_output(const struct store *store, const char *run, int flags);
+
+/*
+ * Opens the tenant's run dir O_RDONLY, making it and the directories
+ * above it (0755) first where they are missing, durably: each new
+ * directory's parent is fsync'd.  Returns the fd or -errno.
+ */
+int store_make_run(const struct store *store, const char *client, const char *run);
 
 /*
  * Opens the regular file name in dirfd with flags (O_RDONLY, O_NOATIME...)

@@ -1697,6 +1697,13 @@ static const char *column_text(sqlite3_stmt *stmt, int i)
 	return (const char *)sqlite3_column_text(stmt, i);
 }
 
+/* An audit row's action column; the CHECK constraint allows these three only. */
+static enum index_action action_from_name(const char *action)
+{
+	return !action || strcmp(action, "promote") == 0 ? INDEX_ACTION_PROMOTE :
+	       strcmp(action, "delete") == 0 ? INDEX_ACTION_DELETE : INDEX_ACTION_REPAIR;
+}
+
 int index_list_audit(struct index *index, const char *client, size_t limit,
 		     int (*fn)(void *ctx, const struct index_audit *row), void *ctx)
 {
@@ -1720,10 +1727,7 @@ int index_list_audit(struct index *index, const char *client, size_t limit,
 		row = (struct index_audit){
 			.time_ns = sqlite3_column_int64(stmt, 0),
 			.client = client,
-			/* The CHECK constraint allows these three only. */
-			.action = !action || strcmp(action, "promote") == 0 ?
-				  INDEX_ACTION_PROMOTE : strcmp(action, "delete") == 0 ?
-				  INDEX_ACTION_DELETE : INDEX_ACTION_REPAIR,
+			.action = action_from_name(action),
 			.run = column_text(stmt, 2),
 			.filename = column_text(stmt, 3),
 			.size = sqlite3_column_type(stmt, 4) == SQLITE_NULL ?
@@ -1849,4 +1853,193 @@ end:
 unlock:
 	pthread_mutex_unlock(&index->lock);
 	return ret;
+}
+
+/* --- typed reads ------------------------------------------------------------ */
+
+/* Whom a typed read hands its rows: the one callback it was given. */
+struct visitor {
+	int (*client)(void *ctx, const char *client);
+	int (*run)(void *ctx, const struct index_run_row *row);
+	int (*artifact)(void *ctx, const struct index_artifact_row *row);
+	int (*audit)(void *ctx, const struct index_audit *row);
+	void *ctx;
+};
+
+/*
+ * Prepares sql, binds the texts (NULL binds NULL) and calls row_fn for
+ * each row, under the lock.  These reads serve the admin tool, not the
+ * mount's hot paths: a statement prepared per call is cheap enough.
+ */
+static int for_each_row(struct index *index, const char *what, const char *sql,
+			const char *const *texts, size_t n_texts, int64_t number,
+			int (*row_fn)(sqlite3_stmt *stmt, const struct visitor *visitor),
+			const struct visitor *visitor)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&index->lock);
+	rc = sqlite3_prepare_v2(index->db, sql, -1, &stmt, NULL);
+	for (size_t i = 0; rc == SQLITE_OK && i < n_texts; i++)
+		rc = texts[i] ? sqlite3_bind_text(stmt, (int)i + 1, texts[i], -1, SQLITE_STATIC) :
+				sqlite3_bind_null(stmt, (int)i + 1);
+	if (rc == SQLITE_OK && sqlite3_bind_parameter_count(stmt) > (int)n_texts)
+		rc = sqlite3_bind_int64(stmt, (int)n_texts + 1, number);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		ret = row_fn(stmt, visitor);
+		if (ret)
+			break;
+		rc = SQLITE_OK;
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		log_error("index %s: cannot list %s: %s", index->path, what,
+			  sqlite3_errmsg(index->db));
+		ret = -EIO;
+	}
+	sqlite3_finalize(stmt);
+	pthread_mutex_unlock(&index->lock);
+	return ret;
+}
+
+static int64_t column_int64_or(sqlite3_stmt *stmt, int i, int64_t null_value)
+{
+	return sqlite3_column_type(stmt, i) == SQLITE_NULL ? null_value :
+	       sqlite3_column_int64(stmt, i);
+}
+
+static int client_row(sqlite3_stmt *stmt, const struct visitor *visitor)
+{
+	return visitor->client(visitor->ctx, column_text(stmt, 0));
+}
+
+int index_for_each_client(struct index *index,
+			  int (*fn)(void *ctx, const char *client), void *ctx)
+{
+	return for_each_row(index, "clients",
+			    "SELECT client FROM runs UNION SELECT client FROM run_owners "
+			    "UNION SELECT client FROM audit ORDER BY 1",
+			    NULL, 0, 0, client_row,
+			    &(struct visitor){ .client = fn, .ctx = ctx });
+}
+
+static int run_row(sqlite3_stmt *stmt, const struct visitor *visitor)
+{
+	struct index_run_row row = {
+		.client = column_text(stmt, 0),
+		.run = column_text(stmt, 1),
+		.workflow_id = column_text(stmt, 2),
+		.user_directive = column_text(stmt, 3),
+		.created_at = column_text(stmt, 4),
+		.expires_at = column_text(stmt, 5),
+		.expires_at_unix = column_int64_or(stmt, 6, INT64_MIN),
+		.status = column_text(stmt, 7),
+		.metadata_valid = sqlite3_column_int(stmt, 8) != 0,
+		.files = sqlite3_column_int64(stmt, 9),
+		.bytes = sqlite3_column_int64(stmt, 10),
+	};
+
+	return visitor->run(visitor->ctx, &row);
+}
+
+int index_for_each_run(struct index *index, const char *client,
+		       int (*fn)(void *ctx, const struct index_run_row *row), void *ctx)
+{
+	const char *texts[] = { client };
+
+	return for_each_row(index, "runs",
+			    "SELECT r.client, r.run, r.workflow_id, r.user_directive, r.created_at,"
+			    " r.expires_at, r.expires_at_unix, r.status, r.metadata_valid,"
+			    " count(a.file_size), coalesce(sum(a.file_size), 0)"
+			    " FROM runs r LEFT JOIN artifacts a ON a.run_id = r.id"
+			    " WHERE ?1 IS NULL OR r.client = ?1"
+			    " GROUP BY r.id ORDER BY r.client, r.run",
+			    texts, 1, 0, run_row,
+			    &(struct visitor){ .run = fn, .ctx = ctx });
+}
+
+/* The columns artifact_row() reads, in its order. */
+#define ARTIFACT_COLUMNS \
+	"r.client, r.run, a.filename, a.agent_id, a.generated_at, a.content_type," \
+	" a.size_bytes, a.file_size, a.file_mtime_ns, a.file_ino, a.sha256" \
+	" FROM artifacts a JOIN runs r ON a.run_id = r.id"
+
+static int artifact_row(sqlite3_stmt *stmt, const struct visitor *visitor)
+{
+	struct index_artifact_row row = {
+		.client = column_text(stmt, 0),
+		.run = column_text(stmt, 1),
+		.filename = column_text(stmt, 2),
+		.agent_id = column_text(stmt, 3),
+		.generated_at = column_text(stmt, 4),
+		.content_type = column_text(stmt, 5),
+		.size_bytes = column_int64_or(stmt, 6, -1),
+		.file_size = column_int64_or(stmt, 7, -1),
+		.file_mtime_ns = column_int64_or(stmt, 8, 0),
+		.file_ino = column_int64_or(stmt, 9, 0),
+		.sha256 = column_text(stmt, 10),
+	};
+
+	return visitor->artifact(visitor->ctx, &row);
+}
+
+int index_for_each_artifact(struct index *index, const char *client, const char *run,
+			    int (*fn)(void *ctx, const struct index_artifact_row *row),
+			    void *ctx)
+{
+	const char *texts[] = { client, run };
+
+	return for_each_row(index, "artifacts",
+			    "SELECT " ARTIFACT_COLUMNS
+			    " WHERE r.client = ?1 AND r.run = ?2 ORDER BY a.filename",
+			    texts, 2, 0, artifact_row,
+			    &(struct visitor){ .artifact = fn, .ctx = ctx });
+}
+
+int index_find_artifacts(struct index *index, const struct index_artifact_query *query,
+			 int (*fn)(void *ctx, const struct index_artifact_row *row), void *ctx)
+{
+	const char *texts[] = { query->client, query->sha256, query->agent_id,
+				query->workflow_id };
+
+	return for_each_row(index, "artifacts",
+			    "SELECT " ARTIFACT_COLUMNS
+			    " WHERE (?1 IS NULL OR r.client = ?1)"
+			    " AND (?2 IS NULL OR a.sha256 = ?2)"
+			    " AND (?3 IS NULL OR a.agent_id = ?3)"
+			    " AND (?4 IS NULL OR r.workflow_id = ?4)"
+			    " ORDER BY r.client, r.run, a.filename",
+			    texts, 4, 0, artifact_row,
+			    &(struct visitor){ .artifact = fn, .ctx = ctx });
+}
+
+static int audit_row(sqlite3_stmt *stmt, const struct visitor *visitor)
+{
+	const char *action = column_text(stmt, 2);
+	struct index_audit row = {
+		.time_ns = sqlite3_column_int64(stmt, 0),
+		.client = column_text(stmt, 1),
+		.action = action_from_name(action),
+		.run = column_text(stmt, 3),
+		.filename = column_text(stmt, 4),
+		.size = column_int64_or(stmt, 5, -1),
+		.sha256 = column_text(stmt, 6),
+		.error = sqlite3_column_int(stmt, 7),
+		.reason = column_text(stmt, 8),
+	};
+
+	return visitor->audit(visitor->ctx, &row);
+}
+
+int index_for_each_audit(struct index *index, const char *client, int64_t since_ns,
+			 int (*fn)(void *ctx, const struct index_audit *row), void *ctx)
+{
+	const char *texts[] = { client };
+
+	return for_each_row(index, "the audit",
+			    "SELECT time_ns, client, action, run, filename, size, sha256, error,"
+			    " reason FROM audit WHERE (?1 IS NULL OR client = ?1)"
+			    " AND time_ns >= ?2 ORDER BY id",
+			    texts, 1, since_ns, audit_row,
+			    &(struct visitor){ .audit = fn, .ctx = ctx });
 }

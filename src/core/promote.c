@@ -1,23 +1,15 @@
 /*
- * promote.c - staging uploads and committing them into a tenant's store;
- * temporaries and renames in promote/<run>/; requests for session files;
- * deletion; repairs of what unlocked writers leave in metadata.json.
+ * promote.c - promote/: uploads staged while their writers write them and
+ * landed when they close; temporaries and renames in promote/<run>/;
+ * request documents that promote session files; quotas; the mount's
+ * deletion rule.
  *
- * Staging layout, all on the store's file system:
- *   STORE/.artifactfs/staging/<client>/<instance>/      flock'ed while alive
- *       runs/<run>/<name>     direct uploads in flight
- *       requests/<name>       request documents in flight
- *       work/                 intents and metadata.json drafts
- *
- * A commit is: fsync the staged file; write an intent (what is about to
- * land, with its SHA-256); rename into the run; rewrite metadata.json
- * (draft, fsync, rename) under an flock on the run dir, so concurrent
- * promoters of one run, in this daemon or another, never lose an entry;
- * update the index; drop the intent.  A crash after the rename leaves an
- * intent that the next mount completes; a crash before leaves only
- * staging, which the next mount removes.  metadata.json is shared with
- * the kernel-server, which takes no lock: every edit of it goes through
- * edit_metadata(), which reads it again when it changed underneath.
+ * Staging lives in the writer's instance (writer.h): runs/<run>/<name>
+ * for direct uploads, requests/<name> for request documents.  A commit is
+ * a landing (landing.h): the staged file is fsync'd and hashed here, then
+ * renamed into the run with its metadata.json entry under the run lock.
+ * Deletions (deletion.h) and repairs (check.h) are the core's; this file
+ * adds what only a mount has: who may delete, when to repair.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,18 +25,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
+#include "check.h"
+#include "deletion.h"
+#include "landing.h"
+#include "metaedit.h"
 #include "log.h"
 #include "meta.h"
-#include "metafile.h"
-#include "mime.h"
 #include "names.h"
 #include "promote.h"
 #include "request.h"
+#include "writer.h"
 
-#define STAGING_DIR STORE_PRIVATE_DIR "/staging"
-#define SHA256_HEX_SIZE 65
-#define REASON_SIZE 256
-#define SECONDS_PER_DAY 86400
 
 /* Run attributes set on promote/<run> before its first file lands. */
 struct run_attrs {
@@ -108,36 +100,15 @@ struct upload {
 	uint64_t hashed;
 };
 
-/*
- * The metadata.json last written into a run, parsed, with what stat()
- * said of the file then.  Parsing the document is what made a commit
- * into a run of a thousand files cost 15 ms; while the file is the very
- * one we wrote (same inode, size, times), our copy is as good.
- */
-struct metadata_cache_entry {
-	char run[NAMES_ID_MAX + 1];	/* "" when unused */
-	struct metafile_version version;	/* of the file as it was written */
-	struct meta_run meta;
-	unsigned long last_used;
-};
-
-#define METADATA_CACHE_RUNS 8
-
-/* How long a temporary nobody holds stays staged, by default. */
-#define TEMPORARY_IDLE_DEFAULT 3600
-
 struct promoter {
-	struct view *view;
-	struct promote_options options;
-	struct mime_table *mime;
-	int instance_fd;	/* flock'ed for the life of the daemon */
-	int runs_fd, requests_fd, work_fd;
-	char instance[64];
+	struct writer *writer;	/* staging, options, landings */
+	struct view *view;	/* the writer's */
+	const struct promote_options *options;	/* the writer's */
 	/*
 	 * Guards uploads (the list and the fields struct upload names),
-	 * run_attrs, the staged and used totals, work_serial and the
-	 * metadata cache.  Held for memory updates and cheap directory
-	 * calls only, never across a copy or an fsync.
+	 * run_attrs, and the staged and used totals.  Held for memory
+	 * updates and cheap directory calls only, never across a copy or an
+	 * fsync.
 	 */
 	pthread_mutex_t lock;
 	struct upload *uploads;
@@ -147,26 +118,10 @@ struct promoter {
 	/* The tenant's stored bytes and files, from the index, for quotas. */
 	uint64_t used_bytes;
 	uint64_t used_files;
-	unsigned long work_serial;
-	/* Guarded by lock; an entry is taken out while its run is locked. */
-	struct metadata_cache_entry metadata_cache[METADATA_CACHE_RUNS];
-	unsigned long metadata_clock;
 };
 
 /* Uploads are sent to the disk in chunks of this many bytes as they come. */
 #define WRITEBACK_CHUNK (8u << 20)
-
-/* What lands in metadata.json for one committed file. */
-struct landing {
-	const char *run;
-	const char *name;
-	const char *agent_id;
-	const char *workflow_id;	/* used when the run is new */
-	const char *user_directive;	/* used when the run is new */
-	uint64_t size;
-	char sha256[SHA256_HEX_SIZE];
-	char generated_at[META_TIME_SIZE];
-};
 
 static int refresh_usage(struct promoter *p);
 
@@ -179,56 +134,6 @@ static int64_t clock_ns(clockid_t clock)
 
 	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static const char *errno_name(int error)
-{
-	const char *name = strerrorname_np(error);
-
-	return name ? name : "EIO";
-}
-
-/* One log line and one audit row for every outcome a user can see. */
-static void record(struct promoter *p, enum index_action action, const char *run,
-		   const char *name, int64_t size, const char *sha256, int error,
-		   const char *reason)
-{
-	char run_text[NAMES_ID_MAX * 4 + 1], name_text[NAMES_FILE_MAX * 4 + 1];
-	char reason_text[REASON_SIZE];
-	struct index_audit row = {
-		.time_ns = clock_ns(CLOCK_REALTIME),
-		.client = p->view->client,
-		.action = action,
-		.run = run ? run_text : NULL,
-		.filename = name ? name_text : NULL,
-		.size = size,
-		.sha256 = sha256,
-		.error = error,
-		.reason = reason ? reason_text : NULL,
-	};
-	const char *verb = action == INDEX_ACTION_PROMOTE ? "promotion" :
-			   action == INDEX_ACTION_DELETE ? "deletion" : "repair of metadata.json";
-
-	/* Names come from agents: what is logged and shown must be plain text. */
-	if (run)
-		names_make_printable(run, run_text, sizeof(run_text));
-	if (name)
-		names_make_printable(name, name_text, sizeof(name_text));
-	if (reason)
-		names_make_printable(reason, reason_text, sizeof(reason_text));
-	run = row.run;
-	name = row.filename;
-	reason = row.reason;
-
-	/* The verdict first: a long name may cut the line, never the outcome. */
-	if (error)
-		log_warning("%s refused (%s): %s; client %s run %s file %s", verb,
-			    errno_name(error), reason ? reason : strerror(error),
-			    p->view->client, run ? run : "-", name ? name : "-");
-	else
-		log_info("%s done: client %s run %s file %s", verb, p->view->client,
-			 run ? run : "-", name ? name : "-");
-	index_add_audit(p->view->index, &row);
 }
 
 static int fsync_fd(int fd)
@@ -255,12 +160,6 @@ static int copy_attr_value(const char *value, size_t size, char **copy)
 	return *copy ? 0 : -ENOMEM;
 }
 
-static void hex_digest(const unsigned char *digest, char *hex)
-{
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-}
-
 /*
  * Puts a new open file of the same inode, opened with flags, in place of
  * fd (same number: other threads may hold it).  Returns 0 or -errno.
@@ -280,629 +179,39 @@ static int reopen_fd(int fd, int flags)
 	return ret;
 }
 
-/* Hashes a whole file by reading it (for uploads written out of order). */
-static int hash_file(int fd, char *hex)
+/* One log line and one audit row for view's tenant: see audit_record(). */
+static void record(struct promoter *p, enum index_action action, const char *run,
+		   const char *name, int64_t size, const char *sha256, int error,
+		   const char *reason)
 {
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	static const size_t chunk = 1 << 20;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	char *buf = malloc(chunk);
-	off_t offset = 0;
-	int ret = 0;
-
-	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = pread(fd, buf, chunk, offset);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		offset += n;
-	}
-	EVP_DigestFinal_ex(ctx, digest, NULL);
-	hex_digest(digest, hex);
-out:
-	free(buf);
-	EVP_MD_CTX_free(ctx);
-	return ret;
-}
-
-/* --- ownership ----------------------------------------------------------- */
-
-/* Whether some other tenant's area, or the legacy layout, holds run. */
-static int find_foreign_run(struct promoter *p, const char *run)
-{
-	char path[2 * NAMES_ID_MAX + 32];
-	struct dirent *entry;
-	struct stat st;
-	DIR *dir;
-	int fd, ret = 0;
-
-	fd = store_open_beneath(p->view->store->root_fd, "artifacts", O_RDONLY | O_DIRECTORY, 0);
-	if (fd == -ENOENT)
-		return 0;
-	if (fd < 0)
-		return fd;
-	/* A legacy run dir (artifacts/<run>/metadata.json) belongs to nobody here. */
-	snprintf(path, sizeof(path), "%s/%s", run, NAMES_METADATA_FILE);
-	if (fstatat(fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		close(fd);
-		return -EACCES;
-	}
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return -errno;
-	}
-	while ((entry = readdir(dir))) {
-		if (strcmp(entry->d_name, p->view->client) == 0 ||
-		    names_check_id(entry->d_name, NULL) < 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", entry->d_name, run);
-		if (fstatat(dirfd(dir), path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-			ret = -EACCES;
-			break;
-		}
-	}
-	closedir(dir);
-	return ret;
-}
-
-/* Opens the tenant's own run dir (O_RDONLY), or -ENOENT. */
-static int open_own_run(struct promoter *p, const char *run)
-{
-	char path[2 * NAMES_ID_MAX + 16];
-
-	snprintf(path, sizeof(path), "artifacts/%s/%s", p->view->client, run);
-	return store_open_beneath(p->view->store->root_fd, path,
-				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	audit_record(p->view, action, run, name, size, sha256, error, reason);
 }
 
 bool promote_serves_run(const struct promoter *p, const char *run)
 {
-	return !p->options.only_run || strcmp(run, p->options.only_run) == 0;
+	return !p->options->only_run || strcmp(run, p->options->only_run) == 0;
 }
 
 int promote_check_run(struct promoter *p, const char *run)
 {
-	char *owner = NULL;
-	int fd, ret;
-
 	if (names_check_run(run, NULL) < 0)
 		return -EINVAL;
 	if (!promote_serves_run(p, run))
 		return -EACCES;
-	fd = open_own_run(p, run);
-	if (fd >= 0) {
-		close(fd);
-		return 0;	/* the tenant's own run dir: its run */
-	}
-	ret = index_get_run_owner(p->view->index, run, &owner);
-	if (ret == 0) {
-		ret = strcmp(owner, p->view->client) == 0 ? 0 : -EACCES;
-		free(owner);
-		return ret;
-	}
-	if (ret != -ENOENT)
-		return ret;
-	return find_foreign_run(p, run);
-}
-
-/* --- metadata.json ------------------------------------------------------- */
-
-/* A copy of text ("" for NULL), or NULL with *ret set to -ENOMEM. */
-static char *copy_text(const char *text, int *ret)
-{
-	char *copy = strdup(text ? text : "");
-
-	if (!copy)
-		*ret = -ENOMEM;
-	return copy;
+	return landing_check_run(p->writer, run);
 }
 
 /*
- * Reads the run's metadata.json into *meta, waiting while a writer that
- * takes no lock (the kernel-server) is halfway through rewriting it.  A
- * missing file is an empty run (-ENOENT); a file that does not follow
- * the schema, or stays unparsable, is never rewritten (-EIO): rewriting
- * would lose what the kernel-server wrote.
- */
-static int read_metadata(int run_fd, struct meta_run *meta, struct metafile_version *version,
-			 char *reason)
-{
-	char problem[160] = "";
-	int ret;
-
-	ret = metafile_read(run_fd, true, meta, version, problem, sizeof(problem));
-	if (ret == 0 || ret == -ENOENT || ret == -ENOMEM)
-		return ret;
-	if (ret == -EBADMSG)
-		snprintf(reason, REASON_SIZE, "metadata.json does not parse (%s) and has not "
-			 "changed for %d ms; not rewriting it", problem, METAFILE_SETTLE_MS);
-	else if (ret == -EINVAL)
-		snprintf(reason, REASON_SIZE,
-			 "metadata.json does not follow the schema (%s); not rewriting it", problem);
-	else
-		snprintf(reason, REASON_SIZE, "cannot read metadata.json: %s",
-			 ret == -EFBIG ? problem : strerror(-ret));
-	return -EIO;
-}
-
-/*
- * Writes *meta as the run's metadata.json if it is still *version (see
- * metafile_write()); *version then describes what was written.
- * Returns 0, -ESTALE (changed since read), -ENOMEM, -EIO with reason set.
- */
-static int write_metadata(struct promoter *p, int run_fd, const struct meta_run *meta,
-			  struct metafile_version *version, char *reason)
-{
-	struct metafile_version written;
-	char draft[64];
-	int ret;
-
-	pthread_mutex_lock(&p->lock);
-	snprintf(draft, sizeof(draft), "metadata.%lu", p->work_serial++);
-	pthread_mutex_unlock(&p->lock);
-	ret = metafile_write(run_fd, p->work_fd, draft, meta, version, &written);
-	if (ret == 0)
-		*version = written;
-	if (ret == 0 || ret == -ESTALE || ret == -ENOMEM)
-		return ret;
-	snprintf(reason, REASON_SIZE, "cannot %s metadata.json: %s",
-		 ret == -EINVAL ? "format" : "write", strerror(-ret));
-	return -EIO;
-}
-
-/*
- * How long an edit of metadata.json is tried again while another writer
- * keeps getting in between (a kernel-server promoting file after file).
- */
-#define EDIT_RETRY_MS 10000
-
-/*
- * A change to a run's metadata: edits *meta in place.  Returns 0, 1 when
- * there is nothing to write, or -ENOMEM.
- */
-typedef int (*metadata_edit_fn)(struct promoter *p, struct meta_run *meta, const void *ctx);
-
-/*
- * Applies edit to *meta, the run's metadata.json as read (*version), and
- * writes the result; when the file changed since it was read (a writer
- * that takes no lock), reads it again and applies the edit again, so that
- * what the other writer wrote stays.  run_fd is locked by the caller.
- * On success *meta and *version are what the file now holds.
+ * Lands a staged file and, on success, refreshes the usage quotas count.
  * Returns 0 or -errno with reason set.
- */
-static int edit_metadata(struct promoter *p, int run_fd, struct meta_run *meta,
-			 struct metafile_version *version, metadata_edit_fn edit,
-			 const void *ctx, char *reason)
-{
-	int64_t deadline = clock_ns(CLOCK_MONOTONIC) + (int64_t)EDIT_RETRY_MS * 1000000;
-
-	for (long tries = 1;; tries++) {
-		int ret = edit(p, meta, ctx);
-
-		if (ret < 0) {
-			snprintf(reason, REASON_SIZE, "out of memory");
-			return ret;
-		}
-		if (ret == 1)
-			return 0;
-		ret = write_metadata(p, run_fd, meta, version, reason);
-		if (ret != -ESTALE)
-			return ret;
-		if (clock_ns(CLOCK_MONOTONIC) >= deadline) {
-			snprintf(reason, REASON_SIZE, "metadata.json kept changing while it was "
-				 "being rewritten (%ld tries in %d ms)", tries, EDIT_RETRY_MS);
-			return -EIO;
-		}
-		/* Out of step with the other writer's loop, in a few ms. */
-		nanosleep(&(struct timespec){ .tv_nsec = (tries % 7 + 1) * 1000000L }, NULL);
-		ret = read_metadata(run_fd, meta, version, reason);
-		if (ret < 0 && ret != -ENOENT)
-			return ret;	/* -ENOENT: removed meanwhile, made anew */
-	}
-}
-
-/* Sets *field to a copy of value.  Returns 0 or -ENOMEM. */
-static int replace_string(char **field, const char *value)
-{
-	char *copy = strdup(value);
-
-	if (!copy)
-		return -ENOMEM;
-	free(*field);
-	*field = copy;
-	return 0;
-}
-
-/*
- * Puts the landing's entry into *meta, replacing any entry of that name
- * (and dropping duplicates the kernel-server may have appended), filling
- * a new run's fields.  Returns 0 or -ENOMEM.
- */
-static int add_entry(struct promoter *p, struct meta_run *meta, const struct landing *l)
-{
-	struct meta_artifact *entry = NULL;
-	size_t kept = 0;
-	int ret = 0;
-
-	if (!meta->run_id) {
-		char created[META_TIME_SIZE], expires[META_TIME_SIZE];
-		struct timespec now;
-
-		clock_gettime(CLOCK_REALTIME, &now);
-		meta_format_time(now.tv_sec, now.tv_nsec, created);
-		meta_format_time(now.tv_sec + (int64_t)p->options.retention_days * SECONDS_PER_DAY,
-				 now.tv_nsec, expires);
-		meta->run_id = copy_text(l->run, &ret);
-		meta->workflow_id = copy_text(l->workflow_id, &ret);
-		meta->user_directive = copy_text(l->user_directive, &ret);
-		meta->created_at = copy_text(created, &ret);
-		meta->expires_at = copy_text(expires, &ret);
-		meta->status = copy_text("active", &ret);
-		if (ret < 0)
-			return ret;
-	}
-	for (size_t i = 0; i < meta->n_artifacts; i++) {
-		struct meta_artifact *a = &meta->artifacts[i];
-		if (strcmp(a->filename, l->name) == 0 && entry) {
-			meta_artifact_release(a);
-			continue;
-		}
-		meta->artifacts[kept] = *a;
-		if (strcmp(a->filename, l->name) == 0)
-			entry = &meta->artifacts[kept];
-		kept++;
-	}
-	meta->n_artifacts = kept;
-	if (!entry) {
-		struct meta_artifact *grown = realloc(meta->artifacts,
-						      (kept + 1) * sizeof(*grown));
-		if (!grown)
-			return -ENOMEM;
-		meta->artifacts = grown;
-		entry = &grown[kept];
-		memset(entry, 0, sizeof(*entry));
-		entry->filename = strdup(l->name);
-		meta->n_artifacts++;
-		if (!entry->filename)
-			return -ENOMEM;
-	}
-	if ((ret = replace_string(&entry->agent_id, l->agent_id)) < 0 ||
-	    (ret = replace_string(&entry->generated_at, l->generated_at)) < 0 ||
-	    (ret = replace_string(&entry->content_type, mime_type_of(p->mime, l->name))) < 0)
-		return ret;
-	entry->size_bytes = l->size;
-	entry->has_size_bytes = true;
-	return 0;
-}
-
-/* Drops every entry of name from *meta.  Returns whether one was there. */
-static bool remove_entry(struct meta_run *meta, const char *name)
-{
-	size_t kept = 0;
-	bool found = false;
-
-	for (size_t i = 0; i < meta->n_artifacts; i++) {
-		struct meta_artifact *a = &meta->artifacts[i];
-		if (strcmp(a->filename, name) == 0) {
-			meta_artifact_release(a);
-			found = true;
-			continue;
-		}
-		meta->artifacts[kept++] = *a;
-	}
-	meta->n_artifacts = kept;
-	return found;
-}
-
-/* --- intents -------------------------------------------------------------- */
-
-/*
- * Writes doc (taken over) as an intent record, durably, named
- * intent_name (64 bytes), before what it describes happens: the next
- * mount completes the metadata of a file a crash left unrecorded.
- */
-static int write_intent_doc(struct promoter *p, json_t *doc, char *intent_name)
-{
-	int fd = -1, ret = 0;
-	char *text = NULL;
-
-	if (!doc || !(text = json_dumps(doc, JSON_COMPACT))) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	pthread_mutex_lock(&p->lock);
-	snprintf(intent_name, 64, "intent.%lu", p->work_serial++);
-	pthread_mutex_unlock(&p->lock);
-	fd = openat(p->work_fd, intent_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	ret = store_write_all(fd, text, strlen(text));
-	if (ret == 0)
-		ret = fsync_fd(fd);
-	if (ret == 0)
-		ret = fsync_fd(p->work_fd);
-out:
-	if (fd >= 0)
-		close(fd);
-	if (ret < 0 && fd >= 0)
-		unlinkat(p->work_fd, intent_name, 0);
-	free(text);
-	json_decref(doc);
-	return ret;
-}
-
-/* The intent of a landing: what is about to land, with its SHA-256. */
-static int write_intent(struct promoter *p, const struct landing *l, char *intent_name)
-{
-	return write_intent_doc(p, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
-					     "run", l->run, "name", l->name,
-					     "agent_id", l->agent_id, "workflow_id", l->workflow_id,
-					     "user_directive", l->user_directive,
-					     "sha256", l->sha256, "generated_at", l->generated_at,
-					     "size", (json_int_t)l->size),
-				intent_name);
-}
-
-/* --- committing ----------------------------------------------------------- */
-
-/* Opens (making it, durably, if needed) the tenant's run dir. */
-static int make_run_dir(struct promoter *p, const char *run)
-{
-	int artifacts_fd, tenant_fd, run_fd;
-	bool made;
-
-	artifacts_fd = store_make_dir(p->view->store->root_fd, "artifacts", 0755, &made);
-	if (artifacts_fd < 0)
-		return artifacts_fd;
-	if (made)
-		fsync(p->view->store->root_fd);
-	tenant_fd = store_make_dir(artifacts_fd, p->view->client, 0755, &made);
-	if (made)
-		fsync(artifacts_fd);
-	close(artifacts_fd);
-	if (tenant_fd < 0)
-		return tenant_fd;
-	run_fd = store_make_dir(tenant_fd, run, 0755, &made);
-	if (run_fd >= 0 && made)
-		fsync(tenant_fd);
-	close(tenant_fd);
-	return run_fd;
-}
-
-/*
- * Opens (making it if needed) and locks the tenant's run dir for a
- * landing: one writer of metadata.json at a time, across threads and
- * daemons.  A deletion of the run (rm -r) may remove the directory while
- * we wait for its lock; the landing then makes it anew.
- */
-static int lock_run_for_landing(struct promoter *p, const char *run)
-{
-	for (int tries = 0; tries < 16; tries++) {
-		int run_fd = make_run_dir(p, run);
-		struct stat st;
-
-		if (run_fd < 0)
-			return run_fd;
-		store_lock(run_fd, LOCK_EX);
-		if (fstat(run_fd, &st) == 0 && st.st_nlink > 0)
-			return run_fd;
-		flock(run_fd, LOCK_UN);
-		close(run_fd);
-	}
-	return -ESTALE;	/* deleted again and again: give up, loudly */
-}
-
-/*
- * Moves the cached metadata of run into *meta when run_fd's metadata.json
- * is still the one it was parsed from.  run_fd is locked by the caller.
- */
-static bool take_cached_metadata(struct promoter *p, int run_fd, const char *run,
-				 struct meta_run *meta, struct metafile_version *version)
-{
-	struct metadata_cache_entry taken = { 0 };
-	bool found = false;
-
-	pthread_mutex_lock(&p->lock);
-	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++) {
-		struct metadata_cache_entry *entry = &p->metadata_cache[i];
-
-		if (strcmp(entry->run, run) == 0) {
-			taken = *entry;
-			memset(entry, 0, sizeof(*entry));
-			found = true;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (found && metafile_unchanged(run_fd, &taken.version)) {
-		*meta = taken.meta;
-		*version = taken.version;
-		return true;
-	}
-	meta_run_release(&taken.meta);
-	return false;
-}
-
-/*
- * Keeps *meta, just written as run's metadata.json (*version), for the
- * next commit into run (it takes *meta over, leaving it empty).
- */
-static void keep_metadata(struct promoter *p, const char *run,
-			  const struct metafile_version *version, struct meta_run *meta)
-{
-	struct metadata_cache_entry *slot = NULL;
-
-	if (!version->present)
-		return;	/* rewritten by someone else at once: not worth keeping */
-	pthread_mutex_lock(&p->lock);
-	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++) {
-		struct metadata_cache_entry *entry = &p->metadata_cache[i];
-
-		if (strcmp(entry->run, run) == 0 || !entry->run[0]) {
-			slot = entry;
-			break;
-		}
-		if (!slot || entry->last_used < slot->last_used)
-			slot = entry;	/* the least recently used goes */
-	}
-	meta_run_release(&slot->meta);
-	snprintf(slot->run, sizeof(slot->run), "%s", run);
-	slot->version = *version;
-	slot->meta = *meta;
-	slot->last_used = ++p->metadata_clock;
-	memset(meta, 0, sizeof(*meta));
-	pthread_mutex_unlock(&p->lock);
-}
-
-/*
- * Reads the run's metadata.json into *meta for a landing: absent is
- * fine (a new run), unreadable is not.  run_fd is locked by the caller.
- */
-static int read_metadata_for_landing(struct promoter *p, int run_fd, const char *run,
-				     struct meta_run *meta, struct metafile_version *version,
-				     char *reason)
-{
-	int ret;
-
-	if (take_cached_metadata(p, run_fd, run, meta, version))
-		return 0;
-	ret = read_metadata(run_fd, meta, version, reason);
-	return ret == -ENOENT ? 0 : ret;
-}
-
-/* add_entry() as an edit of edit_metadata(). */
-static int add_landing(struct promoter *p, struct meta_run *meta, const void *landing)
-{
-	return add_entry(p, meta, landing);
-}
-
-/* Adds the landing to *meta (as read: *version) and writes it; run_fd is locked by the caller. */
-static int record_landing(struct promoter *p, int run_fd, struct meta_run *meta,
-			  struct metafile_version *version, const struct landing *l, char *reason)
-{
-	return edit_metadata(p, run_fd, meta, version, add_landing, l, reason);
-}
-
-/*
- * Records a landed file in the index: its row and the run's, not the
- * whole run again (a run of many files would pay for each one).
- * meta is the metadata.json just written, *version the file written;
- * run_fd is locked.
- */
-static void index_landing(struct promoter *p, int run_fd, const struct meta_run *meta,
-			  const struct metafile_version *version, const struct landing *l)
-{
-	struct index_file file = { .filename = l->name };
-	const struct meta_artifact *entry = meta_find_artifact(meta, l->name);
-	struct index_run_stamp stamp;
-	struct stat st;
-
-	/*
-	 * The stamp of the very file we wrote: if another writer changed it
-	 * since, the stamps differ and the watcher has the run parsed again.
-	 */
-	view_stamp_run(run_fd, &stamp);
-	stamp.meta_ino = version->ino;
-	stamp.meta_size = version->size;
-	stamp.meta_mtime_ns = version->mtime_ns;
-	stamp.meta_ctime_ns = version->ctime_ns;
-	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		view_index_run(p->view, l->run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
-		return;
-	}
-	file.size = st.st_size;
-	file.mtime_ns = store_time_ns(&st.st_mtim);
-	file.ino = (int64_t)st.st_ino;
-	index_put_artifact(p->view->index, p->view->client, l->run, &stamp, meta, entry,
-			   &file, l->sha256);
-}
-
-/*
- * Lands the staged file (staged_dir, staged_name) as l->run/l->name.
- * On failure the store is as before for that file.  Returns 0 or -errno
- * with reason set.
  */
 static int land_file(struct promoter *p, int staged_dir, const char *staged_name,
 		     const struct landing *l, char *reason)
 {
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	char intent[64] = "";
-	int run_fd = -1, ret;
+	int ret = landing_land_file(p->writer, staged_dir, staged_name, l, reason);
 
-	ret = promote_check_run(p, l->run);
-	run_fd = ret == 0 ? open_own_run(p, l->run) : -1;
-	if (run_fd >= 0)
-		close(run_fd);	/* the tenant's own run dir: its run, whoever else claims the id */
-	else if (ret == 0)
-		ret = index_claim_run(p->view->index, p->view->client, l->run);
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, ret == -EACCES ?
-			 "the run belongs to another tenant" : "invalid run id");
-		return ret;
-	}
-	run_fd = lock_run_for_landing(p, l->run);
-	if (run_fd < 0) {
-		snprintf(reason, REASON_SIZE, "cannot make the run directory: %s",
-			 strerror(-run_fd));
-		return -EIO;
-	}
-	/* Refuse before anything moves if metadata.json cannot be kept valid. */
-	ret = read_metadata_for_landing(p, run_fd, l->run, &meta, &version, reason);
-	if (ret < 0)
-		goto out;
-	ret = write_intent(p, l, intent);
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "cannot write the intent record: %s", strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	/*
-	 * Staged private (0600, in a 0700 dir), landed with the store's mode:
-	 * the kernel-server, another user, serves these files too.
-	 */
-	if (fchmodat(staged_dir, staged_name, p->options.file_mode, 0) < 0) {
-		ret = -errno;
-		snprintf(reason, REASON_SIZE, "cannot set the file's mode: %s", strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	if (renameat(staged_dir, staged_name, run_fd, l->name) < 0) {
-		ret = -errno;
-		snprintf(reason, REASON_SIZE, "cannot move the file into the run: %s", strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	ret = fsync_fd(run_fd);
 	if (ret == 0)
-		ret = record_landing(p, run_fd, &meta, &version, l, reason);
-	if (ret < 0) {
-		/* The file is in place; the intent finishes its metadata at next mount. */
-		intent[0] = '\0';
-		goto out;
-	}
-	index_landing(p, run_fd, &meta, &version, l);
-	keep_metadata(p, l->run, &version, &meta);
-	refresh_usage(p);
-out:
-	if (intent[0])
-		unlinkat(p->work_fd, intent, 0);
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	meta_run_release(&meta);
+		refresh_usage(p);
 	return ret;
 }
 
@@ -947,7 +256,7 @@ static int refresh_usage(struct promoter *p)
 	uint64_t bytes = 0, files = 0;
 	int ret;
 
-	if (!p->options.quota_bytes && !p->options.quota_files)
+	if (!p->options->quota_bytes && !p->options->quota_files)
 		return 0;
 	ret = index_get_usage(p->view->index, p->view->client, &bytes, &files);
 	if (ret < 0)
@@ -962,10 +271,10 @@ static int refresh_usage(struct promoter *p)
 /* Whether adding bytes and files would take the tenant over a quota.  Locked. */
 static bool over_quota(const struct promoter *p, uint64_t bytes, uint64_t files)
 {
-	return (p->options.quota_bytes &&
-		p->used_bytes + p->staged_bytes + bytes > p->options.quota_bytes) ||
-	       (p->options.quota_files &&
-		p->used_files + p->staged_files + files > p->options.quota_files);
+	return (p->options->quota_bytes &&
+		p->used_bytes + p->staged_bytes + bytes > p->options->quota_bytes) ||
+	       (p->options->quota_files &&
+		p->used_files + p->staged_files + files > p->options->quota_files);
 }
 
 int promote_stage_run(struct promoter *p, const char *run, bool create, struct stat *st)
@@ -973,7 +282,7 @@ int promote_stage_run(struct promoter *p, const char *run, bool create, struct s
 	int fd, ret;
 
 	if (!create) {
-		if (fstatat(p->runs_fd, run, st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(p->writer->runs_fd, run, st, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 		return S_ISDIR(st->st_mode) ? 0 : -ENOENT;
 	}
@@ -984,7 +293,7 @@ int promote_stage_run(struct promoter *p, const char *run, bool create, struct s
 		       "serves another run" : "invalid run id");
 		return ret;
 	}
-	fd = store_make_dir(p->runs_fd, run, 0700, NULL);
+	fd = store_make_dir(p->writer->runs_fd, run, 0700, NULL);
 	if (fd < 0)
 		return fd;
 	ret = fstat(fd, st) < 0 ? -errno : 0;
@@ -1001,7 +310,7 @@ int promote_unstage_run(struct promoter *p, const char *run)
 	pthread_mutex_lock(&p->lock);
 	for (struct upload *u = p->uploads; u; u = u->next)
 		busy |= strcmp(u->run, run) == 0;
-	ret = busy ? -EBUSY : unlinkat(p->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
+	ret = busy ? -EBUSY : unlinkat(p->writer->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
 	pthread_mutex_unlock(&p->lock);
 	return ret;
 }
@@ -1015,7 +324,7 @@ int promote_list_staged_runs(struct promoter *p,
 	DIR *dir;
 	int ret = 0;
 
-	ret = store_open_dir(p->runs_fd, &dir);
+	ret = store_open_dir(p->writer->runs_fd, &dir);
 	if (ret < 0)
 		return ret;
 	while ((entry = readdir(dir)) && ret == 0) {
@@ -1111,8 +420,7 @@ static bool discard_registered(struct promoter *p, struct upload *u)
 /* Discards the temporaries nobody has held for the idle limit.  Locked. */
 static void sweep_parked(struct promoter *p)
 {
-	unsigned int idle = p->options.temporary_idle ? p->options.temporary_idle :
-			    TEMPORARY_IDLE_DEFAULT;
+	unsigned int idle = p->options->temporary_idle;
 	int64_t now = clock_ns(CLOCK_MONOTONIC);
 	struct upload *u = p->uploads, *next;
 
@@ -1312,7 +620,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 			}
 		}
 	} else {
-		u->dir_fd = dup(p->requests_fd);
+		u->dir_fd = dup(p->writer->requests_fd);
 		if (u->dir_fd < 0) {
 			upload_free(u);
 			return -errno;
@@ -1328,7 +636,7 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 		ret = -EDQUOT;
 	if (ret == 0 && run) {
 		/* Locked: promote_unstage_run() removes the dir under this lock. */
-		u->dir_fd = store_make_dir(p->runs_fd, run, 0700, NULL);
+		u->dir_fd = store_make_dir(p->writer->runs_fd, run, 0700, NULL);
 		ret = u->dir_fd < 0 ? u->dir_fd : 0;
 	}
 	if (ret == 0)
@@ -1426,7 +734,7 @@ static int restage(struct upload *u)
 	if (fd >= 0)
 		close(fd);
 	if (ret < 0) {
-		char reason[REASON_SIZE];
+		char reason[AUDIT_REASON_SIZE];
 
 		snprintf(reason, sizeof(reason), "cannot stage the file again for a write "
 			 "after its commit: %s", strerror(-ret));
@@ -1568,7 +876,7 @@ int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
 static int land_upload(struct upload *u, const char *name)
 {
 	struct promoter *p = u->promoter;
-	char reason[REASON_SIZE] = "";
+	char reason[AUDIT_REASON_SIZE] = "";
 	struct landing l = { .run = u->run, .name = name };
 	char *workflow_id = NULL, *user_directive = NULL, *agent_id = NULL;
 	struct run_attrs *attrs;
@@ -1578,7 +886,7 @@ static int land_upload(struct upload *u, const char *name)
 
 	if (fstat(u->fd, &st) < 0 || (ret = fsync_fd(u->fd)) < 0) {
 		ret = -EIO;
-		snprintf(reason, REASON_SIZE, "cannot write the staged file: %s", strerror(errno));
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the staged file: %s", strerror(errno));
 		goto out;
 	}
 	l.size = (uint64_t)st.st_size;
@@ -1592,9 +900,9 @@ static int land_upload(struct upload *u, const char *name)
 		}
 		EVP_DigestFinal_ex(copy, digest, NULL);
 		EVP_MD_CTX_free(copy);
-		hex_digest(digest, l.sha256);
-	} else if ((ret = hash_file(u->fd, l.sha256)) < 0) {
-		snprintf(reason, REASON_SIZE, "cannot hash the staged file: %s", strerror(-ret));
+		landing_hex_digest(digest, l.sha256);
+	} else if ((ret = landing_hash_file(u->fd, l.sha256)) < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot hash the staged file: %s", strerror(-ret));
 		ret = -EIO;
 		goto out;
 	}
@@ -1603,11 +911,11 @@ static int land_upload(struct upload *u, const char *name)
 	/* Copied: a setxattr on promote/<run> or on the file may replace them meanwhile. */
 	pthread_mutex_lock(&p->lock);
 	attrs = find_run_attrs(p, u->run);
-	workflow_id = copy_text(attrs && attrs->workflow_id ? attrs->workflow_id :
-				p->options.workflow_id, &ret);
-	user_directive = copy_text(attrs && attrs->user_directive ? attrs->user_directive :
-				   p->options.user_directive, &ret);
-	agent_id = copy_text(u->agent_id ? u->agent_id : p->options.agent_id, &ret);
+	workflow_id = metaedit_copy_text(attrs && attrs->workflow_id ? attrs->workflow_id :
+				p->options->workflow_id, &ret);
+	user_directive = metaedit_copy_text(attrs && attrs->user_directive ? attrs->user_directive :
+				   p->options->user_directive, &ret);
+	agent_id = metaedit_copy_text(u->agent_id ? u->agent_id : p->options->agent_id, &ret);
 	pthread_mutex_unlock(&p->lock);
 	if (ret < 0)
 		goto out;
@@ -1626,7 +934,7 @@ static int land_upload(struct upload *u, const char *name)
 		if (ret < 0 && reopen_fd(u->fd, O_RDWR) < 0)
 			u->failure = -EIO;	/* cannot write on: refuse, never lose */
 	} else {
-		snprintf(reason, REASON_SIZE, "cannot reopen the staged file: %s", strerror(-ret));
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot reopen the staged file: %s", strerror(-ret));
 		ret = -EIO;
 	}
 	if (ret == 0) {
@@ -1678,8 +986,7 @@ static bool still_the_session_file(int out_fd, const char *name, int src)
 static int promote_session_file(struct promoter *p, const struct request *r,
 				const char *name)
 {
-	char reason[REASON_SIZE] = "";
-	char path[NAMES_ID_MAX + 32];
+	char reason[AUDIT_REASON_SIZE] = "";
 	struct landing l = { .run = r->run_id, .name = name };
 	const char *why;
 	struct timespec now;
@@ -1689,34 +996,33 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	char staged_name[64];
 
 	if (names_check_artifact(name, &why) < 0) {
-		snprintf(reason, REASON_SIZE, "file name %s", why);
+		snprintf(reason, AUDIT_REASON_SIZE, "file name %s", why);
 		ret = -EINVAL;
 		goto out;
 	}
 	ret = promote_check_run(p, r->run_id);
 	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, ret == -EACCES ?
+		snprintf(reason, AUDIT_REASON_SIZE, ret == -EACCES ?
 			 "the run belongs to another tenant" : "invalid run id");
 		goto out;
 	}
-	snprintf(path, sizeof(path), "sessions/%s/output", r->run_id);
-	out_fd = store_open_beneath(p->view->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
+	out_fd = store_open_session_output(p->view->store, r->run_id, O_PATH);
 	if (out_fd < 0) {
 		ret = out_fd == -ENOENT ? -ENOENT : -EINVAL;
-		snprintf(reason, REASON_SIZE, "no session output directory: %s", strerror(-out_fd));
+		snprintf(reason, AUDIT_REASON_SIZE, "no session output directory: %s", strerror(-out_fd));
 		goto out;
 	}
 	src = store_open_regular(out_fd, name, O_RDONLY, &st);
 	if (src < 0) {
 		ret = src == -ENOENT ? -ENOENT : -EINVAL;
-		snprintf(reason, REASON_SIZE, "cannot open the session file: %s",
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot open the session file: %s",
 			 src == -ELOOP ? "it is a symlink" :
 			 src == -EINVAL ? "it is not a regular file" : strerror(-src));
 		goto out;
 	}
 	if (st.st_nlink != 1) {
 		ret = -EINVAL;
-		snprintf(reason, REASON_SIZE, "the session file has other hard links");
+		snprintf(reason, AUDIT_REASON_SIZE, "the session file has other hard links");
 		goto out;
 	}
 	/* Reserved as an upload in flight, so parallel requests add up. */
@@ -1731,40 +1037,38 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "the tenant's quota would be exceeded");
+		snprintf(reason, AUDIT_REASON_SIZE, "the tenant's quota would be exceeded");
 		goto out;
 	}
-	pthread_mutex_lock(&p->lock);
-	snprintf(staged_name, sizeof(staged_name), "session.%lu", p->work_serial++);
-	pthread_mutex_unlock(&p->lock);
-	staged = openat(p->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	writer_work_name(p->writer, "session", staged_name, sizeof(staged_name));
+	staged = openat(p->writer->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (staged < 0 || (ret = copy_content(src, staged, (uint64_t)st.st_size, &l.size)) < 0 ||
-	    (ret = fsync_fd(staged)) < 0 || (ret = hash_file(staged, l.sha256)) < 0) {
-		snprintf(reason, REASON_SIZE, "cannot stage the session file: %s",
+	    (ret = fsync_fd(staged)) < 0 || (ret = landing_hash_file(staged, l.sha256)) < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot stage the session file: %s",
 			 strerror(staged < 0 ? errno : -ret));
 		ret = -EIO;
 		goto out;
 	}
 	if (!still_the_session_file(out_fd, name, src)) {
 		ret = -EINVAL;
-		snprintf(reason, REASON_SIZE, "the session file was replaced while it was copied");
+		snprintf(reason, AUDIT_REASON_SIZE, "the session file was replaced while it was copied");
 		goto out;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	meta_format_time(now.tv_sec, now.tv_nsec, l.generated_at);
-	l.agent_id = r->agent_id ? r->agent_id : p->options.agent_id;
-	l.workflow_id = r->workflow_id ? r->workflow_id : p->options.workflow_id;
-	l.user_directive = r->user_directive ? r->user_directive : p->options.user_directive;
+	l.agent_id = r->agent_id ? r->agent_id : p->options->agent_id;
+	l.workflow_id = r->workflow_id ? r->workflow_id : p->options->workflow_id;
+	l.user_directive = r->user_directive ? r->user_directive : p->options->user_directive;
 	/* Closed while still in staging: see land_upload(). */
 	close(staged);
 	staged = -1;
-	ret = land_file(p, p->work_fd, staged_name, &l, reason);
+	ret = land_file(p, p->writer->work_fd, staged_name, &l, reason);
 	if (ret < 0)
-		unlinkat(p->work_fd, staged_name, 0);
+		unlinkat(p->writer->work_fd, staged_name, 0);
 out:
 	if (staged >= 0) {
 		close(staged);
-		unlinkat(p->work_fd, staged_name, 0);	/* only failures get here */
+		unlinkat(p->writer->work_fd, staged_name, 0);	/* only failures get here */
 	}
 	if (src >= 0)
 		close(src);
@@ -1785,7 +1089,7 @@ out:
 static int commit_request(struct upload *u)
 {
 	struct promoter *p = u->promoter;
-	char problem[REASON_SIZE] = "";
+	char problem[AUDIT_REASON_SIZE] = "";
 	struct request r;
 	char *buf = NULL;
 	struct stat st;
@@ -1976,7 +1280,7 @@ static int land_temporary(struct upload *u, const char *to, bool no_replace)
 	int ret = 0, run_fd;
 
 	if (no_replace) {
-		run_fd = open_own_run(p, u->run);
+		run_fd = store_open_run(p->view->store, p->view->client, u->run, O_PATH);
 		if (run_fd >= 0 && fstatat(run_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
 			ret = -EEXIST;
 		if (run_fd >= 0)
@@ -1999,107 +1303,22 @@ static int land_temporary(struct upload *u, const char *to, bool no_replace)
 	return 0;
 }
 
-/* The move of an entry to another name. */
-struct entry_move {
-	const char *from, *to;
-};
 
-/* Drops the entries of move->to and gives move->from's the name move->to. */
-static int move_entry(struct promoter *p, struct meta_run *meta, const void *ctx)
-{
-	const struct entry_move *move = ctx;
-	struct meta_artifact *entry;
 
-	if (!meta->run_id)
-		return 1;	/* no metadata.json: nothing to move */
-	remove_entry(meta, move->to);
-	entry = meta_find_artifact(meta, move->from);
-	return entry ? replace_string(&entry->filename, move->to) : 1;
-}
 
-/*
- * Renames the artifact from of the run to to, file and entry together
- * (what a tool that wrote a final-looking temporary name, such as
- * mkstemp's "tmpXXXXXXXX", then renames means), recorded by an intent so
- * that a crash between the two is completed at the next mount.  Its
- * SHA-256 goes with it.  Returns 0 or -errno with reason set.
- */
-static int rename_artifact(struct promoter *p, const char *run, const char *from,
-			   const char *to, bool no_replace, char *reason)
-{
-	struct index_attrs attrs = { 0 };
-	struct metafile_version version;
-	struct entry_move move = { from, to };
-	struct meta_run meta = { 0 };
-	const char *sha256;
-	char intent[64] = "";
-	struct stat st;
-	int run_fd, ret;
-
-	run_fd = open_own_run(p, run);
-	if (run_fd < 0) {
-		snprintf(reason, REASON_SIZE, "no such run");
-		return run_fd == -ELOOP ? -ENOENT : run_fd;
-	}
-	store_lock(run_fd, LOCK_EX);
-	if (fstatat(run_fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
-		ret = -ENOENT;
-		snprintf(reason, REASON_SIZE, "no such artifact to rename");
-		goto out;
-	}
-	if (no_replace && faccessat(run_fd, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-		ret = -EEXIST;
-		snprintf(reason, REASON_SIZE, "the new name exists");
-		goto out;
-	}
-	/* Refuse before anything moves if metadata.json cannot be kept valid. */
-	ret = read_metadata(run_fd, &meta, &version, reason);
-	if (ret < 0 && ret != -ENOENT)
-		goto out;
-	index_get_file_attrs(p->view->index, p->view->client, run, from, &attrs);
-	sha256 = index_attrs_value(&attrs, "sha256");
-	ret = write_intent_doc(p, json_pack("{s:s, s:s, s:s}", "run", run, "name", to,
-					    "renamed_from", from), intent);
-	if (ret == 0 && (renameat(run_fd, from, run_fd, to) < 0 || fsync(run_fd) < 0))
-		ret = -errno;
-	if (ret < 0) {
-		snprintf(reason, REASON_SIZE, "cannot rename the file: %s", strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	if (version.present)
-		ret = edit_metadata(p, run_fd, &meta, &version, move_entry, &move, reason);
-	if (ret < 0) {
-		intent[0] = '\0';	/* renamed: the intent finishes the entry at next mount */
-		goto out;
-	}
-	view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
-	if (sha256)
-		index_set_sha256(p->view->index, p->view->client, run, to, (int64_t)st.st_ino,
-				 st.st_size, store_time_ns(&st.st_mtim), sha256);
-out:
-	if (intent[0])
-		unlinkat(p->work_fd, intent, 0);
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	index_attrs_release(&attrs);
-	meta_run_release(&meta);
-	return ret;
-}
-
-/* rename_artifact() for promote/<run>/, logged and audited. */
+/* landing_rename_artifact() for promote/<run>/, logged and audited. */
 static int promote_rename_artifact(struct promoter *p, const char *run, const char *from,
 				   const char *to, bool no_replace)
 {
-	char reason[REASON_SIZE] = "", done[REASON_SIZE];
+	char reason[AUDIT_REASON_SIZE] = "", done[AUDIT_REASON_SIZE];
 	int ret;
 
 	if (names_is_temporary(to) || names_is_temporary(from) ||
 	    names_check_artifact(from, NULL) < 0) {
 		ret = names_is_temporary(from) ? -ENOENT : -EPERM;
-		snprintf(reason, REASON_SIZE, "an artifact is renamed to an artifact name only");
+		snprintf(reason, AUDIT_REASON_SIZE, "an artifact is renamed to an artifact name only");
 	} else {
-		ret = rename_artifact(p, run, from, to, no_replace, reason);
+		ret = landing_rename_artifact(p->writer, run, from, to, no_replace, reason);
 	}
 	if (ret == -ENOENT)
 		return ret;	/* nothing there: a plain rename() error, not an event */
@@ -2213,316 +1432,42 @@ int promote_list_uploads(struct promoter *p, const char *run,
 	return ret;
 }
 
-/* --- deletion ------------------------------------------------------------- */
+/* --- deletion, repairs, usage --------------------------------------------- */
 
-/*
- * Opens the tenant's run dir and locks it for a deletion of name (NULL:
- * the run).  Returns the fd, or -EPERM (audited) under -o nodelete, -ENOENT.
- */
-static int lock_run_to_delete(struct promoter *p, const char *run, const char *name)
+/* The mount's nodelete rule, audited when it refuses. */
+static int check_may_delete(struct promoter *p, const char *run, const char *name)
 {
-	int run_fd;
-
-	if (p->options.no_delete) {
-		record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, EPERM,
-		       "deletion is disabled on this mount");
-		return -EPERM;
-	}
-	run_fd = open_own_run(p, run);
-	if (run_fd < 0)
-		return run_fd == -ELOOP ? -ENOENT : run_fd;
-	store_lock(run_fd, LOCK_EX);
-	return run_fd;
-}
-
-/* Drops the entries of the file named ctx: 1 when there are none. */
-static int drop_entry(struct promoter *p, struct meta_run *meta, const void *name)
-{
-	return remove_entry(meta, name) ? 0 : 1;
+	if (!p->options->no_delete)
+		return 0;
+	record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, EPERM,
+	       "deletion is disabled on this mount");
+	return -EPERM;
 }
 
 int promote_delete_file(struct promoter *p, const char *run, const char *name)
 {
-	char reason[REASON_SIZE] = "";
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	int run_fd, ret;
+	int ret = check_may_delete(p, run, name);
 
-	run_fd = lock_run_to_delete(p, run, name);
-	if (run_fd < 0)
-		return run_fd;
-	/* The entry goes first: a crash then leaves a file without entry, not the reverse. */
-	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
-		ret = read_metadata(run_fd, &meta, &version, reason);
-		if (ret == 0)
-			ret = edit_metadata(p, run_fd, &meta, &version, drop_entry, name, reason);
-		if (ret == -EIO)
-			/* The tenant asked for the file to go; the metadata is not ours to fix. */
-			log_warning("client %s run %s file %s: deleting the file, leaving its "
-				    "metadata.json as it is: %s", p->view->client, run, name, reason);
-		if (ret == -ENOMEM || (ret < 0 && ret != -ENOENT && ret != -EIO))
-			goto out;
-	}
-	if (unlinkat(run_fd, name, 0) < 0) {
-		ret = -errno;
-		snprintf(reason, REASON_SIZE, "cannot remove the file: %s", strerror(-ret));
-		goto out;
-	}
-	ret = fsync_fd(run_fd);
-out:
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	meta_run_release(&meta);
-	view_sync_run(p->view, run, VIEW_SYNC_FORCE, NULL);
-	record(p, INDEX_ACTION_DELETE, run, name, -1, NULL, -ret, ret ? reason : NULL);
-	return ret;
+	return ret < 0 ? ret : deletion_delete_file(p->writer, run, name);
 }
 
 int promote_delete_run(struct promoter *p, const char *run)
 {
-	char reason[REASON_SIZE] = "";
-	struct dirent *entry;
-	int tenant_fd = -1, run_fd, ret = 0;
-	DIR *dir = NULL;
+	int ret = check_may_delete(p, run, NULL);
 
-	run_fd = lock_run_to_delete(p, run, NULL);
-	if (run_fd < 0)
-		return run_fd;
-	ret = store_open_dir(run_fd, &dir);
-	if (ret < 0)
-		goto out;
-	/* rmdir's promise: nothing the tenant can see is left in it. */
-	while ((entry = readdir(dir)))
-		if (store_entry_type(dir, entry) == DT_REG) {
-			ret = -ENOTEMPTY;
-			goto out;
-		}
-	closedir(dir);
-	dir = NULL;
-	tenant_fd = store_open_tenant(p->view->store, p->view->client, O_RDONLY);
-	if (tenant_fd < 0) {
-		ret = tenant_fd;
-		goto out;
-	}
-	ret = store_remove_tree(tenant_fd, run);
 	if (ret == 0)
-		ret = fsync_fd(tenant_fd);
+		ret = deletion_delete_run(p->writer, run, DELETION_ONLY_EMPTY, NULL);
 	if (ret == 0)
 		promote_unstage_run(p, run);	/* promote/<run> goes with the run */
-	if (ret < 0)
-		snprintf(reason, REASON_SIZE, "cannot remove the run directory: %s", strerror(-ret));
-out:
-	if (dir)
-		closedir(dir);
-	if (tenant_fd >= 0)
-		close(tenant_fd);
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	view_sync_run(p->view, run, VIEW_SYNC_FORCE, NULL);
-	if (ret != -ENOTEMPTY)
-		record(p, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret, ret ? reason : NULL);
 	return ret;
 }
-
-/* --- repairs ----------------------------------------------------------------- */
 
 /* How long a run must have been left alone before its metadata is repaired. */
 #define REPAIR_GRACE_MS 2000
-/* agent_id of an entry rebuilt from the file alone. */
-#define UNKNOWN_AGENT "unknown"
-
-/* A regular file of the run that metadata.json has no entry for. */
-struct orphan {
-	struct meta_artifact entry;	/* what to add for it */
-	bool from_index;	/* entry as artifactfs promoted it, else from stat */
-};
-
-struct repair {
-	struct orphan *orphans;
-	size_t count;
-};
-
-static void repair_release(struct repair *r)
-{
-	for (size_t i = 0; i < r->count; i++)
-		meta_artifact_release(&r->orphans[i].entry);
-	free(r->orphans);
-}
-
-/*
- * The entry of a file with none: as the index remembers it where this
- * daemon promoted the file (an entry another writer dropped), else from
- * the file itself, with the agent unknown and generated_at its mtime.
- */
-static int make_orphan_entry(struct promoter *p, const char *run, const char *name,
-			     const struct stat *st, struct orphan *orphan)
-{
-	struct index_attrs attrs = { 0 };
-	const char *agent, *generated, *type;
-	char mtime[META_TIME_SIZE];
-	int ret = 0;
-
-	index_get_file_attrs(p->view->index, p->view->client, run, name, &attrs);
-	agent = index_attrs_value(&attrs, "agent_id");
-	generated = index_attrs_value(&attrs, "generated_at");
-	type = index_attrs_value(&attrs, "content_type");
-	orphan->from_index = agent && generated && type;
-	if (!orphan->from_index) {
-		meta_format_time(st->st_mtim.tv_sec, st->st_mtim.tv_nsec, mtime);
-		agent = UNKNOWN_AGENT;
-		generated = mtime;
-		type = mime_type_of(p->mime, name);
-	}
-	orphan->entry = (struct meta_artifact){
-		.filename = copy_text(name, &ret),
-		.agent_id = copy_text(agent, &ret),
-		.generated_at = copy_text(generated, &ret),
-		.content_type = copy_text(type, &ret),
-		.has_size_bytes = true,
-		.size_bytes = (uint64_t)st->st_size,
-	};
-	index_attrs_release(&attrs);
-	return ret;
-}
-
-/*
- * Finds the run's files without an entry, and when the newest change to
- * them or to metadata.json was (*changed_ns, CLOCK_REALTIME).
- */
-static int find_orphans(struct promoter *p, const char *run, int run_fd,
-			const struct meta_run *meta, const struct metafile_version *version,
-			struct repair *r, int64_t *changed_ns)
-{
-	struct view_file_list files = { 0 };
-	int ret;
-
-	*changed_ns = version->ctime_ns;
-	ret = view_list_run_files(run_fd, &files);
-	for (size_t i = 0; ret == 0 && i < files.count; i++) {
-		const char *name = files.files[i].filename;
-		struct stat st;
-
-		if (meta_find_artifact(meta, name) || fstatat(run_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (r->count % 16 == 0) {
-			struct orphan *grown = realloc(r->orphans, (r->count + 16) * sizeof(*grown));
-			if (!grown) {
-				ret = -ENOMEM;
-				break;
-			}
-			r->orphans = grown;
-		}
-		memset(&r->orphans[r->count], 0, sizeof(*r->orphans));
-		ret = make_orphan_entry(p, run, name, &st, &r->orphans[r->count++]);
-		if (store_time_ns(&st.st_ctim) > *changed_ns)
-			*changed_ns = store_time_ns(&st.st_ctim);
-	}
-	view_file_list_release(&files);
-	return ret;
-}
-
-/* Adds the entries the files still lack; the write folds duplicates. */
-static int add_orphan_entries(struct promoter *p, struct meta_run *meta, const void *ctx)
-{
-	const struct repair *r = ctx;
-	size_t added = 0;
-
-	if (!meta->run_id)
-		return 1;	/* metadata.json went meanwhile: not ours to make up */
-	for (size_t i = 0; i < r->count; i++) {
-		const struct orphan *o = &r->orphans[i];
-		struct meta_artifact *grown;
-		int ret = 0;
-
-		if (meta_find_artifact(meta, o->entry.filename))
-			continue;	/* its writer added it after all */
-		grown = realloc(meta->artifacts, (meta->n_artifacts + 1) * sizeof(*grown));
-		if (!grown)
-			return -ENOMEM;
-		meta->artifacts = grown;
-		grown[meta->n_artifacts] = (struct meta_artifact){
-			.filename = copy_text(o->entry.filename, &ret),
-			.agent_id = copy_text(o->entry.agent_id, &ret),
-			.generated_at = copy_text(o->entry.generated_at, &ret),
-			.content_type = copy_text(o->entry.content_type, &ret),
-			.has_size_bytes = true,
-			.size_bytes = o->entry.size_bytes,
-		};
-		meta->n_artifacts++;
-		if (ret < 0)
-			return ret;
-		added++;
-	}
-	return added || meta->n_duplicates ? 0 : 1;
-}
-
-/* Whether the repair written put o's entry in *meta (and not its own writer). */
-static bool orphan_added(const struct meta_run *meta, const struct orphan *o)
-{
-	const struct meta_artifact *a = meta_find_artifact(meta, o->entry.filename);
-
-	return a && a->agent_id && strcmp(a->agent_id, o->entry.agent_id) == 0 &&
-	       a->generated_at && strcmp(a->generated_at, o->entry.generated_at) == 0;
-}
 
 unsigned int promote_repair_run(struct promoter *p, const char *run)
 {
-	char reason[REASON_SIZE] = "";
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	struct repair r = { 0 };
-	struct timespec now;
-	int64_t changed_ns, quiet_ms;
-	unsigned int again = 0;
-	int run_fd, ret;
-
-	run_fd = open_own_run(p, run);
-	if (run_fd < 0)
-		return 0;
-	store_lock(run_fd, LOCK_EX);
-	/*
-	 * Only a file that follows the schema is mended; one that is absent
-	 * (deleted on purpose, or a run being made) is not made up.
-	 */
-	ret = metafile_read(run_fd, false, &meta, &version, NULL, 0);
-	if (ret == -EAGAIN)
-		again = METAFILE_SETTLE_MS / 4;
-	if (ret < 0)
-		goto out;
-	ret = find_orphans(p, run, run_fd, &meta, &version, &r, &changed_ns);
-	if (ret < 0 || (!r.count && !meta.n_duplicates))
-		goto out;
-	/* A writer that copied a file in may be about to add its entry: give it time. */
-	clock_gettime(CLOCK_REALTIME, &now);
-	quiet_ms = (store_time_ns(&now) - changed_ns) / 1000000;
-	if (quiet_ms < REPAIR_GRACE_MS) {
-		again = (unsigned int)(REPAIR_GRACE_MS - (quiet_ms > 0 ? quiet_ms : 0));
-		goto out;
-	}
-	ret = edit_metadata(p, run_fd, &meta, &version, add_orphan_entries, &r, reason);
-	if (ret < 0) {
-		record(p, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);
-		goto out;
-	}
-	view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
-	for (size_t i = 0; i < r.count; i++)
-		if (orphan_added(&meta, &r.orphans[i]))
-			record(p, INDEX_ACTION_REPAIR, run, r.orphans[i].entry.filename,
-			       (int64_t)r.orphans[i].entry.size_bytes, NULL, 0,
-			       r.orphans[i].from_index ?
-			       "entry put back as this daemon promoted the file" :
-			       "entry rebuilt from the file (agent unknown)");
-	if (meta.n_duplicates) {
-		snprintf(reason, REASON_SIZE, "%zu duplicate entries folded into the last of "
-			 "their name", meta.n_duplicates);
-		record(p, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, 0, reason);
-	}
-out:
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	meta_run_release(&meta);
-	repair_release(&r);
-	return again;
+	return check_repair_run(p->writer, run, REPAIR_GRACE_MS, 0, NULL);
 }
 
 int promote_get_usage(struct promoter *p, struct promote_usage *usage)
@@ -2530,8 +1475,8 @@ int promote_get_usage(struct promoter *p, struct promote_usage *usage)
 	int ret = index_get_usage(p->view->index, p->view->client,
 				  &usage->used_bytes, &usage->used_files);
 
-	usage->quota_bytes = p->options.quota_bytes;
-	usage->quota_files = p->options.quota_files;
+	usage->quota_bytes = p->options->quota_bytes;
+	usage->quota_files = p->options->quota_files;
 	return ret;
 }
 
@@ -2545,45 +1490,29 @@ struct status_text {
 static int append_status(void *ctx, const struct index_audit *row)
 {
 	struct status_text *out = ctx;
-	char time_text[META_TIME_SIZE];
-	json_t *line;
-	char *dumped;
+	char *line;
 	size_t len;
+	int ret;
 
-	meta_format_time(row->time_ns / 1000000000, (long)(row->time_ns % 1000000000), time_text);
-	line = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}",
-			 "time", time_text,
-			 "action", index_action_name(row->action),
-			 "run", row->run, "file", row->filename,
-			 "result", row->error ? errno_name(row->error) : "ok",
-			 "reason", row->reason ? row->reason :
-				   row->action == INDEX_ACTION_PROMOTE ? "promoted" : "deleted");
-	if (!line)
-		return -ENOMEM;
-	if (row->sha256)
-		json_object_set_new(line, "sha256", json_string(row->sha256));
-	if (row->size >= 0)
-		json_object_set_new(line, "size", json_integer(row->size));
-	dumped = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(line);
-	if (!dumped)
-		return -ENOMEM;
-	len = strlen(dumped);
+	ret = audit_format_row(row, false, &line);
+	if (ret < 0)
+		return ret;
+	len = strlen(line);
 	if (out->len + len + 2 > out->capacity) {
 		size_t bigger = (out->capacity + len + 2) * 2;
 		char *grown = realloc(out->text, bigger);
 		if (!grown) {
-			free(dumped);
+			free(line);
 			return -ENOMEM;
 		}
 		out->text = grown;
 		out->capacity = bigger;
 	}
-	memcpy(out->text + out->len, dumped, len);
+	memcpy(out->text + out->len, line, len);
 	out->len += len;
 	out->text[out->len++] = '\n';
 	out->text[out->len] = '\0';
-	free(dumped);
+	free(line);
 	return 0;
 }
 
@@ -2603,177 +1532,7 @@ int promote_format_status(struct promoter *p, char **text, size_t *len)
 	return *text ? 0 : -ENOMEM;
 }
 
-/* --- set-up, recovery, tear-down -------------------------------------------- */
-
-/* Completes the entry of a rename an intent describes, if the file was renamed. */
-static void recover_rename(struct promoter *p, json_t *doc)
-{
-	char reason[REASON_SIZE] = "";
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	struct entry_move move;
-	const char *run;
-	int run_fd;
-
-	if (json_unpack(doc, "{s:s, s:s, s:s}", "run", &run, "name", &move.to,
-			"renamed_from", &move.from) < 0 || names_check_run(run, NULL) < 0 ||
-	    names_check_artifact(move.to, NULL) < 0 || names_check_artifact(move.from, NULL) < 0)
-		return;
-	run_fd = open_own_run(p, run);
-	if (run_fd < 0)
-		return;
-	store_lock(run_fd, LOCK_EX);
-	if (faccessat(run_fd, move.from, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
-	    faccessat(run_fd, move.to, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    read_metadata(run_fd, &meta, &version, reason) == 0 &&
-	    edit_metadata(p, run_fd, &meta, &version, move_entry, &move, reason) == 0) {
-		view_index_run(p->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
-		log_warning("client %s run %s file %s: completed a rename from %s cut short by "
-			    "a crash", p->view->client, run, move.to, move.from);
-	}
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	meta_run_release(&meta);
-}
-
-/* Completes the metadata of a landing an intent describes, if it landed. */
-static void recover_intent(struct promoter *p, int work_fd, const char *name)
-{
-	char reason[REASON_SIZE] = "", sha[SHA256_HEX_SIZE];
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	struct landing l = { 0 };
-	json_error_t error;
-	const char *generated_at, *sha256;
-	json_int_t size = -1;
-	struct stat st;
-	json_t *doc;
-	char *buf;
-	size_t len;
-	int run_fd, fd;
-
-	if (store_read_file(work_fd, name, 64 * 1024, &buf, &len, &st) < 0)
-		return;
-	doc = json_loadb(buf, len, 0, &error);
-	free(buf);
-	if (doc && json_object_get(doc, "renamed_from")) {
-		recover_rename(p, doc);
-		goto out;
-	}
-	if (!doc || json_unpack(doc, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
-				"run", &l.run, "name", &l.name, "agent_id", &l.agent_id,
-				"workflow_id", &l.workflow_id, "user_directive", &l.user_directive,
-				"generated_at", &generated_at, "sha256", &sha256, "size", &size) < 0 ||
-	    names_check_run(l.run, NULL) < 0 || names_check_artifact(l.name, NULL) < 0)
-		goto out;
-	snprintf(l.generated_at, sizeof(l.generated_at), "%s", generated_at);
-	snprintf(l.sha256, sizeof(l.sha256), "%s", sha256);
-	l.size = (uint64_t)size;
-	run_fd = open_own_run(p, l.run);
-	if (run_fd < 0)
-		goto out;
-	store_lock(run_fd, LOCK_EX);
-	/* Only the very content the intent promised is recorded. */
-	fd = store_open_beneath(run_fd, l.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-	    (uint64_t)st.st_size == l.size && hash_file(fd, sha) == 0 &&
-	    strcmp(sha, l.sha256) == 0 &&
-	    read_metadata_for_landing(p, run_fd, l.run, &meta, &version, reason) == 0 &&
-	    record_landing(p, run_fd, &meta, &version, &l, reason) == 0) {
-		index_landing(p, run_fd, &meta, &version, &l);
-		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
-			    p->view->client, l.run, l.name);
-	}
-	if (fd >= 0)
-		close(fd);
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-out:
-	meta_run_release(&meta);
-	json_decref(doc);
-}
-
-/* Finishes what a dead instance left (its intents), then removes it. */
-static void reclaim_instance(struct promoter *p, int staging_fd, const char *name)
-{
-	struct dirent *entry;
-	int fd, work_fd;
-	DIR *dir;
-
-	fd = store_open_beneath(staging_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
-	if (fd < 0)
-		return;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		close(fd);	/* alive: another daemon serving this tenant */
-		return;
-	}
-	work_fd = store_open_beneath(fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
-	if (work_fd >= 0 && store_open_dir(work_fd, &dir) == 0) {
-		while ((entry = readdir(dir)))
-			if (strncmp(entry->d_name, "intent.", 7) == 0)
-				recover_intent(p, work_fd, entry->d_name);
-		closedir(dir);
-	}
-	if (work_fd >= 0)
-		close(work_fd);
-	if (store_remove_tree(staging_fd, name) < 0)
-		log_warning("client %s: cannot remove stale staging %s", p->view->client, name);
-	close(fd);
-}
-
-static int make_staging(struct promoter *p)
-{
-	static const char *const path[] = { STORE_PRIVATE_DIR, "staging" };
-	struct dirent *entry;
-	int fd, next, ret;
-	DIR *dir;
-
-	fd = dup(p->view->store->root_fd);
-	for (size_t i = 0; fd >= 0 && i < 2; i++) {
-		next = store_make_dir(fd, path[i], 0700, NULL);
-		close(fd);
-		fd = next;
-	}
-	if (fd >= 0) {
-		next = store_make_dir(fd, p->view->client, 0700, NULL);
-		close(fd);
-		fd = next;
-	}
-	if (fd < 0) {
-		log_error("client %s: cannot make the staging directory %s/%s/%s: %s",
-			  p->view->client, p->view->store->path, STAGING_DIR, p->view->client,
-			  strerror(-fd));
-		return fd;
-	}
-	snprintf(p->instance, sizeof(p->instance), "%d.%lld", getpid(),
-		 (long long)clock_ns(CLOCK_REALTIME));
-	p->instance_fd = store_make_dir(fd, p->instance, 0700, NULL);
-	if (p->instance_fd < 0 || flock(p->instance_fd, LOCK_EX | LOCK_NB) < 0) {
-		ret = p->instance_fd < 0 ? p->instance_fd : -errno;
-		goto fail;
-	}
-	p->runs_fd = store_make_dir(p->instance_fd, "runs", 0700, NULL);
-	p->requests_fd = store_make_dir(p->instance_fd, "requests", 0700, NULL);
-	p->work_fd = store_make_dir(p->instance_fd, "work", 0700, NULL);
-	if (p->runs_fd < 0 || p->requests_fd < 0 || p->work_fd < 0) {
-		ret = -EIO;
-		goto fail;
-	}
-	/* Then what dead instances left: finishing their commits needs our work dir. */
-	if (store_open_dir(fd, &dir) == 0) {
-		while ((entry = readdir(dir)))
-			if (entry->d_name[0] != '.' && strcmp(entry->d_name, p->instance) != 0)
-				reclaim_instance(p, fd, entry->d_name);
-		closedir(dir);
-	}
-	close(fd);
-	return 0;
-fail:
-	log_error("client %s: cannot make the staging directory: %s", p->view->client,
-		  strerror(-ret));
-	close(fd);
-	return ret;
-}
+/* --- set-up and tear-down --------------------------------------------------- */
 
 int promote_open(struct view *view, const struct promote_options *options,
 		 struct promoter **out)
@@ -2784,26 +1543,22 @@ int promote_open(struct view *view, const struct promote_options *options,
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->view = view;
-	p->options = *options;
-	p->instance_fd = p->runs_fd = p->requests_fd = p->work_fd = -1;
 	pthread_mutex_init(&p->lock, NULL);
-	ret = mime_table_load("/etc/mime.types", &p->mime);
-	if (ret == 0)
-		ret = make_staging(p);
+	ret = writer_open(view, options, &p->writer);
 	if (ret < 0) {
 		promote_close(p);
 		return ret;
 	}
+	p->view = view;
+	p->options = &p->writer->options;
+	/* What dead instances left: finishing their commits needs our work dir. */
+	landing_recover(p->writer);
 	*out = p;
 	return 0;
 }
 
 void promote_close(struct promoter *p)
 {
-	int staging_fd;
-	char path[sizeof(STAGING_DIR) + NAMES_ID_MAX + 2];
-
 	if (!p)
 		return;
 	/* Only parked temporaries are left once every open file was released. */
@@ -2817,8 +1572,6 @@ void promote_close(struct promoter *p)
 			upload_free(u);
 		}
 	}
-	for (size_t i = 0; i < METADATA_CACHE_RUNS; i++)
-		meta_run_release(&p->metadata_cache[i].meta);
 	while (p->run_attrs) {
 		struct run_attrs *next = p->run_attrs->next;
 		free(p->run_attrs->workflow_id);
@@ -2826,22 +1579,7 @@ void promote_close(struct promoter *p)
 		free(p->run_attrs);
 		p->run_attrs = next;
 	}
-	if (p->runs_fd >= 0)
-		close(p->runs_fd);
-	if (p->requests_fd >= 0)
-		close(p->requests_fd);
-	if (p->work_fd >= 0)
-		close(p->work_fd);
-	/* A clean stop leaves no staging behind. */
-	snprintf(path, sizeof(path), "%s/%s", STAGING_DIR, p->view->client);
-	staging_fd = store_open_beneath(p->view->store->root_fd, path, O_RDONLY | O_DIRECTORY, 0);
-	if (staging_fd >= 0 && p->instance[0])
-		store_remove_tree(staging_fd, p->instance);
-	if (staging_fd >= 0)
-		close(staging_fd);
-	if (p->instance_fd >= 0)
-		close(p->instance_fd);
-	mime_table_free(p->mime);
+	writer_close(p->writer);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

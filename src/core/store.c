@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "names.h"
 #include "store.h"
 
 #define STORE_RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | \
@@ -84,13 +85,82 @@ void store_close(struct store *store)
 	store->path = NULL;
 }
 
-int store_open_tenant(const struct store *store, const char *client, int flags)
+/*
+ * Opens STORE/<dir>/<first>[/<second>][/<tail>].  The ids are checked here
+ * too, so that no caller can make a path of "..", "" or a slash, whatever
+ * it checked before.
+ */
+static int open_layout(const struct store *store, const char *dir, const char *first,
+		       const char *second, const char *tail, int flags)
 {
 	char path[PATH_MAX];
 
-	if (snprintf(path, sizeof(path), "artifacts/%s", client) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
+	if ((first && names_check_id(first, NULL) < 0) ||
+	    (second && names_check_id(second, NULL) < 0))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "%s%s%s%s%s%s%s", dir,
+		 first ? "/" : "", first ? first : "", second ? "/" : "", second ? second : "",
+		 tail ? "/" : "", tail ? tail : "");
 	return store_open_beneath(store->root_fd, path, flags | O_DIRECTORY, 0);
+}
+
+int store_open_artifacts(const struct store *store, int flags)
+{
+	return open_layout(store, STORE_ARTIFACTS_DIR, NULL, NULL, NULL, flags);
+}
+
+int store_open_tenant(const struct store *store, const char *client, int flags)
+{
+	return open_layout(store, STORE_ARTIFACTS_DIR, client, NULL, NULL, flags);
+}
+
+int store_open_run(const struct store *store, const char *client, const char *run, int flags)
+{
+	return open_layout(store, STORE_ARTIFACTS_DIR, client, run, NULL, flags);
+}
+
+int store_open_legacy_run(const struct store *store, const char *run, int flags)
+{
+	struct stat st;
+	int fd = open_layout(store, STORE_ARTIFACTS_DIR, run, NULL, NULL, flags);
+
+	/* A tenant's area holds runs; a legacy run holds metadata.json itself. */
+	if (fd >= 0 && fstatat(fd, NAMES_METADATA_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		close(fd);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+int store_open_session_output(const struct store *store, const char *run, int flags)
+{
+	return open_layout(store, STORE_SESSIONS_DIR, run, NULL, "output", flags);
+}
+
+int store_make_run(const struct store *store, const char *client, const char *run)
+{
+	const char *path[] = { STORE_ARTIFACTS_DIR, client, run };
+	int fd, next;
+	bool made;
+
+	if (names_check_id(client, NULL) < 0 || names_check_id(run, NULL) < 0)
+		return -EINVAL;
+	fd = dup(store->root_fd);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < 3; i++) {
+		next = store_make_dir(fd, path[i], 0755, &made);
+		/* A new directory exists for good once its parent is flushed. */
+		if (next >= 0 && made && fsync(fd) < 0) {
+			close(next);
+			next = -errno;
+		}
+		close(fd);
+		if (next < 0)
+			return next;
+		fd = next;
+	}
+	return fd;
 }
 
 int store_read_file(int dirfd, const char *name, size_t max,

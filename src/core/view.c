@@ -169,13 +169,11 @@ static bool metadata_incomplete(const struct meta_run *meta, const struct view_f
  */
 static int open_run_dir(struct view *view, const char *run, int flags, struct stat *st)
 {
-	char path[sizeof("artifacts//") + 2 * NAMES_ID_MAX];
 	int fd;
 
 	if (names_check_run(run, NULL) < 0)
 		return -ENOENT;
-	snprintf(path, sizeof(path), "artifacts/%s/%s", view->client, run);
-	fd = store_open_beneath(view->store->root_fd, path, flags | O_DIRECTORY, 0);
+	fd = store_open_run(view->store, view->client, run, flags);
 	if (fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV)
 		return -ENOENT;
 	if (fd < 0)

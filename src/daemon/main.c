@@ -210,19 +210,7 @@ int main(int argc, char *argv[])
 	if (view_reconcile(&view) < 0)
 		goto out;
 	if (!opts.read_only) {
-		struct promote_options promote = {
-			.agent_id = opts.agent_id ? opts.agent_id : "artifactfs",
-			.workflow_id = opts.workflow_id ? opts.workflow_id : "",
-			.user_directive = opts.user_directive ? opts.user_directive : "",
-			.retention_days = opts.retention_days,
-			.file_mode = (mode_t)opts.file_mode,
-			.temporary_idle = opts.temporary_idle,
-			.quota_bytes = opts.quota_bytes,
-			.quota_files = opts.quota_files,
-			.only_run = opts.only_run,
-			.no_delete = opts.no_delete,
-		};
-		if (promote_open(&view, &promote, &promoter) < 0)
+		if (promote_open(&view, &opts.promote, &promoter) < 0)
 			goto out;
 	}
 

@@ -37,11 +37,11 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
-	OPTION("retention=%u", retention_days, 0),
-	OPTION("file_mode=%o", file_mode, 0),
-	OPTION("temporary_idle=%u", temporary_idle, 0),
-	OPTION("quota_bytes=%llu", quota_bytes, 0),
-	OPTION("quota_files=%llu", quota_files, 0),
+	OPTION("retention=%u", promote.retention_days, 0),
+	OPTION("file_mode=%o", promote.file_mode, 0),
+	OPTION("temporary_idle=%u", promote.temporary_idle, 0),
+	OPTION("quota_bytes=%llu", promote.quota_bytes, 0),
+	OPTION("quota_files=%llu", promote.quota_files, 0),
 	OPTION("run=%s", only_run, 0),
 	OPTION("nodelete", no_delete, 1),
 	/* Kept for the kernel as well: it then refuses every write itself. */
@@ -116,8 +116,20 @@ void options_print_help(const char *program)
 	fuse_lowlevel_help();
 }
 
+/* How the daemon spells the promotion options, in its messages. */
+static const char *const promote_option_names[PROMOTE_OPTION_COUNT] = {
+	[PROMOTE_OPTION_AGENT] = "-o agent=",
+	[PROMOTE_OPTION_WORKFLOW] = "-o workflow=",
+	[PROMOTE_OPTION_DIRECTIVE] = "-o directive=",
+	[PROMOTE_OPTION_RETENTION] = "retention",
+	[PROMOTE_OPTION_FILE_MODE] = "file_mode",
+	[PROMOTE_OPTION_RUN] = "-o run=",
+	[PROMOTE_OPTION_TEMPORARY_IDLE] = "temporary_idle",
+};
+
 int options_parse(struct fuse_args *args, struct options *opts)
 {
+	char problem[256];
 	const char *reason;
 
 	memset(opts, 0, sizeof(*opts));
@@ -125,9 +137,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	opts->cache_timeout = 3600;
 	opts->max_cached_files = 200000;
 	opts->read_ahead_kb = 4096;
-	opts->retention_days = 7;
-	opts->file_mode = 0644;
-	opts->temporary_idle = 3600;
+	promote_options_init(&opts->promote);
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -172,36 +182,18 @@ int options_parse(struct fuse_args *args, struct options *opts)
 			  READ_AHEAD_KB_MAX);
 		return -EINVAL;
 	}
-	if (opts->only_run && names_check_run(opts->only_run, &reason) < 0) {
-		log_error("invalid run id '%s' in -o run=: it %s", opts->only_run, reason);
-		return -EINVAL;
-	}
-	/* They land in metadata.json: plain text, as the kernel-server writes it. */
-	const struct { const char *name, *value; } texts[] = {
-		{ "agent", opts->agent_id },
-		{ "workflow", opts->workflow_id },
-		{ "directive", opts->user_directive },
-	};
-	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-		if (texts[i].value &&
-		    names_check_text(texts[i].value, strlen(texts[i].value), &reason) < 0) {
-			log_error("invalid -o %s= value: it %s", texts[i].name, reason);
-			return -EINVAL;
-		}
-	}
-	if (opts->retention_days == 0 || opts->retention_days > 36500) {
-		log_error("invalid retention %u: use 1 to 36500 days", opts->retention_days);
-		return -EINVAL;
-	}
-	/* The kernel-server must be able to read what lands: the owner at least. */
-	if (opts->file_mode > 0777 || !(opts->file_mode & 0400)) {
-		log_error("invalid file_mode %o: use an octal mode up to 0777 that the owner "
-			  "can read (default 0644)", opts->file_mode);
-		return -EINVAL;
-	}
-	if (opts->temporary_idle == 0 || opts->temporary_idle > 86400 * 365) {
-		log_error("invalid temporary_idle %u: use 1 to 31536000 seconds",
-			  opts->temporary_idle);
+	/* The strings fuse_opt allocated stand in for the defaults. */
+	if (opts->agent_id)
+		opts->promote.agent_id = opts->agent_id;
+	if (opts->workflow_id)
+		opts->promote.workflow_id = opts->workflow_id;
+	if (opts->user_directive)
+		opts->promote.user_directive = opts->user_directive;
+	opts->promote.only_run = opts->only_run;
+	opts->promote.no_delete = opts->no_delete;
+	if (promote_options_validate(&opts->promote, promote_option_names, problem,
+				     sizeof(problem)) < 0) {
+		log_error("%s", problem);
 		return -EINVAL;
 	}
 	if (!opts->uid_set)

@@ -96,19 +96,20 @@ static void forget_watched(struct watch *watch, struct watched *watched)
 }
 
 /*
- * Watches the directory at path below the store root.  The directory is
- * opened safely first and watched through its fd, so the watch lands on
- * what the openat2() rules allow, never on a symlink's target.
- * Returns 0, or -errno (-ENOENT when it does not exist).
+ * Watches the directory fd (taken over; a negative fd is passed back as
+ * the error), opened O_PATH by a store layout function: the watch lands
+ * on what the openat2() rules allow, never on a symlink's target.  what
+ * names the directory in messages.  Returns 0, or -errno (-ENOENT when
+ * it does not exist).
  */
-static int add_watch(struct watch *watch, const char *path, enum level level, const char *run)
+static int add_watch(struct watch *watch, int fd, const char *what, enum level level,
+		     const char *run)
 {
 	char proc_path[64];
 	struct watched *watched;
 	void *slot;
-	int fd, wd;
+	int wd;
 
-	fd = store_open_beneath(watch->store->root_fd, path, O_PATH | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
 	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
@@ -119,7 +120,7 @@ static int add_watch(struct watch *watch, const char *path, enum level level, co
 		if (!watch->degraded && ret != -ENOENT) {
 			watch->degraded = true;
 			log_warning("client %s: cannot watch %s for changes: %s",
-				    watch->client, path, strerror(-ret));
+				    watch->client, what, strerror(-ret));
 			watch->handler->degraded(watch->ctx);
 		}
 		return ret;
@@ -143,25 +144,24 @@ static int add_watch(struct watch *watch, const char *path, enum level level, co
 
 static int watch_run(struct watch *watch, const char *run)
 {
-	char path[sizeof("artifacts//") + 2 * NAMES_ID_MAX];
-
-	snprintf(path, sizeof(path), "artifacts/%s/%s", watch->client, run);
-	return add_watch(watch, path, LEVEL_RUN, run);
+	return add_watch(watch, store_open_run(watch->store, watch->client, run, O_PATH),
+			 run, LEVEL_RUN, run);
 }
 
 /* Watches every level that exists now, down to each run dir. */
 static void establish(struct watch *watch)
 {
-	char path[sizeof("artifacts/") + NAMES_ID_MAX];
 	struct dirent *entry;
 	DIR *dir;
 	int fd;
 
-	if (add_watch(watch, ".", LEVEL_ROOT, NULL) < 0 ||
-	    add_watch(watch, "artifacts", LEVEL_ARTIFACTS, NULL) < 0)
-		return;
-	snprintf(path, sizeof(path), "artifacts/%s", watch->client);
-	if (add_watch(watch, path, LEVEL_TENANT, NULL) < 0)
+	if (add_watch(watch, store_open_beneath(watch->store->root_fd, ".",
+						O_PATH | O_DIRECTORY, 0),
+		      "the store root", LEVEL_ROOT, NULL) < 0 ||
+	    add_watch(watch, store_open_artifacts(watch->store, O_PATH),
+		      STORE_ARTIFACTS_DIR "/", LEVEL_ARTIFACTS, NULL) < 0 ||
+	    add_watch(watch, store_open_tenant(watch->store, watch->client, O_PATH),
+		      "the tenant's directory", LEVEL_TENANT, NULL) < 0)
 		return;
 	fd = store_open_tenant(watch->store, watch->client, O_PATH);
 	if (fd < 0)
@@ -274,7 +274,7 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 	}
 	switch (watched->level) {
 	case LEVEL_ROOT:
-		if (strcmp(name, "artifacts") == 0)
+		if (strcmp(name, STORE_ARTIFACTS_DIR) == 0)
 			*rescan = true;
 		break;
 	case LEVEL_ARTIFACTS:

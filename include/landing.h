@@ -1,0 +1,89 @@
+/*
+ * landing.h - putting a file into a tenant's run for good, and finishing
+ * what a crash cut short.
+ *
+ * A landing is: write an intent (what is about to land, with its
+ * SHA-256) into the writer's work dir, durably; rename the staged file
+ * (already fsync'd by the caller) into the run and fsync the run dir;
+ * add its entry to metadata.json (metaedit.h) under the run lock; update
+ * the index; drop the intent.  A crash after the rename leaves an intent
+ * that landing_recover() completes, from this process or any other that
+ * opens a writer for the tenant (artifactctl repair does); a crash before
+ * leaves only staging, which landing_recover() removes.
+ *
+ * Functions return 0 or a negative errno; those that take reason set it
+ * (AUDIT_REASON_SIZE bytes) to one line for the audit trail on failure.
+ * They log nothing and audit nothing themselves: the caller knows what
+ * the user asked for.
+ */
+#ifndef ARTIFACTFS_LANDING_H
+#define ARTIFACTFS_LANDING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "meta.h"
+#include "writer.h"
+
+/* 64 hex digits and a NUL. */
+#define LANDING_SHA256_HEX_SIZE 65
+
+/* What lands in metadata.json for one file. */
+struct landing {
+	const char *run;
+	const char *name;
+	const char *agent_id;
+	const char *workflow_id;	/* used when the run is new */
+	const char *user_directive;	/* used when the run is new */
+	uint64_t size;
+	char sha256[LANDING_SHA256_HEX_SIZE];
+	char generated_at[META_TIME_SIZE];
+};
+
+/*
+ * Whether the writer's tenant may land files in run: its own run dir,
+ * or a run no other tenant owns (by the index, or by a run dir of that id
+ * in another tenant's area or in the legacy layout).
+ * Returns 0, -EINVAL (invalid run id), -EACCES, -errno.
+ */
+int landing_check_run(struct writer *writer, const char *run);
+
+/*
+ * Lands the staged file (staged_dir, staged_name; fsync'd) as
+ * l->run/l->name with the writer's file_mode, claiming the run for the
+ * tenant and making it when it is new (its fields from l and the
+ * writer's retention).  An existing file of that name is replaced.
+ * On failure the store is as before for that file, except after the
+ * rename (a metadata.json that cannot be written): the intent then stays
+ * for landing_recover().  Returns 0 or -errno with reason set.
+ */
+int landing_land_file(struct writer *writer, int staged_dir, const char *staged_name,
+		      const struct landing *l, char *reason);
+
+/*
+ * Renames the artifact from of run to to, file and entry together, with
+ * its recorded SHA-256, recorded by an intent so that a crash between
+ * the two is completed by landing_recover().  no_replace: -EEXIST when
+ * to exists.  Returns 0, -ENOENT (no such run or artifact), -EEXIST,
+ * -errno with reason set.
+ */
+int landing_rename_artifact(struct writer *writer, const char *run, const char *from,
+			    const char *to, bool no_replace, char *reason);
+
+/*
+ * Finishes what the tenant's dead staging instances left (those whose
+ * flock is free: their process is gone): each intent whose file landed
+ * with the promised bytes gets its entry and index row, each rename
+ * intent its entry moved; then the instance is removed.  Live instances
+ * (a daemon or artifactctl at work) are left alone.  Returns how many
+ * intents were completed; each is logged.
+ */
+unsigned int landing_recover(struct writer *writer);
+
+/* The SHA-256 of what fd holds, read from offset 0, as hex.  Returns 0 or -errno. */
+int landing_hash_file(int fd, char hex[LANDING_SHA256_HEX_SIZE]);
+
+/* A 32-byte digest as 64 lowercase hex digits and a NUL. */
+void landing_hex_digest(const unsigned char *digest, char hex[LANDING_SHA256_HEX_SIZE]);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * writer.h - what a process needs before it changes one tenant's store.
+ *
+ * A struct writer holds a staging instance on the store's own file system
+ * (so that what is prepared there lands by an atomic rename):
+ *   STORE/.artifactfs/staging/<client>/<instance>/      flock'ed while alive
+ *       runs/<run>/<name>     uploads in flight (promote.h)
+ *       requests/<name>       request documents in flight (promote.h)
+ *       work/                 intents and metadata.json drafts
+ * with the promotion options, the MIME table and the metadata.json each
+ * run last got from this writer.  landing.h, deletion.h, check.h and
+ * promote.h work through one; reading the store (view.h, index.h) needs
+ * none, so artifactctl's read-only commands never open one.
+ *
+ * An instance whose flock is free belongs to a process that died: see
+ * landing_recover().  Instance names carry the process id and the time,
+ * so two processes never share one.
+ */
+#ifndef ARTIFACTFS_WRITER_H
+#define ARTIFACTFS_WRITER_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "meta.h"
+#include "metafile.h"
+#include "mime.h"
+#include "names.h"
+#include "promote_options.h"
+#include "view.h"
+
+/* The staging area of every tenant, below the store's private directory. */
+#define WRITER_STAGING_DIR STORE_PRIVATE_DIR "/staging"
+
+/*
+ * The metadata.json a writer last wrote into a run, parsed, with what
+ * stat() said of the file then.  Parsing the document is what made a
+ * commit into a run of a thousand files slow; while the file is still the
+ * very one written (same inode, size, times), the parsed copy is as good.
+ */
+struct writer_cached_metadata {
+	char run[NAMES_ID_MAX + 1];	/* "" when unused */
+	struct metafile_version version;	/* of the file as it was written */
+	struct meta_run meta;
+	unsigned long last_used;
+};
+
+#define WRITER_CACHED_RUNS 8
+
+struct writer {
+	struct view *view;
+	struct promote_options options;	/* strings are the caller's, outliving this */
+	struct mime_table *mime;
+	int instance_fd;	/* flock'ed for the life of the writer */
+	int runs_fd, requests_fd, work_fd;
+	char instance[64];
+	/* Makes names in work/ unique; atomic, any thread takes one. */
+	_Atomic unsigned long serial;
+	/*
+	 * Guards cache and cache_clock.  Held for memory updates only; a
+	 * cached entry is taken out while its run is locked, so no two
+	 * threads ever work on one.
+	 */
+	pthread_mutex_t cache_lock;
+	struct writer_cached_metadata cache[WRITER_CACHED_RUNS];
+	unsigned long cache_clock;
+};
+
+/*
+ * Makes a staging instance for view's tenant and reads the MIME table.
+ * options is copied (its strings are not).  Does not recover what dead
+ * instances left: call landing_recover() for that.
+ * Returns 0 and *out, or -errno (logged).
+ */
+int writer_open(struct view *view, const struct promote_options *options,
+		struct writer **out);
+
+/* Removes the staging instance and frees the writer.  NULL is a no-op. */
+void writer_close(struct writer *writer);
+
+/* A name for a new file in work/: "<prefix>.<serial>". */
+void writer_work_name(struct writer *writer, const char *prefix, char *name, size_t size);
+
+/*
+ * Moves the cached metadata of run into *meta when run_fd's metadata.json
+ * is still the file it was parsed from.  run_fd is locked by the caller.
+ * Returns whether it did.
+ */
+bool writer_take_metadata(struct writer *writer, int run_fd, const char *run,
+			  struct meta_run *meta, struct metafile_version *version);
+
+/*
+ * Keeps *meta, just written as run's metadata.json (*version), for the
+ * next change of run; it takes *meta over, leaving it empty.
+ */
+void writer_keep_metadata(struct writer *writer, const char *run,
+			  const struct metafile_version *version, struct meta_run *meta);
+
+#endif

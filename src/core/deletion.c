@@ -1,0 +1,130 @@
+/*
+ * deletion.c - deletions of artifacts and whole runs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "deletion.h"
+#include "log.h"
+#include "metaedit.h"
+
+/* Opens and locks the tenant's run dir, O_RDONLY.  Returns the fd or -errno. */
+static int lock_run(struct writer *w, const char *run)
+{
+	int run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+
+	if (run_fd < 0)
+		return run_fd == -ELOOP || run_fd == -EINVAL ? -ENOENT : run_fd;
+	store_lock(run_fd, LOCK_EX);
+	return run_fd;
+}
+
+/* Drops the entries of the file named ctx: 1 when there are none. */
+static int drop_entry(struct meta_run *meta, const void *name)
+{
+	return metaedit_remove_entry(meta, name) ? 0 : 1;
+}
+
+int deletion_delete_file(struct writer *w, const char *run, const char *name)
+{
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	int run_fd, ret = 0;
+
+	run_fd = lock_run(w, run);
+	if (run_fd < 0)
+		return run_fd;
+	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
+		ret = metaedit_read(run_fd, &meta, &version, reason);
+		if (ret == 0)
+			ret = metaedit_apply(w, run_fd, &meta, &version, drop_entry, name, reason);
+		if (ret == -EIO)
+			/* The file was asked to go; the metadata is not ours to fix. */
+			log_warning("client %s run %s file %s: deleting the file, leaving its "
+				    "metadata.json as it is: %s", w->view->client, run, name, reason);
+		if (ret == -ENOMEM || (ret < 0 && ret != -ENOENT && ret != -EIO))
+			goto out;
+	}
+	if (unlinkat(run_fd, name, 0) < 0) {
+		ret = -errno;
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot remove the file: %s", strerror(-ret));
+		goto out;
+	}
+	ret = fsync(run_fd) < 0 ? -errno : 0;
+out:
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
+	if (ret != -ENOENT)
+		audit_record(w->view, INDEX_ACTION_DELETE, run, name, -1, NULL, -ret,
+			     ret ? reason : NULL);
+	return ret;
+}
+
+/* Whether run_fd still holds a regular file (an artifact, metadata.json). */
+static int holds_files(int run_fd)
+{
+	struct dirent *entry;
+	DIR *dir;
+	int ret;
+
+	ret = store_open_dir(run_fd, &dir);
+	if (ret < 0)
+		return ret;
+	while ((entry = readdir(dir)))
+		if (store_entry_type(dir, entry) == DT_REG) {
+			ret = 1;
+			break;
+		}
+	closedir(dir);
+	return ret;
+}
+
+int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
+			const char *why)
+{
+	char reason[AUDIT_REASON_SIZE] = "";
+	int tenant_fd = -1, run_fd, ret = 0;
+
+	run_fd = lock_run(w, run);
+	if (run_fd < 0)
+		return run_fd;
+	/* rmdir's promise: nothing the tenant can see is left in it. */
+	if (flags & DELETION_ONLY_EMPTY) {
+		ret = holds_files(run_fd);
+		if (ret != 0) {
+			ret = ret > 0 ? -ENOTEMPTY : ret;
+			goto out;
+		}
+	}
+	tenant_fd = store_open_tenant(w->view->store, w->view->client, O_RDONLY);
+	if (tenant_fd < 0) {
+		ret = tenant_fd;
+		goto out;
+	}
+	/* Locked to the end: a landing waiting for the lock then makes the run anew. */
+	ret = store_remove_tree(tenant_fd, run);
+	if (ret == 0 && fsync(tenant_fd) < 0)
+		ret = -errno;
+	if (ret < 0)
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot remove the run directory: %s",
+			 strerror(-ret));
+out:
+	if (tenant_fd >= 0)
+		close(tenant_fd);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
+	if (ret != -ENOTEMPTY && ret != -ENOENT)
+		audit_record(w->view, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret,
+			     ret ? reason : why);
+	return ret;
+}

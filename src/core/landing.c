@@ -1,0 +1,602 @@
+/*
+ * landing.c - landings, artifact renames, and the intents that let any
+ * later writer finish them after a crash.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "landing.h"
+#include "log.h"
+#include "metaedit.h"
+
+#define SECONDS_PER_DAY 86400
+/* Intent records are small JSON documents; anything larger is not ours. */
+#define INTENT_MAX 65536
+
+void landing_hex_digest(const unsigned char *digest, char hex[LANDING_SHA256_HEX_SIZE])
+{
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+int landing_hash_file(int fd, char hex[LANDING_SHA256_HEX_SIZE])
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	static const size_t chunk = 1 << 20;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char *buf = malloc(chunk);
+	off_t offset = 0;
+	int ret = 0;
+
+	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = pread(fd, buf, chunk, offset);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		offset += n;
+	}
+	EVP_DigestFinal_ex(ctx, digest, NULL);
+	landing_hex_digest(digest, hex);
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return ret;
+}
+
+/* --- ownership ----------------------------------------------------------- */
+
+/* Whether some other tenant's area, or the legacy layout, holds run. */
+static int find_foreign_run(struct writer *w, const char *run)
+{
+	struct dirent *entry;
+	DIR *dir;
+	int fd, ret = 0;
+
+	fd = store_open_legacy_run(w->view->store, run, O_PATH);
+	if (fd >= 0) {
+		close(fd);
+		return -EACCES;	/* a legacy run belongs to nobody here */
+	}
+	fd = store_open_artifacts(w->view->store, O_RDONLY);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	ret = store_open_dir(fd, &dir);
+	close(fd);
+	if (ret < 0)
+		return ret;
+	while ((entry = readdir(dir))) {
+		if (strcmp(entry->d_name, w->view->client) == 0 ||
+		    names_check_id(entry->d_name, NULL) < 0)
+			continue;
+		fd = store_open_run(w->view->store, entry->d_name, run, O_PATH);
+		if (fd >= 0 || fd == -ELOOP || fd == -ENOTDIR) {
+			if (fd >= 0)
+				close(fd);
+			ret = -EACCES;
+			break;
+		}
+	}
+	closedir(dir);
+	return ret;
+}
+
+int landing_check_run(struct writer *w, const char *run)
+{
+	char *owner = NULL;
+	int fd, ret;
+
+	if (names_check_run(run, NULL) < 0)
+		return -EINVAL;
+	fd = store_open_run(w->view->store, w->view->client, run, O_PATH);
+	if (fd >= 0) {
+		close(fd);
+		return 0;	/* the tenant's own run dir: its run */
+	}
+	ret = index_get_run_owner(w->view->index, run, &owner);
+	if (ret == 0) {
+		ret = strcmp(owner, w->view->client) == 0 ? 0 : -EACCES;
+		free(owner);
+		return ret;
+	}
+	if (ret != -ENOENT)
+		return ret;
+	return find_foreign_run(w, run);
+}
+
+/* --- intents -------------------------------------------------------------- */
+
+/*
+ * Writes doc (taken over) as an intent record, durably, named
+ * intent_name (64 bytes), before what it describes happens.
+ */
+static int write_intent(struct writer *w, json_t *doc, char *intent_name)
+{
+	int fd = -1, ret = 0;
+	char *text = NULL;
+
+	if (!doc || !(text = json_dumps(doc, JSON_COMPACT))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	writer_work_name(w, "intent", intent_name, 64);
+	fd = openat(w->work_fd, intent_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = store_write_all(fd, text, strlen(text));
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (ret == 0 && fsync(w->work_fd) < 0)
+		ret = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0 && fd >= 0)
+		unlinkat(w->work_fd, intent_name, 0);
+	free(text);
+	json_decref(doc);
+	return ret;
+}
+
+static json_t *landing_intent(const struct landing *l)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
+			 "run", l->run, "name", l->name,
+			 "agent_id", l->agent_id, "workflow_id", l->workflow_id,
+			 "user_directive", l->user_directive,
+			 "sha256", l->sha256, "generated_at", l->generated_at,
+			 "size", (json_int_t)l->size);
+}
+
+/* --- landing -------------------------------------------------------------- */
+
+/*
+ * Opens (making it if needed) and locks the tenant's run dir for a
+ * landing: one writer of metadata.json at a time, across threads and
+ * processes.  A deletion of the run (rm -r) may remove the directory while
+ * we wait for its lock; the landing then makes it anew.
+ */
+static int lock_run_for_landing(struct writer *w, const char *run)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		int run_fd = store_make_run(w->view->store, w->view->client, run);
+		struct stat st;
+
+		if (run_fd < 0)
+			return run_fd;
+		store_lock(run_fd, LOCK_EX);
+		if (fstat(run_fd, &st) == 0 && st.st_nlink > 0)
+			return run_fd;
+		flock(run_fd, LOCK_UN);
+		close(run_fd);
+	}
+	return -ESTALE;	/* deleted again and again: give up, loudly */
+}
+
+/*
+ * Reads the run's metadata.json into *meta for a landing: absent is
+ * fine (a new run), unreadable is not.  run_fd is locked by the caller.
+ */
+static int read_metadata_for_landing(struct writer *w, int run_fd, const char *run,
+				     struct meta_run *meta, struct metafile_version *version,
+				     char *reason)
+{
+	int ret;
+
+	if (writer_take_metadata(w, run_fd, run, meta, version))
+		return 0;
+	ret = metaedit_read(run_fd, meta, version, reason);
+	return ret == -ENOENT ? 0 : ret;
+}
+
+/* A landing, and the writer whose defaults make a new run, for add_landing(). */
+struct landing_edit {
+	struct writer *writer;
+	const struct landing *landing;
+};
+
+/*
+ * Puts the landing's entry into *meta, replacing any entry of that name
+ * (and dropping duplicates the kernel-server may have appended), filling
+ * a new run's fields.  Returns 0 or -ENOMEM.
+ */
+static int add_landing(struct meta_run *meta, const void *ctx)
+{
+	const struct landing_edit *edit = ctx;
+	const struct landing *l = edit->landing;
+	struct meta_artifact entry = {
+		.filename = (char *)l->name,
+		.agent_id = (char *)l->agent_id,
+		.generated_at = (char *)l->generated_at,
+		.content_type = (char *)mime_type_of(edit->writer->mime, l->name),
+		.has_size_bytes = true,
+		.size_bytes = l->size,
+	};
+	int ret = 0;
+
+	if (!meta->run_id) {
+		char created[META_TIME_SIZE], expires[META_TIME_SIZE];
+		int64_t retention = (int64_t)edit->writer->options.retention_days * SECONDS_PER_DAY;
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		meta_format_time(now.tv_sec, now.tv_nsec, created);
+		meta_format_time(now.tv_sec + retention, now.tv_nsec, expires);
+		meta->run_id = metaedit_copy_text(l->run, &ret);
+		meta->workflow_id = metaedit_copy_text(l->workflow_id, &ret);
+		meta->user_directive = metaedit_copy_text(l->user_directive, &ret);
+		meta->created_at = metaedit_copy_text(created, &ret);
+		meta->expires_at = metaedit_copy_text(expires, &ret);
+		meta->status = metaedit_copy_text("active", &ret);
+		if (ret < 0)
+			return ret;
+	}
+	return metaedit_put_entry(meta, &entry);
+}
+
+/*
+ * Records a landed file in the index: its row and the run's, not the
+ * whole run again (a run of many files would pay for each one).
+ * meta is the metadata.json just written, *version the file written;
+ * run_fd is locked.
+ */
+static void index_landing(struct writer *w, int run_fd, const struct meta_run *meta,
+			  const struct metafile_version *version, const struct landing *l)
+{
+	struct index_file file = { .filename = l->name };
+	const struct meta_artifact *entry = meta_find_artifact(meta, l->name);
+	struct index_run_stamp stamp;
+	struct stat st;
+
+	/*
+	 * The stamp of the very file we wrote: if another writer changed it
+	 * since, the stamps differ and the watcher has the run parsed again.
+	 */
+	view_stamp_run(run_fd, &stamp);
+	stamp.meta_ino = version->ino;
+	stamp.meta_size = version->size;
+	stamp.meta_mtime_ns = version->mtime_ns;
+	stamp.meta_ctime_ns = version->ctime_ns;
+	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		view_index_run(w->view, l->run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
+		return;
+	}
+	file.size = st.st_size;
+	file.mtime_ns = store_time_ns(&st.st_mtim);
+	file.ino = (int64_t)st.st_ino;
+	index_put_artifact(w->view->index, w->view->client, l->run, &stamp, meta, entry,
+			   &file, l->sha256);
+}
+
+/* Adds the landing's entry to metadata.json and the index.  run_fd is locked. */
+static int record_landing(struct writer *w, int run_fd, const struct landing *l,
+			  struct meta_run *meta, struct metafile_version *version,
+			  char *reason)
+{
+	struct landing_edit edit = { w, l };
+	int ret;
+
+	ret = metaedit_apply(w, run_fd, meta, version, add_landing, &edit, reason);
+	if (ret < 0)
+		return ret;
+	index_landing(w, run_fd, meta, version, l);
+	writer_keep_metadata(w, l->run, version, meta);
+	return 0;
+}
+
+int landing_land_file(struct writer *w, int staged_dir, const char *staged_name,
+		      const struct landing *l, char *reason)
+{
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	char intent[64] = "";
+	int run_fd = -1, ret;
+
+	ret = landing_check_run(w, l->run);
+	run_fd = ret == 0 ? store_open_run(w->view->store, w->view->client, l->run, O_PATH) : -1;
+	if (run_fd >= 0)
+		close(run_fd);	/* the tenant's own run dir: its run, whoever else claims the id */
+	else if (ret == 0)
+		ret = index_claim_run(w->view->index, w->view->client, l->run);
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, ret == -EACCES ?
+			 "the run belongs to another tenant" : "invalid run id");
+		return ret;
+	}
+	run_fd = lock_run_for_landing(w, l->run);
+	if (run_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the run directory: %s",
+			 strerror(-run_fd));
+		return -EIO;
+	}
+	/* Refuse before anything moves if metadata.json cannot be kept valid. */
+	ret = read_metadata_for_landing(w, run_fd, l->run, &meta, &version, reason);
+	if (ret < 0)
+		goto out;
+	ret = write_intent(w, landing_intent(l), intent);
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the intent record: %s",
+			 strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	/*
+	 * Staged private (0600, in a 0700 dir), landed with the store's mode:
+	 * the kernel-server, another user, serves these files too.
+	 */
+	if (fchmodat(staged_dir, staged_name, w->options.file_mode, 0) < 0) {
+		ret = -errno;
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot set the file's mode: %s",
+			 strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	if (renameat(staged_dir, staged_name, run_fd, l->name) < 0) {
+		ret = -errno;
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot move the file into the run: %s",
+			 strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	ret = fsync(run_fd) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = record_landing(w, run_fd, l, &meta, &version, reason);
+	if (ret < 0)
+		intent[0] = '\0';	/* the file is in place; the intent finishes its metadata */
+out:
+	if (intent[0])
+		unlinkat(w->work_fd, intent, 0);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	return ret;
+}
+
+/* --- renames ----------------------------------------------------------------- */
+
+struct entry_move {
+	const char *from, *to;
+};
+
+/* metaedit_rename_entry() as an edit; a run without metadata.json has nothing to move. */
+static int move_entry(struct meta_run *meta, const void *ctx)
+{
+	const struct entry_move *move = ctx;
+
+	return meta->run_id ? metaedit_rename_entry(meta, move->from, move->to) : 1;
+}
+
+int landing_rename_artifact(struct writer *w, const char *run, const char *from,
+			    const char *to, bool no_replace, char *reason)
+{
+	struct index_attrs attrs = { 0 };
+	struct metafile_version version;
+	struct entry_move move = { from, to };
+	struct meta_run meta = { 0 };
+	const char *sha256;
+	char intent[64] = "";
+	struct stat st;
+	int run_fd, ret;
+
+	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	if (run_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "no such run");
+		return run_fd == -ELOOP ? -ENOENT : run_fd;
+	}
+	store_lock(run_fd, LOCK_EX);
+	if (fstatat(run_fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+		ret = -ENOENT;
+		snprintf(reason, AUDIT_REASON_SIZE, "no such artifact to rename");
+		goto out;
+	}
+	if (no_replace && faccessat(run_fd, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		ret = -EEXIST;
+		snprintf(reason, AUDIT_REASON_SIZE, "the new name exists");
+		goto out;
+	}
+	/* Refuse before anything moves if metadata.json cannot be kept valid. */
+	ret = metaedit_read(run_fd, &meta, &version, reason);
+	if (ret < 0 && ret != -ENOENT)
+		goto out;
+	index_get_file_attrs(w->view->index, w->view->client, run, from, &attrs);
+	sha256 = index_attrs_value(&attrs, "sha256");
+	ret = write_intent(w, json_pack("{s:s, s:s, s:s}", "run", run, "name", to,
+					"renamed_from", from), intent);
+	if (ret == 0 && (renameat(run_fd, from, run_fd, to) < 0 || fsync(run_fd) < 0))
+		ret = -errno;
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot rename the file: %s", strerror(-ret));
+		ret = -EIO;
+		goto out;
+	}
+	if (version.present)
+		ret = metaedit_apply(w, run_fd, &meta, &version, move_entry, &move, reason);
+	if (ret < 0) {
+		intent[0] = '\0';	/* renamed: the intent finishes the entry */
+		goto out;
+	}
+	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+	if (sha256)
+		index_set_sha256(w->view->index, w->view->client, run, to, (int64_t)st.st_ino,
+				 st.st_size, store_time_ns(&st.st_mtim), sha256);
+out:
+	if (intent[0])
+		unlinkat(w->work_fd, intent, 0);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	index_attrs_release(&attrs);
+	meta_run_release(&meta);
+	return ret;
+}
+
+/* --- recovery ---------------------------------------------------------------- */
+
+/* Completes the entry of a rename an intent describes, if the file was renamed. */
+static bool recover_rename(struct writer *w, json_t *doc)
+{
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	struct entry_move move;
+	const char *run;
+	bool done = false;
+	int run_fd;
+
+	if (json_unpack(doc, "{s:s, s:s, s:s}", "run", &run, "name", &move.to,
+			"renamed_from", &move.from) < 0 || names_check_run(run, NULL) < 0 ||
+	    names_check_artifact(move.to, NULL) < 0 || names_check_artifact(move.from, NULL) < 0)
+		return false;
+	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	if (run_fd < 0)
+		return false;
+	store_lock(run_fd, LOCK_EX);
+	if (faccessat(run_fd, move.from, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    faccessat(run_fd, move.to, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    metaedit_read(run_fd, &meta, &version, reason) == 0 &&
+	    metaedit_apply(w, run_fd, &meta, &version, move_entry, &move, reason) == 0) {
+		view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+		log_warning("client %s run %s file %s: completed a rename from %s cut short by "
+			    "a crash", w->view->client, run, move.to, move.from);
+		done = true;
+	}
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+	meta_run_release(&meta);
+	return done;
+}
+
+/* Completes the metadata of a landing an intent describes, if it landed. */
+static bool recover_intent(struct writer *w, int work_fd, const char *name)
+{
+	char reason[AUDIT_REASON_SIZE] = "", sha[LANDING_SHA256_HEX_SIZE];
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	struct landing l = { 0 };
+	json_error_t error;
+	const char *generated_at, *sha256;
+	json_int_t size = -1;
+	bool done = false;
+	struct stat st;
+	json_t *doc;
+	char *buf;
+	size_t len;
+	int run_fd, fd;
+
+	if (store_read_file(work_fd, name, INTENT_MAX, &buf, &len, &st) < 0)
+		return false;
+	doc = json_loadb(buf, len, 0, &error);
+	free(buf);
+	if (doc && json_object_get(doc, "renamed_from")) {
+		done = recover_rename(w, doc);
+		goto out;
+	}
+	if (!doc || json_unpack(doc, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
+				"run", &l.run, "name", &l.name, "agent_id", &l.agent_id,
+				"workflow_id", &l.workflow_id, "user_directive", &l.user_directive,
+				"generated_at", &generated_at, "sha256", &sha256, "size", &size) < 0 ||
+	    names_check_run(l.run, NULL) < 0 || names_check_artifact(l.name, NULL) < 0)
+		goto out;
+	snprintf(l.generated_at, sizeof(l.generated_at), "%s", generated_at);
+	snprintf(l.sha256, sizeof(l.sha256), "%s", sha256);
+	l.size = (uint64_t)size;
+	run_fd = store_open_run(w->view->store, w->view->client, l.run, O_RDONLY);
+	if (run_fd < 0)
+		goto out;
+	store_lock(run_fd, LOCK_EX);
+	/* Only the very content the intent promised is recorded. */
+	fd = store_open_regular(run_fd, l.name, O_RDONLY, &st);
+	if (fd >= 0 && (uint64_t)st.st_size == l.size && landing_hash_file(fd, sha) == 0 &&
+	    strcmp(sha, l.sha256) == 0 &&
+	    read_metadata_for_landing(w, run_fd, l.run, &meta, &version, reason) == 0 &&
+	    record_landing(w, run_fd, &l, &meta, &version, reason) == 0) {
+		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
+			    w->view->client, l.run, l.name);
+		done = true;
+	}
+	if (fd >= 0)
+		close(fd);
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+out:
+	meta_run_release(&meta);
+	json_decref(doc);
+	return done;
+}
+
+/* Finishes what a dead instance left (its intents), then removes it. */
+static unsigned int reclaim_instance(struct writer *w, int staging_fd, const char *name)
+{
+	unsigned int completed = 0;
+	struct dirent *entry;
+	int fd, work_fd;
+	DIR *dir;
+
+	fd = store_open_beneath(staging_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);	/* alive: another process writing this tenant's store */
+		return 0;
+	}
+	work_fd = store_open_beneath(fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (work_fd >= 0 && store_open_dir(work_fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (strncmp(entry->d_name, "intent.", 7) == 0)
+				completed += recover_intent(w, work_fd, entry->d_name);
+		closedir(dir);
+	}
+	if (work_fd >= 0)
+		close(work_fd);
+	if (store_remove_tree(staging_fd, name) < 0)
+		log_warning("client %s: cannot remove stale staging %s", w->view->client, name);
+	close(fd);
+	return completed;
+}
+
+unsigned int landing_recover(struct writer *w)
+{
+	unsigned int completed = 0;
+	struct dirent *entry;
+	int staging_fd, tenant_fd;
+	DIR *dir;
+
+	staging_fd = store_open_beneath(w->view->store->root_fd, WRITER_STAGING_DIR,
+					O_RDONLY | O_DIRECTORY, 0);
+	if (staging_fd < 0)
+		return 0;
+	tenant_fd = store_open_beneath(staging_fd, w->view->client, O_RDONLY | O_DIRECTORY, 0);
+	close(staging_fd);
+	if (tenant_fd < 0)
+		return 0;
+	if (store_open_dir(tenant_fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (entry->d_name[0] != '.' && strcmp(entry->d_name, w->instance) != 0)
+				completed += reclaim_instance(w, tenant_fd, entry->d_name);
+		closedir(dir);
+	}
+	close(tenant_fd);
+	return completed;
+}

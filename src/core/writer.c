@@ -1,0 +1,182 @@
+/*
+ * writer.c - staging instances and the metadata cache of struct writer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "writer.h"
+
+/* Makes STORE/.artifactfs/staging/<client>, private to the daemon's user. */
+static int make_tenant_staging(struct view *view)
+{
+	static const char *const path[] = { STORE_PRIVATE_DIR, "staging" };
+	int fd, next;
+
+	fd = dup(view->store->root_fd);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < 3; i++) {
+		next = store_make_dir(fd, i < 2 ? path[i] : view->client, 0700, NULL);
+		close(fd);
+		if (next < 0)
+			return next;
+		fd = next;
+	}
+	return fd;
+}
+
+static int make_instance(struct writer *w)
+{
+	struct timespec now;
+	int tenant_fd, ret = 0;
+
+	tenant_fd = make_tenant_staging(w->view);
+	if (tenant_fd < 0) {
+		log_error("client %s: cannot make the staging directory %s/%s/%s: %s",
+			  w->view->client, w->view->store->path, WRITER_STAGING_DIR,
+			  w->view->client, strerror(-tenant_fd));
+		return tenant_fd;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(w->instance, sizeof(w->instance), "%d.%lld", getpid(),
+		 (long long)now.tv_sec * 1000000000 + now.tv_nsec);
+	w->instance_fd = store_make_dir(tenant_fd, w->instance, 0700, NULL);
+	if (w->instance_fd < 0 || flock(w->instance_fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = w->instance_fd < 0 ? w->instance_fd : -errno;
+		goto out;
+	}
+	w->runs_fd = store_make_dir(w->instance_fd, "runs", 0700, NULL);
+	w->requests_fd = store_make_dir(w->instance_fd, "requests", 0700, NULL);
+	w->work_fd = store_make_dir(w->instance_fd, "work", 0700, NULL);
+	if (w->runs_fd < 0 || w->requests_fd < 0 || w->work_fd < 0)
+		ret = -EIO;
+out:
+	if (ret < 0)
+		log_error("client %s: cannot make the staging directory: %s", w->view->client,
+			  strerror(-ret));
+	close(tenant_fd);
+	return ret;
+}
+
+int writer_open(struct view *view, const struct promote_options *options,
+		struct writer **out)
+{
+	struct writer *w;
+	int ret;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->view = view;
+	w->options = *options;
+	w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
+	pthread_mutex_init(&w->cache_lock, NULL);
+	ret = mime_table_load("/etc/mime.types", &w->mime);
+	if (ret == 0)
+		ret = make_instance(w);
+	if (ret < 0) {
+		writer_close(w);
+		return ret;
+	}
+	*out = w;
+	return 0;
+}
+
+void writer_close(struct writer *w)
+{
+	int staging_fd;
+
+	if (!w)
+		return;
+	for (size_t i = 0; i < WRITER_CACHED_RUNS; i++)
+		meta_run_release(&w->cache[i].meta);
+	if (w->runs_fd >= 0)
+		close(w->runs_fd);
+	if (w->requests_fd >= 0)
+		close(w->requests_fd);
+	if (w->work_fd >= 0)
+		close(w->work_fd);
+	/* A clean stop leaves no staging behind. */
+	staging_fd = store_open_beneath(w->view->store->root_fd, WRITER_STAGING_DIR,
+					O_RDONLY | O_DIRECTORY, 0);
+	if (staging_fd >= 0) {
+		int tenant_fd = store_open_beneath(staging_fd, w->view->client,
+						   O_RDONLY | O_DIRECTORY, 0);
+		if (tenant_fd >= 0 && w->instance[0] && w->instance_fd >= 0)
+			store_remove_tree(tenant_fd, w->instance);
+		if (tenant_fd >= 0)
+			close(tenant_fd);
+		close(staging_fd);
+	}
+	if (w->instance_fd >= 0)
+		close(w->instance_fd);
+	mime_table_free(w->mime);
+	pthread_mutex_destroy(&w->cache_lock);
+	free(w);
+}
+
+void writer_work_name(struct writer *w, const char *prefix, char *name, size_t size)
+{
+	snprintf(name, size, "%s.%lu", prefix, w->serial++);
+}
+
+bool writer_take_metadata(struct writer *w, int run_fd, const char *run,
+			  struct meta_run *meta, struct metafile_version *version)
+{
+	struct writer_cached_metadata taken = { 0 };
+	bool found = false;
+
+	pthread_mutex_lock(&w->cache_lock);
+	for (size_t i = 0; i < WRITER_CACHED_RUNS; i++) {
+		struct writer_cached_metadata *entry = &w->cache[i];
+
+		if (strcmp(entry->run, run) == 0) {
+			taken = *entry;
+			memset(entry, 0, sizeof(*entry));
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->cache_lock);
+	if (found && metafile_unchanged(run_fd, &taken.version)) {
+		*meta = taken.meta;
+		*version = taken.version;
+		return true;
+	}
+	meta_run_release(&taken.meta);
+	return false;
+}
+
+void writer_keep_metadata(struct writer *w, const char *run,
+			  const struct metafile_version *version, struct meta_run *meta)
+{
+	struct writer_cached_metadata *slot = NULL;
+
+	if (!version->present)
+		return;	/* rewritten by someone else at once: not worth keeping */
+	pthread_mutex_lock(&w->cache_lock);
+	for (size_t i = 0; i < WRITER_CACHED_RUNS; i++) {
+		struct writer_cached_metadata *entry = &w->cache[i];
+
+		if (strcmp(entry->run, run) == 0 || !entry->run[0]) {
+			slot = entry;
+			break;
+		}
+		if (!slot || entry->last_used < slot->last_used)
+			slot = entry;	/* the least recently used goes */
+	}
+	meta_run_release(&slot->meta);
+	snprintf(slot->run, sizeof(slot->run), "%s", run);
+	slot->version = *version;
+	slot->meta = *meta;
+	slot->last_used = ++w->cache_clock;
+	memset(meta, 0, sizeof(*meta));
+	pthread_mutex_unlock(&w->cache_lock);
+}
