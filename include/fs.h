@@ -3,6 +3,9 @@
  *
  * fs.c is the only file that replies to the kernel: each operation decodes
  * its inode, asks the view, the store or the index, and replies once.
+ * fs_promote.c does promote/'s part of the operations, fs_notify.c the
+ * watcher's cache invalidations and the pruner (fs_internal.h is their
+ * interface with fs.c).
  */
 #ifndef ARTIFACTFS_FS_H
 #define ARTIFACTFS_FS_H

@@ -1,14 +1,13 @@
 /*
- * fs.c - the FUSE low-level operations: the only file that replies to the
- * kernel.
+ * fs.c - the FUSE low-level operations on the tenant's runs, and the
+ * dispatch of every operation: the only file that replies to the kernel.
  *
- * Each operation decodes its inode, asks the view, the store or the index,
- * and replies exactly once, at the end.  Reads go straight from the open
- * backing fd to the kernel (splice), with no lock and no index query.
- * The kernel caches entries, attributes, directory listings and file
- * data for cache_timeout(); the watcher thread calls fs_watch_handler (at the
- * end) to drop what a change in the store made stale.  promote/ hands its
- * work to the promoter; a pruner thread keeps the inode table bounded.
+ * Each operation decodes its inode, asks the view, the store or the index
+ * (fs_promote.c for promote/), and replies exactly once, at the end.
+ * Reads go straight from the open backing fd to the kernel (splice), with
+ * no lock and no index query.  The kernel caches entries, attributes,
+ * directory listings and file data for cache_timeout(); fs_notify.c drops
+ * what a change in the store made stale, and keeps the inode table bounded.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,9 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fs.h"
+#include "fs_internal.h"
 #include "log.h"
-#include "metafile.h"
 #include "names.h"
 
 #define XATTR_PREFIX "user.artifact."
@@ -31,37 +29,6 @@
 #define XATTR_STATS "user.artifactfs.stats"
 /* Seconds the kernel may keep the root's attributes. */
 #define ROOT_TIMEOUT 1.0
-
-/*
- * An open file: a backing file, an upload, or promote/.status.  Counted:
- * the kernel can send RELEASE while a READ of a reader it gave up on is
- * still being served by another thread.
- */
-struct open_file {
-	_Atomic unsigned int refs;
-	struct fs *fs;
-	struct open_file *prev, *next;	/* fs->open_files */
-	int fd;			/* backing or staged file; -1 for .status */
-	struct upload *upload;	/* an upload this handle writes, or NULL */
-	char *text;		/* promote/.status as of open */
-	size_t len;
-};
-
-/* An open directory: a stream for run dirs, a snapshot for the others. */
-struct dir_handle {
-	DIR *stream;		/* INODE_RUN: the backing directory */
-	off_t offset;		/* stream position: the next entry's cookie */
-	struct dir_entry {
-		char *name;
-		ino_t ino;
-		unsigned char type;
-	} *entries;		/* the other directories: fixed at opendir */
-	size_t count, capacity;
-};
-
-static void notify_file(void *ctx, const char *run, const char *file, bool entry);
-static void notify_run(void *ctx, const char *run);
-static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant);
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -87,7 +54,7 @@ static void set_owner_and_mode(struct fs *fs, struct stat *st, mode_t type, mode
 	}
 }
 
-static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink)
+void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -98,13 +65,6 @@ static void set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t n
 	set_owner_and_mode(fs, st, S_IFDIR, 0);
 }
 
-/*
- * The number the kernel is shown for an inode number of ours: backing
- * numbers go through the cipher (they would count other tenants' files),
- * the view's own and 0 (a negative entry) as they are.  Applied only
- * where a reply is built, so every number inside the daemon stays the
- * backing one it can compare with the store.
- */
 /* How long the kernel may cache entries and attributes now. */
 static double cache_timeout(struct fs *fs)
 {
@@ -117,6 +77,13 @@ static bool keeps_cache(struct fs *fs)
 	return fs->keep_cache && !atomic_load(&fs->degraded);
 }
 
+/*
+ * The number the kernel is shown for an inode number of ours: backing
+ * numbers go through the cipher (they would count other tenants' files),
+ * the view's own and 0 (a negative entry) as they are.  Applied only
+ * where a reply is built, so every number inside the daemon stays the
+ * backing one it can compare with the store.
+ */
 static ino_t shown_ino(const struct fs *fs, ino_t ino)
 {
 	if (ino == 0 || ino == INODE_ROOT_INO || ino == INODE_PROMOTE_INO ||
@@ -139,7 +106,7 @@ static void reply_attr(fuse_req_t req, struct stat *st, double timeout)
 
 /* --- the root listing ---------------------------------------------------- */
 
-static void dir_handle_release(struct dir_handle *handle)
+void fs_dir_handle_release(struct dir_handle *handle)
 {
 	if (handle->stream)
 		closedir(handle->stream);
@@ -152,12 +119,12 @@ static void dir_handle_free(struct dir_handle *handle)
 {
 	if (!handle)
 		return;
-	dir_handle_release(handle);
+	fs_dir_handle_release(handle);
 	free(handle);
 }
 
-static int dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
-			  unsigned char type)
+int fs_dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
+		      unsigned char type)
 {
 	struct dir_entry *entry;
 
@@ -179,70 +146,21 @@ static int dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino
 	return 0;
 }
 
-/* Adapters for the promoter's listings. */
-static int add_staged_run(void *ctx, const char *run, const struct stat *st)
-{
-	return dir_handle_add(ctx, run, st->st_ino, DT_DIR);
-}
-
-static int add_upload(void *ctx, const char *name, const struct stat *st)
-{
-	return dir_handle_add(ctx, name, st->st_ino, DT_REG);
-}
-
-/*
- * promote/: its outcome file, a directory for each run one may promote
- * into (the tenant's runs, and new ones made here), and requests in flight.
- */
-static int list_promote(struct fs *fs, struct dir_handle *handle)
-{
-	struct dir_handle runs = { 0 };
-	struct stat st;
-	int ret;
-
-	/* The same directories lookup finds: each visible run gets its staging. */
-	ret = list_root(fs, &runs, NULL);
-	for (size_t i = 0; ret == 0 && i < runs.count; i++)
-		if (names_check_run(runs.entries[i].name, NULL) == 0 &&
-		    promote_check_run(fs->promoter, runs.entries[i].name) == 0)
-			ret = promote_stage_run(fs->promoter, runs.entries[i].name, true, &st);
-	dir_handle_release(&runs);
-	if (ret < 0)
-		return ret;
-	if ((ret = dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
-	    (ret = dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
-	    (ret = dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0 ||
-	    (ret = promote_list_staged_runs(fs->promoter, add_staged_run, handle)) < 0)
-		return ret;
-	return promote_list_uploads(fs->promoter, NULL, add_upload, handle);
-}
-
-/* promote/<run>: the uploads in flight into run. */
-static int list_staged_run(struct fs *fs, struct inode *dir, struct dir_handle *handle)
-{
-	int ret;
-
-	if ((ret = dir_handle_add(handle, ".", dir->ino, DT_DIR)) < 0 ||
-	    (ret = dir_handle_add(handle, "..", INODE_PROMOTE_INO, DT_DIR)) < 0)
-		return ret;
-	return promote_list_uploads(fs->promoter, dir->name, add_upload, handle);
-}
-
 /*
  * Lists the root: ".", "..", "promote", then every visible run.  Also the
  * source of the root's link count, so both always agree.
  */
-static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
+int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
 {
 	struct dirent *entry;
 	DIR *dir = NULL;
 	int fd, ret;
 
-	if ((ret = dir_handle_add(handle, ".", INODE_ROOT_INO, DT_DIR)) < 0 ||
-	    (ret = dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0)
+	if ((ret = fs_dir_handle_add(handle, ".", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0)
 		return ret;
 	if (fs->promoter &&
-	    (ret = dir_handle_add(handle, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO, DT_DIR)) < 0)
+	    (ret = fs_dir_handle_add(handle, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO, DT_DIR)) < 0)
 		return ret;
 
 	fd = store_open_tenant(fs->view->store, fs->view->client, O_RDONLY);
@@ -268,7 +186,7 @@ static int list_root(struct fs *fs, struct dir_handle *handle, struct stat *tena
 		if (store_entry_type(dir, entry) != DT_DIR ||
 		    !view_run_visible(fs->view, entry->d_name))
 			continue;
-		ret = dir_handle_add(handle, entry->d_name, entry->d_ino, DT_DIR);
+		ret = fs_dir_handle_add(handle, entry->d_name, entry->d_ino, DT_DIR);
 		if (ret < 0)
 			goto out;
 	}
@@ -289,9 +207,9 @@ static int stat_root(struct fs *fs, struct stat *st)
 	struct stat tenant = { 0 };
 	int ret;
 
-	ret = list_root(fs, &listing, &tenant);
+	ret = fs_list_root(fs, &listing, &tenant);
 	/* ".", ".." and every subdirectory's ".." link here: 2 + subdirs. */
-	set_virtual_dir(fs, st, INODE_ROOT_INO, listing.count);
+	fs_set_virtual_dir(fs, st, INODE_ROOT_INO, listing.count);
 	if (ret == 0 && tenant.st_ino) {
 		st->st_atim = tenant.st_atim;
 		st->st_mtim = tenant.st_mtim;
@@ -301,65 +219,17 @@ static int stat_root(struct fs *fs, struct stat *st)
 		st->st_blocks = tenant.st_blocks;
 		st->st_blksize = tenant.st_blksize;
 	}
-	dir_handle_release(&listing);
+	fs_dir_handle_release(&listing);
 	return ret;
 }
 
 /* Fills *st from a backing file or directory as the view shows it. */
-static void present_backing(struct fs *fs, struct stat *st, const struct stat *backing)
+void fs_present_backing(struct fs *fs, struct stat *st, const struct stat *backing)
 {
 	*st = *backing;
 	set_owner_and_mode(fs, st, backing->st_mode & S_IFMT, backing->st_mode);
 	if (S_ISDIR(backing->st_mode))
 		st->st_nlink = 2;	/* a run dir shows no subdirectories */
-}
-
-/* The run an upload goes to: its parent's name, or NULL for a request. */
-static const char *upload_run(const struct inode *inode)
-{
-	return inode->parent->kind == INODE_STAGED_RUN ? inode->parent->name : NULL;
-}
-
-/*
- * Stats a promote/ entry of kind: promote/.status, the staging of run
- * promote/<name>, or the upload name into run (NULL: a request).  An
- * upload's name shows the staged file while it is in flight, then the
- * artifact it became (so a tool that sets times or modes after close
- * finds it), then nothing.
- */
-static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *run,
-			      const char *name, struct stat *st)
-{
-	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
-	struct stat backing;
-	int tenant_fd, ret;
-
-	if (kind == INODE_STATUS) {
-		set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
-		st->st_mode = S_IFREG | 0444;
-		st->st_size = 0;	/* made at open; read it to its end */
-		return 0;
-	}
-	if (kind == INODE_STAGED_RUN)
-		ret = promote_stage_run(fs->promoter, name, false, &backing);
-	else
-		ret = promote_stat_upload(fs->promoter, run, name, &backing);
-	if (ret == -ENOENT && kind == INODE_UPLOAD && run) {
-		snprintf(path, sizeof(path), "%s/%s", run, name);
-		tenant_fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
-		if (tenant_fd < 0)
-			return tenant_fd;
-		ret = fstatat(tenant_fd, path, &backing, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-		close(tenant_fd);
-		if (ret == 0 && !S_ISREG(backing.st_mode))
-			ret = -ENOENT;
-		if (ret == -ENOTDIR || ret == -ELOOP)
-			ret = -ENOENT;
-	}
-	if (ret < 0)
-		return ret;
-	present_backing(fs, st, &backing);
-	return 0;
 }
 
 static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
@@ -370,13 +240,12 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	case INODE_ROOT:
 		return stat_root(fs, st);
 	case INODE_PROMOTE:
-		set_virtual_dir(fs, st, INODE_PROMOTE_INO, 2);
+		fs_set_virtual_dir(fs, st, INODE_PROMOTE_INO, 2);
 		return 0;
 	case INODE_STATUS:
 	case INODE_STAGED_RUN:
-		return stat_promote_entry(fs, inode->kind, NULL, inode->name, st);
 	case INODE_UPLOAD:
-		return stat_promote_entry(fs, inode->kind, upload_run(inode), inode->name, st);
+		return fs_promote_stat(fs, inode, st);
 	case INODE_RUN:
 		if (fstat(inode->fd, &backing) < 0)
 			return -errno;
@@ -394,7 +263,7 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	default:
 		return -ENOENT;
 	}
-	present_backing(fs, st, &backing);
+	fs_present_backing(fs, st, &backing);
 	return 0;
 }
 
@@ -417,64 +286,6 @@ static void limit_to_expiry(struct fs *fs, const char *run, struct fuse_entry_pa
 		e->entry_timeout = e->attr_timeout = left > 0 ? left : 0;
 }
 
-/* Asks the pruner to run; cheap enough for every lookup over the limit. */
-static void wake_pruner(struct fs *fs)
-{
-	pthread_mutex_lock(&fs->pruner.lock);
-	if (!fs->pruner.pending) {
-		fs->pruner.pending = true;
-		pthread_cond_signal(&fs->pruner.wake);
-	}
-	pthread_mutex_unlock(&fs->pruner.lock);
-}
-
-/*
- * Resolves a name in promote/ or promote/<run>.  Nothing there is cached
- * by the kernel: uploads come and go with every close.
- */
-static int lookup_promote_child(struct fs *fs, struct inode *parent, const char *name,
-				struct fuse_entry_param *e)
-{
-	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
-	enum inode_kind kind = INODE_UPLOAD;
-	struct inode *inode;
-	struct stat st;
-	int ret;
-
-	e->attr_timeout = e->entry_timeout = 0;
-	if (!run && strcmp(name, PROMOTE_STATUS_FILE) == 0) {
-		kind = INODE_STATUS;
-	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
-		/* Not a request in flight: promote/<run> of a run one may promote into. */
-		int fd;
-
-		if (!promote_serves_run(fs->promoter, name))
-			return -ENOENT;
-		fd = view_open_run(fs->view, name, &st);
-
-		if (fd >= 0)
-			close(fd);
-		if (fd < 0 && promote_stage_run(fs->promoter, name, false, &st) < 0)
-			return -ENOENT;
-		/* Staged here, but another tenant promoted into it first. */
-		ret = promote_check_run(fs->promoter, name);
-		if (ret < 0)
-			return ret == -EACCES ? ret : -ENOENT;
-		ret = promote_stage_run(fs->promoter, name, true, &st);
-		if (ret < 0)
-			return ret;
-		kind = INODE_STAGED_RUN;
-	}
-	ret = stat_promote_entry(fs, kind, run, name, &e->attr);
-	if (ret < 0)
-		return ret;
-	ret = inode_get(fs->inodes, parent, kind, name, e->attr.st_ino, -1, &inode);
-	if (ret < 0)
-		return ret;
-	e->ino = inode_to_nodeid(inode);
-	return 0;
-}
-
 /*
  * Resolves name in parent and counts a kernel reference to the result.
  * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
@@ -494,7 +305,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	case INODE_ROOT:
 		if (strcmp(name, NAMES_PROMOTE_DIR) == 0 && fs->promoter) {
 			inode_get(fs->inodes, parent, INODE_PROMOTE, name, INODE_PROMOTE_INO, -1, &inode);
-			set_virtual_dir(fs, &e->attr, INODE_PROMOTE_INO, 2);
+			fs_set_virtual_dir(fs, &e->attr, INODE_PROMOTE_INO, 2);
 			e->ino = inode_to_nodeid(inode);
 			return 0;
 		}
@@ -511,17 +322,17 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 			return -ENOENT;
 		ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing.st_ino, -1, &inode);
 		if (ret == 0 && inode_over_limit(fs->inodes))
-			wake_pruner(fs);
+			fs_wake_pruner(fs);
 		break;
 	case INODE_PROMOTE:
 	case INODE_STAGED_RUN:
-		return lookup_promote_child(fs, parent, name, e);
+		return fs_promote_lookup(fs, parent, name, e);
 	default:
 		return -ENOTDIR;
 	}
 	if (ret < 0)
 		return ret;
-	present_backing(fs, &e->attr, &backing);
+	fs_present_backing(fs, &e->attr, &backing);
 	e->ino = inode_to_nodeid(inode);
 	return 0;
 }
@@ -586,7 +397,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		/* fstat() of an open file: ask the file itself, not its name. */
 		ret = fstat(handle_of(fi)->fd, &backing) < 0 ? -errno : 0;
 		if (ret == 0)
-			present_backing(fs, &st, &backing);
+			fs_present_backing(fs, &st, &backing);
 	} else {
 		ret = stat_inode(fs, inode, &st);
 	}
@@ -605,7 +416,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
  * Opens a backing file for reading: never following a symlink, never
  * waiting on a FIFO, and only the very file the inode stands for.
  */
-static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
+int fs_open_backing(int dirfd, const char *path, int flags, ino_t ino)
 {
 	int open_flags = O_RDONLY | (flags & O_NOATIME);
 	struct stat st;
@@ -628,7 +439,7 @@ static int open_backing(int dirfd, const char *path, int flags, ino_t ino)
 }
 
 /* A new open file, counted once, on the list fs_close_open_files() empties. */
-static struct open_file *open_file_new(struct fs *fs)
+struct open_file *fs_open_file_new(struct fs *fs)
 {
 	struct open_file *handle = calloc(1, sizeof(*handle));
 
@@ -646,7 +457,7 @@ static struct open_file *open_file_new(struct fs *fs)
 	return handle;
 }
 
-static void open_file_put(struct open_file *handle)
+void fs_open_file_put(struct open_file *handle)
 {
 	struct fs *fs = handle->fs;
 
@@ -672,30 +483,7 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct open_fi
 {
 	fi->fh = (uintptr_t)handle;
 	if (fuse_reply_open(req, fi) < 0)
-		open_file_put(handle);	/* the opener is gone: no release will come */
-}
-
-/*
- * The process (thread group) a request comes from: the kernel names the
- * calling thread.  0 when it cannot be told (it exited meanwhile).
- */
-static pid_t caller_process(fuse_req_t req)
-{
-	char path[64], line[128];
-	pid_t tgid = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)fuse_req_ctx(req)->pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "Tgid:", 5) == 0) {
-			tgid = (pid_t)strtol(line + 5, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return tgid;
+		fs_open_file_put(handle);	/* the opener is gone: no release will come */
 }
 
 /* Starts an upload for an open or create in promote/, and replies. */
@@ -703,44 +491,24 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 			bool truncate, struct fuse_file_info *fi, bool create)
 {
 	struct fs *fs = fs_of(req);
-	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
-	struct open_file *handle;
 	struct fuse_entry_param e = { 0 };
-	struct inode *inode;
+	struct open_file *handle;
 	int ret;
 
-	handle = open_file_new(fs);
-	if (!handle) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	ret = promote_begin_upload(fs->promoter, run, name, truncate, caller_process(req),
-				   &handle->upload, &e.attr);
+	ret = fs_promote_open_upload(fs, parent, name, truncate, fuse_req_ctx(req)->pid, fi,
+				     &handle, create ? &e : NULL);
 	if (ret < 0) {
-		open_file_put(handle);
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	handle->fd = promote_upload_fd(handle->upload);
-	/* Every byte goes to the daemon at once: the quota is checked per write. */
-	fi->direct_io = 1;
-	fi->noflush = 0;
 	if (!create) {
 		reply_open(req, fi, handle);
 		return;
 	}
-	ret = inode_get(fs->inodes, parent, INODE_UPLOAD, name, e.attr.st_ino, -1, &inode);
-	if (ret < 0) {
-		open_file_put(handle);
-		fuse_reply_err(req, -ret);
-		return;
-	}
-	present_backing(fs, &e.attr, &e.attr);
-	e.ino = inode_to_nodeid(inode);
 	e.attr.st_ino = shown_ino(fs, e.attr.st_ino);
 	fi->fh = (uintptr_t)handle;
 	if (fuse_reply_create(req, &e, fi) < 0)
-		open_file_put(handle);
+		fs_open_file_put(handle);
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
@@ -748,9 +516,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	struct fs *fs = fs_of(req);
 	struct inode *inode = inode_of(req, nodeid);
 	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
-	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
 	struct open_file *handle;
-	int fd, dirfd;
+	int fd;
 
 	if (inode->kind == INODE_UPLOAD && writing) {
 		open_upload(req, inode->parent, inode->name, fi->flags & O_TRUNC, fi, false);
@@ -760,37 +527,25 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		fuse_reply_err(req, inode->kind == INODE_STATUS ? EACCES : EROFS);
 		return;
 	}
-	handle = open_file_new(fs);
+	handle = fs_open_file_new(fs);
 	if (!handle) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	switch (inode->kind) {
 	case INODE_FILE:
-		fd = open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
+		fd = fs_open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
 		fi->keep_cache = keeps_cache(fs);
 		break;
 	case INODE_STATUS:
-		fd = promote_format_status(fs->promoter, &handle->text, &handle->len);
-		fi->direct_io = 1;	/* its size is known only now */
-		break;
 	case INODE_UPLOAD:
-		/* Reading back: the staged file, or the artifact it became. */
-		fd = promote_open_staged(fs->promoter, upload_run(inode), inode->name);
-		if (fd == -ENOENT && upload_run(inode)) {
-			snprintf(path, sizeof(path), "%s/%s", upload_run(inode), inode->name);
-			dirfd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
-			fd = dirfd < 0 ? dirfd : open_backing(dirfd, path, fi->flags, inode->ino);
-			if (dirfd >= 0)
-				close(dirfd);
-		}
-		fi->direct_io = 1;
+		fd = fs_promote_open_read(fs, inode, handle, fi);
 		break;
 	default:
 		fd = -EISDIR;
 	}
 	if (fd < 0) {
-		open_file_put(handle);
+		fs_open_file_put(handle);
 		fuse_reply_err(req, -fd);
 		return;
 	}
@@ -834,7 +589,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 		data.buf[0].pos = offset;
 		fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
 	}
-	open_file_put(handle);
+	fs_open_file_put(handle);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t size,
@@ -854,65 +609,21 @@ static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t 
 		fuse_reply_write(req, (size_t)written);
 }
 
-/*
- * Whether the process closing a file is dying of a signal: the kernel
- * closes a killed writer's files too, and what it wrote is no artifact.
- * Field 52 of /proc/<pid>/stat is the exit code, set before files close.
- */
-static bool killed_by_signal(pid_t pid)
-{
-	char path[64], line[1024];
-	long exit_code = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	if (fgets(line, sizeof(line), f)) {
-		/* Fields after the command name, which may hold spaces: from the last ')'. */
-		char *p = strrchr(line, ')');
-		for (int field = 2; p && field < 52; field++)
-			p = strchr(p + 1, ' ');
-		if (p)
-			exit_code = strtol(p + 1, NULL, 10);
-	}
-	fclose(f);
-	return (exit_code & 0x7f) != 0;
-}
-
-/* A file landed in run: the view shows it, and the run if it is new, now. */
-static void notify_landing(struct fs *fs, const char *run, const char *name)
-{
-	notify_file(fs, run, name, true);
-	notify_run(fs, run);
-}
-
-/*
- * The writer's close(): the moment an upload is committed, so that close()
- * reports the outcome.  The view is told at once, not when the watcher
- * notices.
- */
+/* The writer's close(): the moment its upload is committed (fs_promote_flush()). */
 static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
 	struct open_file *handle = handle_of(fi);
-	struct inode *inode = inode_of(req, nodeid);
 	int ret = 0;
 
-	if (handle->upload && killed_by_signal(fuse_req_ctx(req)->pid)) {
-		promote_abandon_upload(handle->upload, "the writer was killed");
-		ret = -EINTR;
-	} else if (handle->upload) {
-		ret = promote_commit_upload(handle->upload);
-		if (ret == 0 && upload_run(inode))
-			notify_landing(fs_of(req), upload_run(inode), inode->name);
-	}
+	if (handle->upload)
+		ret = fs_promote_flush(fs_of(req), inode_of(req, nodeid), handle->upload,
+				       fuse_req_ctx(req)->pid);
 	fuse_reply_err(req, -ret);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
-	open_file_put(handle_of(fi));
+	fs_open_file_put(handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -950,13 +661,13 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	}
 	switch (inode->kind) {
 	case INODE_ROOT:
-		ret = list_root(fs, handle, NULL);
+		ret = fs_list_root(fs, handle, NULL);
 		break;
 	case INODE_PROMOTE:
-		ret = list_promote(fs, handle);
+		ret = fs_promote_list(fs, handle);
 		break;
 	case INODE_STAGED_RUN:
-		ret = list_staged_run(fs, inode, handle);
+		ret = fs_promote_list_run(fs, inode, handle);
 		break;
 	case INODE_RUN:
 		ret = store_open_dir(inode->fd, &handle->stream);
@@ -1198,10 +909,10 @@ static int read_attrs(struct fs *fs, struct inode *inode, struct index_attrs *at
 	case INODE_STAGED_RUN:
 		return index_get_run_attrs(fs->view->index, fs->view->client, inode->name, attrs);
 	case INODE_UPLOAD:
-		if (!upload_run(inode))
+		if (!fs_promote_upload_run(inode))
 			return -ENOENT;
 		return index_get_file_attrs(fs->view->index, fs->view->client,
-					    upload_run(inode), inode->name, attrs);
+					    fs_promote_upload_run(inode), inode->name, attrs);
 	default:
 		return -ENOENT;
 	}
@@ -1291,44 +1002,6 @@ out:
 
 /* --- everything that would change the store --------------------------------- */
 
-/*
- * In promote/ a tool may set what the view decides anyway (owner, mode)
- * or what the staged file keeps (times): accepted, so cp -a, tar -x and
- * rsync finish cleanly.  The size changes only through the writer's handle.
- */
-static int setattr_upload(struct fs *fs, struct inode *inode, const struct stat *attr,
-			  int to_set, struct fuse_file_info *fi)
-{
-	struct upload *upload = fi ? handle_of(fi)->upload : NULL;
-	struct timespec times[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
-	int ret = 0, fd = -1;
-
-	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (!upload)
-			return promote_stat_upload(fs->promoter, upload_run(inode), inode->name,
-						   &(struct stat){ 0 }) == 0 ? -EBUSY : -EROFS;
-		ret = promote_upload_truncate(upload, attr->st_size);
-		if (ret < 0)
-			return ret;
-	}
-	if (to_set & FUSE_SET_ATTR_ATIME)
-		times[0] = to_set & FUSE_SET_ATTR_ATIME_NOW ?
-			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_atim;
-	if (to_set & FUSE_SET_ATTR_MTIME)
-		times[1] = to_set & FUSE_SET_ATTR_MTIME_NOW ?
-			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_mtim;
-	if (!(to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
-		return 0;
-	/* Times land on the staged file, so the artifact keeps them. */
-	fd = upload ? dup(promote_upload_fd(upload)) :
-	     promote_open_staged(fs->promoter, upload_run(inode), inode->name);
-	if (fd >= 0) {
-		ret = futimens(fd, times) < 0 ? -errno : 0;
-		close(fd);
-	}
-	return ret;
-}
-
 static void fs_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -1338,7 +1011,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int
 	int ret;
 
 	if (inode->kind == INODE_UPLOAD)
-		ret = setattr_upload(fs, inode, attr, to_set, fi);
+		ret = fs_promote_setattr(fs, inode, fi ? handle_of(fi)->upload : NULL, attr, to_set);
 	else if (inode->kind == INODE_STAGED_RUN)
 		ret = (to_set & FUSE_SET_ATTR_SIZE) ? -EISDIR : 0;
 	else
@@ -1357,34 +1030,23 @@ static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	fuse_reply_err(req, EROFS);
 }
 
-/* mkdir promote/<run>: a run to upload into. */
+/* mkdir in promote/: a run to upload into. */
 static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct fs *fs = fs_of(req);
 	struct inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e = { 0 };
-	struct inode *inode;
-	struct stat st;
 	int ret;
 
-	if (dir->kind == INODE_STAGED_RUN) {
-		fuse_reply_err(req, -promote_refuse_directory(fs->promoter, dir->name, name));
-		return;
-	}
-	if (dir->kind != INODE_PROMOTE || !fs->promoter) {
+	if (dir->kind != INODE_STAGED_RUN && (dir->kind != INODE_PROMOTE || !fs->promoter)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	ret = promote_stage_run(fs->promoter, name, true, &st);
-	if (ret == 0)
-		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, st.st_ino, -1, &inode);
-	if (ret < 0) {
+	ret = fs_promote_mkdir(fs, dir, name, &e);
+	if (ret < 0)
 		fuse_reply_err(req, -ret);
-		return;
-	}
-	present_backing(fs, &e.attr, &st);
-	e.ino = inode_to_nodeid(inode);
-	reply_entry(req, &e);
+	else
+		reply_entry(req, &e);
 }
 
 /* rm of an artifact (or of metadata.json) in a run, or of a temporary in promote/<run>. */
@@ -1424,33 +1086,16 @@ static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	fuse_reply_err(req, EROFS);
 }
 
-/*
- * rename() within promote/<run>/ of a temporary file (rsync's
- * ".name.XXXXXX", "x.tmp" written then renamed): onto a final name it is
- * the promotion.  Everything else stays read-only.
- */
+/* rename() within promote/<run>/ may promote; everything else stays read-only. */
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	struct fs *fs = fs_of(req);
 	struct inode *dir = inode_of(req, parent);
-	int ret;
 
-	if (dir->kind != INODE_STAGED_RUN || newparent != parent) {
+	if (dir->kind != INODE_STAGED_RUN || newparent != parent)
 		fuse_reply_err(req, dir->kind == INODE_STAGED_RUN ? EXDEV : EROFS);
-		return;
-	}
-	if (flags & ~RENAME_NOREPLACE) {
-		fuse_reply_err(req, EINVAL);	/* RENAME_EXCHANGE, RENAME_WHITEOUT */
-		return;
-	}
-	ret = promote_rename_upload(fs->promoter, dir->name, name, newname,
-				    flags & RENAME_NOREPLACE);
-	if (ret == 0 && !names_is_temporary(newname)) {
-		notify_file(fs, dir->name, name, true);	/* an artifact renamed away */
-		notify_landing(fs, dir->name, newname);
-	}
-	fuse_reply_err(req, -ret);
+	else
+		fuse_reply_err(req, -fs_promote_rename(fs_of(req), dir, name, newname, flags));
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t nodeid, fuse_ino_t newparent, const char *newname)
@@ -1458,33 +1103,19 @@ static void fs_link(fuse_req_t req, fuse_ino_t nodeid, fuse_ino_t newparent, con
 	fuse_reply_err(req, EROFS);
 }
 
-/*
- * Metadata for what is being promoted: user.artifact.agent_id on an
- * upload in flight, user.artifact.workflow_id and .user_directive on
- * promote/<run>.  Everything else is read-only.
- */
+/* Only what is being promoted takes metadata; everything else is read-only. */
 static void fs_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name,
 			const char *value, size_t size, int flags)
 {
-	struct fs *fs = fs_of(req);
 	struct inode *inode = inode_of(req, nodeid);
 	const size_t prefix = strlen(XATTR_PREFIX);
-	int ret;
 
-	if (inode->kind != INODE_UPLOAD && inode->kind != INODE_STAGED_RUN) {
+	if (inode->kind != INODE_UPLOAD && inode->kind != INODE_STAGED_RUN)
 		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (strncmp(name, XATTR_PREFIX, prefix) != 0) {
+	else if (strncmp(name, XATTR_PREFIX, prefix) != 0)
 		fuse_reply_err(req, EOPNOTSUPP);
-		return;
-	}
-	if (inode->kind == INODE_STAGED_RUN)
-		ret = promote_set_run_attr(fs->promoter, inode->name, name + prefix, value, size);
 	else
-		ret = promote_set_file_attr(fs->promoter, upload_run(inode) ? upload_run(inode) : "",
-					    inode->name, name + prefix, value, size);
-	fuse_reply_err(req, ret == -ENOENT ? EROFS : -ret);
+		fuse_reply_err(req, -fs_promote_setxattr(fs_of(req), inode, name + prefix, value, size));
 }
 
 static void fs_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
@@ -1612,199 +1243,11 @@ const struct fuse_lowlevel_ops fs_operations = {
 	.lseek = fs_lseek,
 };
 
-/* --- change notifications from the watcher ------------------------------------ */
-
-static void invalidate_entry(struct fs *fs, fuse_ino_t parent, const char *name)
-{
-	/* -ENOENT only means the kernel had nothing cached. */
-	fuse_lowlevel_notify_inval_entry(fs->session, parent, name, strlen(name));
-}
-
-static void invalidate_inode(struct fs *fs, fuse_ino_t nodeid)
-{
-	fuse_lowlevel_notify_inval_inode(fs->session, nodeid, 0, 0);
-}
-
-/*
- * The notifications below name inodes the daemon holds (inode.h says
- * why), and never with the table locked: the kernel may call us back
- * (FORGET) while we notify.
- */
-static void notify_file(void *ctx, const char *run, const char *file, bool entry)
-{
-	struct fs *fs = ctx;
-	struct inode *run_inode, *file_inode;
-
-	run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
-	if (!run_inode)
-		return;	/* nothing below an unknown run can be cached */
-	file_inode = inode_hold_child(fs->inodes, run_inode, file);
-	if (file_inode) {
-		invalidate_inode(fs, inode_to_nodeid(file_inode));	/* data and attributes */
-		inode_release(fs->inodes, file_inode);
-	}
-	if (entry) {
-		invalidate_entry(fs, inode_to_nodeid(run_inode), file);
-		invalidate_inode(fs, inode_to_nodeid(run_inode));	/* listing and mtime */
-	}
-	inode_release(fs->inodes, run_inode);
-}
-
-static void notify_run(void *ctx, const char *run)
-{
-	struct fs *fs = ctx;
-	struct inode *run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
-
-	invalidate_entry(fs, FUSE_ROOT_ID, run);
-	if (run_inode) {
-		invalidate_inode(fs, inode_to_nodeid(run_inode));
-		inode_release(fs->inodes, run_inode);
-	}
-	invalidate_inode(fs, FUSE_ROOT_ID);	/* listing and link count */
-}
-
-/* Drops every cached entry and attribute below dir, then dir's own. */
-static void invalidate_below(struct fs *fs, struct inode *dir, int depth)
-{
-	struct inode **children = NULL;
-	size_t count = 0;
-
-	/* Best effort without memory: the cache then lives out its timeout. */
-	if (inode_hold_children(fs->inodes, dir, &children, &count) < 0)
-		count = 0;
-	for (size_t i = 0; i < count; i++) {
-		if (depth > 0)
-			invalidate_below(fs, children[i], depth - 1);
-		else
-			invalidate_inode(fs, inode_to_nodeid(children[i]));
-		invalidate_entry(fs, inode_to_nodeid(dir), children[i]->name);
-		inode_release(fs->inodes, children[i]);
-	}
-	free(children);
-	invalidate_inode(fs, inode_to_nodeid(dir));
-}
-
-/* Anything may have changed: drop every entry, attribute and page the kernel holds. */
-static void invalidate_all(struct fs *fs)
-{
-	invalidate_below(fs, inode_root(fs->inodes), 1);	/* runs, then their files */
-}
-
-static void degrade(void *ctx)
-{
-	struct fs *fs = ctx;
-
-	if (!atomic_exchange(&fs->degraded, true) && fs->timeout > 1.0)
-		log_warning("client %s: store changes can no longer all be watched; "
-			    "kernel caches now expire after 1 second",
-			    fs->view->client);
-	invalidate_all(fs);
-}
-
-static void notify_tenant(void *ctx)
-{
-	struct fs *fs = ctx;
-
-	view_reconcile(fs->view);
-	invalidate_all(fs);
-}
-
-static unsigned int settle_run(void *ctx, const char *run, bool content)
-{
-	struct fs *fs = ctx;
-	bool was_visible = view_run_visible(fs->view, run), incomplete;
-	unsigned int again = 0;
-
-	/* A commit of ours already indexed what it did: its stamp then matches. */
-	if (view_sync_run(fs->view, run, content ? VIEW_SYNC_FORCE : 0, &incomplete) == -EAGAIN)
-		again = METAFILE_SETTLE_MS / 4;	/* caught half written: look again */
-	else if (incomplete && fs->promoter)
-		again = promote_repair_run(fs->promoter, run);
-	/* A rewritten metadata.json may have moved the run's expiry. */
-	if (view_run_visible(fs->view, run) != was_visible)
-		notify_run(fs, run);
-	return again;
-}
-
-const struct watch_handler fs_watch_handler = {
-	.tenant_changed = notify_tenant,
-	.run_changed = notify_run,
-	.file_changed = notify_file,
-	.run_settled = settle_run,
-	.degraded = degrade,
-};
-
-/* --- keeping the daemon's memory bounded -------------------------------------- */
-
-#define PRUNE_BATCH 1024
-
-/*
- * Asks the kernel to drop the dentries of the least recently used files
- * beyond the limit.  It forgets those not in use, and the inodes are
- * freed.  A thread of its own: the kernel may be waiting on us (a lookup
- * in that very directory) while we notify it.
- */
-static void *prune(void *arg)
-{
-	struct fs *fs = arg;
-	struct inode *victims[PRUNE_BATCH];
-
-	pthread_mutex_lock(&fs->pruner.lock);
-	while (!fs->pruner.stop) {
-		if (!fs->pruner.pending) {
-			pthread_cond_wait(&fs->pruner.wake, &fs->pruner.lock);
-			continue;
-		}
-		fs->pruner.pending = false;
-		pthread_mutex_unlock(&fs->pruner.lock);
-		size_t n;
-		do {
-			n = inode_collect_stale(fs->inodes, victims, PRUNE_BATCH);
-			for (size_t i = 0; i < n; i++) {
-				invalidate_entry(fs, inode_to_nodeid(victims[i]->parent),
-						 victims[i]->name);
-				inode_release(fs->inodes, victims[i]);
-			}
-		} while (n == PRUNE_BATCH && !fs->pruner.stop);
-		pthread_mutex_lock(&fs->pruner.lock);
-	}
-	pthread_mutex_unlock(&fs->pruner.lock);
-	return NULL;
-}
-
-int fs_start_pruner(struct fs *fs)
-{
-	int ret;
-
-	pthread_mutex_init(&fs->pruner.lock, NULL);
-	pthread_cond_init(&fs->pruner.wake, NULL);
-	ret = pthread_create(&fs->pruner.thread, NULL, prune, fs);
-	if (ret) {
-		log_error("client %s: cannot start the pruner thread: %s", fs->view->client,
-			  strerror(ret));
-		return -ret;
-	}
-	fs->pruner.running = true;
-	return 0;
-}
-
-void fs_stop_pruner(struct fs *fs)
-{
-	if (!fs->pruner.running)
-		return;
-	pthread_mutex_lock(&fs->pruner.lock);
-	fs->pruner.stop = true;
-	pthread_cond_signal(&fs->pruner.wake);
-	pthread_mutex_unlock(&fs->pruner.lock);
-	pthread_join(fs->pruner.thread, NULL);
-	fs->pruner.running = false;
-}
-
 void fs_close_open_files(struct fs *fs)
 {
 	/* What the kernel never released: the session ended first. */
 	while (fs->open_files) {
 		fs->open_files->refs = 1;
-		open_file_put(fs->open_files);
+		fs_open_file_put(fs->open_files);
 	}
 }

@@ -1,0 +1,189 @@
+/*
+ * fs_internal.h - the daemon-internal interface between fs.c, fs_promote.c
+ * and fs_notify.c, the three files of the FUSE layer (fs.h is its public
+ * side, for main.c).
+ *
+ * fs.c holds the operations and is the only one of them that replies to
+ * the kernel: fs_promote.c does promote/'s part of an operation and
+ * returns what fs.c is to reply; fs_notify.c only notifies the kernel.
+ */
+#ifndef ARTIFACTFS_FS_INTERNAL_H
+#define ARTIFACTFS_FS_INTERNAL_H
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "fs.h"
+
+/*
+ * An open file: a backing file, an upload, or promote/.status.  Counted:
+ * the kernel can send RELEASE while a READ of a reader it gave up on is
+ * still being served by another thread.
+ */
+struct open_file {
+	_Atomic unsigned int refs;
+	struct fs *fs;
+	struct open_file *prev, *next;	/* fs->open_files */
+	int fd;			/* backing or staged file; -1 for .status */
+	struct upload *upload;	/* an upload this handle writes, or NULL */
+	char *text;		/* promote/.status as of open */
+	size_t len;
+};
+
+/* An open directory: a stream for run dirs, a snapshot for the others. */
+struct dir_handle {
+	DIR *stream;		/* INODE_RUN: the backing directory */
+	off_t offset;		/* stream position: the next entry's cookie */
+	struct dir_entry {
+		char *name;
+		ino_t ino;
+		unsigned char type;
+	} *entries;		/* the other directories: fixed at opendir */
+	size_t count, capacity;
+};
+
+/* --- fs.c ------------------------------------------------------------------ */
+
+/* Fills *st as a directory of the view's own: ino, nlink, the mount's times. */
+void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink);
+
+/* Fills *st from a backing file or directory as the view shows it. */
+void fs_present_backing(struct fs *fs, struct stat *st, const struct stat *backing);
+
+/*
+ * Adds a copy of name to a snapshot listing.  Returns 0 or -ENOMEM (the
+ * listing then holds what was added before).
+ */
+int fs_dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
+		      unsigned char type);
+
+/* Frees what a listing holds, not the handle itself (one on the stack). */
+void fs_dir_handle_release(struct dir_handle *handle);
+
+/*
+ * Lists the root into handle: ".", "..", "promote" (unless read-only),
+ * then every visible run.  tenant, if not NULL, gets the tenant
+ * directory's stat (left alone when there is none yet).
+ * Returns 0 or -errno (logged).
+ */
+int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant);
+
+/*
+ * Opens the regular file path below dirfd for reading, only if it is still
+ * the backing file numbered ino.  flags: the opener's (O_NOATIME is kept
+ * where allowed).  Returns the fd, -ENOENT (no longer a regular file),
+ * -ESTALE (the name was replaced since lookup) or -errno.
+ */
+int fs_open_backing(int dirfd, const char *path, int flags, ino_t ino);
+
+/*
+ * A new open file of fs, counted once, fd -1, on the list
+ * fs_close_open_files() empties.  NULL without memory.
+ */
+struct open_file *fs_open_file_new(struct fs *fs);
+
+/*
+ * Drops a reference to handle; the last one takes it off the list, ends
+ * its upload (or closes its fd) and frees it.
+ */
+void fs_open_file_put(struct open_file *handle);
+
+/* --- fs_promote.c: promote/'s part of the operations ----------------------- */
+
+/* The run an upload goes to: its parent's name, or NULL for a request. */
+const char *fs_promote_upload_run(const struct inode *inode);
+
+/*
+ * Resolves name in promote/ or promote/<run> (parent) and counts a kernel
+ * reference to the result; e's timeouts are 0, since uploads come and go
+ * with every close.  Returns 0 with *e filled, or -errno.
+ */
+int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
+		      struct fuse_entry_param *e);
+
+/* Stats promote/.status, a promote/<run> or an upload.  Returns 0 or -errno. */
+int fs_promote_stat(struct fs *fs, struct inode *inode, struct stat *st);
+
+/*
+ * Snapshot listings of promote/ (its outcome file, a directory for each
+ * run one may promote into, requests in flight) and of promote/<run>
+ * (dir: the uploads in flight into that run).  Return 0 or -errno.
+ */
+int fs_promote_list(struct fs *fs, struct dir_handle *handle);
+int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle);
+
+/*
+ * Starts an upload of name in parent (promote/ or promote/<run>) for an
+ * open for writing or, with e, a create: caller is the thread the request
+ * came from.  Sets fi for direct I/O and flushes.  Returns 0 with *handle
+ * writing the upload (and, for a create, *e: the new inode, counted once,
+ * its number not yet shown through the cipher), or -errno.
+ */
+int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name,
+			   bool truncate, pid_t caller, struct fuse_file_info *fi,
+			   struct open_file **handle, struct fuse_entry_param *e);
+
+/*
+ * Opens promote/.status (its text as of now into handle) or an upload
+ * (inode) for reading: the staged file, or the artifact it became, opened
+ * with fi's flags.  Sets fi for direct I/O.  Returns the fd to read, 0 for
+ * .status (read from handle's text), or -errno.
+ */
+int fs_promote_open_read(struct fs *fs, struct inode *inode, struct open_file *handle,
+			 struct fuse_file_info *fi);
+
+/*
+ * A setattr of an upload (inode): upload is the one its writer's handle
+ * writes, or NULL for a setattr by name.  Returns 0 or -errno.
+ */
+int fs_promote_setattr(struct fs *fs, struct inode *inode, struct upload *upload,
+		       const struct stat *attr, int to_set);
+
+/*
+ * The close() of upload (inode), by thread caller: commits it, or abandons
+ * it when the writer is dying of a signal.  Returns 0 or what close() is
+ * to report (-EINTR for a killed writer).
+ */
+int fs_promote_flush(struct fs *fs, struct inode *inode, struct upload *upload,
+		     pid_t caller);
+
+/*
+ * mkdir name in promote/ (dir; read-write mounts only) or in a
+ * promote/<run>.  Returns 0 with *e filled (a reference counted), or
+ * -errno (always -EPERM in promote/<run>).
+ */
+int fs_promote_mkdir(struct fs *fs, struct inode *dir, const char *name,
+		     struct fuse_entry_param *e);
+
+/*
+ * rename() of name to newname within promote/<run> (dir); flags: FUSE's.
+ * Returns 0 or -errno.
+ */
+int fs_promote_rename(struct fs *fs, struct inode *dir, const char *name,
+		      const char *newname, unsigned int flags);
+
+/*
+ * Sets attribute name (without the "user.artifact." prefix) of an upload
+ * or a promote/<run> (inode).  Returns 0 or -errno (-EROFS once the upload
+ * is no longer in flight).
+ */
+int fs_promote_setxattr(struct fs *fs, struct inode *inode, const char *name,
+			const char *value, size_t size);
+
+/* --- fs_notify.c ------------------------------------------------------------ */
+
+/*
+ * Drop what the kernel caches of run/file (entry: its name and the run's
+ * listing too), or of run (its entry, and the root's listing).  ctx is
+ * the struct fs: these are also fs_watch_handler's.  Never with the inode
+ * table locked: the kernel may call us back (FORGET) meanwhile.
+ */
+void fs_notify_file(void *ctx, const char *run, const char *file, bool entry);
+void fs_notify_run(void *ctx, const char *run);
+
+/* Asks the pruner to run; cheap enough for every lookup over the limit. */
+void fs_wake_pruner(struct fs *fs);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+ * fs_promote.c - promote/'s part of the FUSE operations: listing, stat and
+ * lookup of promote/, promote/.status and promote/<run>/; the uploads
+ * written there (open, create, setattr, close); mkdir, rename and
+ * setxattr in it.
+ *
+ * fs.c dispatches each operation here for promote/ and replies with what
+ * these return; the promoter (promote.h) does the staging and landing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs_internal.h"
+#include "names.h"
+
+/* Adapters for the promoter's listings. */
+static int add_staged_run(void *ctx, const char *run, const struct stat *st)
+{
+	return fs_dir_handle_add(ctx, run, st->st_ino, DT_DIR);
+}
+
+static int add_upload(void *ctx, const char *name, const struct stat *st)
+{
+	return fs_dir_handle_add(ctx, name, st->st_ino, DT_REG);
+}
+
+int fs_promote_list(struct fs *fs, struct dir_handle *handle)
+{
+	struct dir_handle runs = { 0 };
+	struct stat st;
+	int ret;
+
+	/* The same directories lookup finds: each visible run gets its staging. */
+	ret = fs_list_root(fs, &runs, NULL);
+	for (size_t i = 0; ret == 0 && i < runs.count; i++)
+		if (names_check_run(runs.entries[i].name, NULL) == 0 &&
+		    promote_check_run(fs->promoter, runs.entries[i].name) == 0)
+			ret = promote_stage_run(fs->promoter, runs.entries[i].name, true, &st);
+	fs_dir_handle_release(&runs);
+	if (ret < 0)
+		return ret;
+	if ((ret = fs_dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0 ||
+	    (ret = promote_list_staged_runs(fs->promoter, add_staged_run, handle)) < 0)
+		return ret;
+	return promote_list_uploads(fs->promoter, NULL, add_upload, handle);
+}
+
+int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle)
+{
+	int ret;
+
+	if ((ret = fs_dir_handle_add(handle, ".", dir->ino, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, "..", INODE_PROMOTE_INO, DT_DIR)) < 0)
+		return ret;
+	return promote_list_uploads(fs->promoter, dir->name, add_upload, handle);
+}
+
+/* --- attributes ----------------------------------------------------------- */
+
+const char *fs_promote_upload_run(const struct inode *inode)
+{
+	return inode->parent->kind == INODE_STAGED_RUN ? inode->parent->name : NULL;
+}
+
+/*
+ * Stats a promote/ entry of kind: promote/.status, the staging of run
+ * promote/<name>, or the upload name into run (NULL: a request).  An
+ * upload's name shows the staged file while it is in flight, then the
+ * artifact it became (so a tool that sets times or modes after close
+ * finds it), then nothing.
+ */
+static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *run,
+			      const char *name, struct stat *st)
+{
+	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
+	struct stat backing;
+	int tenant_fd, ret;
+
+	if (kind == INODE_STATUS) {
+		fs_set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = 0;	/* made at open; read it to its end */
+		return 0;
+	}
+	if (kind == INODE_STAGED_RUN)
+		ret = promote_stage_run(fs->promoter, name, false, &backing);
+	else
+		ret = promote_stat_upload(fs->promoter, run, name, &backing);
+	if (ret == -ENOENT && kind == INODE_UPLOAD && run) {
+		snprintf(path, sizeof(path), "%s/%s", run, name);
+		tenant_fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+		if (tenant_fd < 0)
+			return tenant_fd;
+		ret = fstatat(tenant_fd, path, &backing, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		close(tenant_fd);
+		if (ret == 0 && !S_ISREG(backing.st_mode))
+			ret = -ENOENT;
+		if (ret == -ENOTDIR || ret == -ELOOP)
+			ret = -ENOENT;
+	}
+	if (ret < 0)
+		return ret;
+	fs_present_backing(fs, st, &backing);
+	return 0;
+}
+
+int fs_promote_stat(struct fs *fs, struct inode *inode, struct stat *st)
+{
+	const char *run = inode->kind == INODE_UPLOAD ? fs_promote_upload_run(inode) : NULL;
+
+	return stat_promote_entry(fs, inode->kind, run, inode->name, st);
+}
+
+/* --- lookup --------------------------------------------------------------- */
+
+int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
+		      struct fuse_entry_param *e)
+{
+	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	enum inode_kind kind = INODE_UPLOAD;
+	struct inode *inode;
+	struct stat st;
+	int ret;
+
+	e->attr_timeout = e->entry_timeout = 0;
+	if (!run && strcmp(name, PROMOTE_STATUS_FILE) == 0) {
+		kind = INODE_STATUS;
+	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
+		/* Not a request in flight: promote/<run> of a run one may promote into. */
+		int fd;
+
+		if (!promote_serves_run(fs->promoter, name))
+			return -ENOENT;
+		fd = view_open_run(fs->view, name, &st);
+
+		if (fd >= 0)
+			close(fd);
+		if (fd < 0 && promote_stage_run(fs->promoter, name, false, &st) < 0)
+			return -ENOENT;
+		/* Staged here, but another tenant promoted into it first. */
+		ret = promote_check_run(fs->promoter, name);
+		if (ret < 0)
+			return ret == -EACCES ? ret : -ENOENT;
+		ret = promote_stage_run(fs->promoter, name, true, &st);
+		if (ret < 0)
+			return ret;
+		kind = INODE_STAGED_RUN;
+	}
+	ret = stat_promote_entry(fs, kind, run, name, &e->attr);
+	if (ret < 0)
+		return ret;
+	ret = inode_get(fs->inodes, parent, kind, name, e->attr.st_ino, -1, &inode);
+	if (ret < 0)
+		return ret;
+	e->ino = inode_to_nodeid(inode);
+	return 0;
+}
+
+/* --- uploads ---------------------------------------------------------------- */
+
+/* Opens /proc/<pid>/<name> for reading, or NULL (the process is gone). */
+static FILE *open_proc_file(pid_t pid, const char *name)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	return fopen(path, "re");
+}
+
+/*
+ * The process (thread group) of thread tid, which the kernel names as a
+ * request's caller.  0 when it cannot be told (it exited meanwhile).
+ */
+static pid_t caller_process(pid_t tid)
+{
+	char line[128];
+	pid_t tgid = 0;
+	FILE *f = open_proc_file(tid, "status");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "Tgid:", 5) == 0) {
+			tgid = (pid_t)strtol(line + 5, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return tgid;
+}
+
+int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name,
+			   bool truncate, pid_t caller, struct fuse_file_info *fi,
+			   struct open_file **handle, struct fuse_entry_param *e)
+{
+	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	struct open_file *writer;
+	struct stat st;
+	struct inode *inode;
+	int ret;
+
+	writer = fs_open_file_new(fs);
+	if (!writer)
+		return -ENOMEM;
+	ret = promote_begin_upload(fs->promoter, run, name, truncate, caller_process(caller),
+				   &writer->upload, &st);
+	if (ret < 0) {
+		fs_open_file_put(writer);
+		return ret;
+	}
+	writer->fd = promote_upload_fd(writer->upload);
+	/* Every byte goes to the daemon at once: the quota is checked per write. */
+	fi->direct_io = 1;
+	fi->noflush = 0;
+	if (e) {
+		ret = inode_get(fs->inodes, parent, INODE_UPLOAD, name, st.st_ino, -1, &inode);
+		if (ret < 0) {
+			fs_open_file_put(writer);
+			return ret;
+		}
+		fs_present_backing(fs, &e->attr, &st);
+		e->ino = inode_to_nodeid(inode);
+	}
+	*handle = writer;
+	return 0;
+}
+
+int fs_promote_open_read(struct fs *fs, struct inode *inode, struct open_file *handle,
+			 struct fuse_file_info *fi)
+{
+	const char *run = fs_promote_upload_run(inode);
+	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
+	int fd, dirfd;
+
+	if (inode->kind == INODE_STATUS) {
+		fi->direct_io = 1;	/* its size is known only now */
+		return promote_format_status(fs->promoter, &handle->text, &handle->len);
+	}
+	/* Reading back: the staged file, or the artifact it became. */
+	fd = promote_open_staged(fs->promoter, run, inode->name);
+	if (fd == -ENOENT && run) {
+		snprintf(path, sizeof(path), "%s/%s", run, inode->name);
+		dirfd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+		fd = dirfd < 0 ? dirfd : fs_open_backing(dirfd, path, fi->flags, inode->ino);
+		if (dirfd >= 0)
+			close(dirfd);
+	}
+	fi->direct_io = 1;
+	return fd;
+}
+
+/*
+ * In promote/ a tool may set what the view decides anyway (owner, mode)
+ * or what the staged file keeps (times): accepted, so cp -a, tar -x and
+ * rsync finish cleanly.  The size changes only through the writer's handle.
+ */
+int fs_promote_setattr(struct fs *fs, struct inode *inode, struct upload *upload,
+		       const struct stat *attr, int to_set)
+{
+	struct timespec times[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+	int ret = 0, fd = -1;
+
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (!upload)
+			return promote_stat_upload(fs->promoter, fs_promote_upload_run(inode),
+						   inode->name, &(struct stat){ 0 }) == 0 ?
+			       -EBUSY : -EROFS;
+		ret = promote_upload_truncate(upload, attr->st_size);
+		if (ret < 0)
+			return ret;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		times[0] = to_set & FUSE_SET_ATTR_ATIME_NOW ?
+			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		times[1] = to_set & FUSE_SET_ATTR_MTIME_NOW ?
+			   (struct timespec){ .tv_nsec = UTIME_NOW } : attr->st_mtim;
+	if (!(to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
+		return 0;
+	/* Times land on the staged file, so the artifact keeps them. */
+	fd = upload ? dup(promote_upload_fd(upload)) :
+	     promote_open_staged(fs->promoter, fs_promote_upload_run(inode), inode->name);
+	if (fd >= 0) {
+		ret = futimens(fd, times) < 0 ? -errno : 0;
+		close(fd);
+	}
+	return ret;
+}
+
+/*
+ * Whether the process closing a file is dying of a signal: the kernel
+ * closes a killed writer's files too, and what it wrote is no artifact.
+ * Field 52 of /proc/<pid>/stat is the exit code, set before files close.
+ */
+static bool killed_by_signal(pid_t pid)
+{
+	char line[1024];
+	long exit_code = 0;
+	FILE *f = open_proc_file(pid, "stat");
+
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		/* Fields after the command name, which may hold spaces: from the last ')'. */
+		char *p = strrchr(line, ')');
+		for (int field = 2; p && field < 52; field++)
+			p = strchr(p + 1, ' ');
+		if (p)
+			exit_code = strtol(p + 1, NULL, 10);
+	}
+	fclose(f);
+	return (exit_code & 0x7f) != 0;
+}
+
+/* A file landed in run: the view shows it, and the run if it is new, now. */
+static void notify_landing(struct fs *fs, const char *run, const char *name)
+{
+	fs_notify_file(fs, run, name, true);
+	fs_notify_run(fs, run);
+}
+
+/*
+ * The writer's close() is the moment an upload is committed, so that
+ * close() reports the outcome.  The view is told at once, not when the
+ * watcher notices.
+ */
+int fs_promote_flush(struct fs *fs, struct inode *inode, struct upload *upload,
+		     pid_t caller)
+{
+	int ret;
+
+	if (killed_by_signal(caller)) {
+		promote_abandon_upload(upload, "the writer was killed");
+		return -EINTR;
+	}
+	ret = promote_commit_upload(upload);
+	if (ret == 0 && fs_promote_upload_run(inode))
+		notify_landing(fs, fs_promote_upload_run(inode), inode->name);
+	return ret;
+}
+
+/* --- what else changes promote/ ----------------------------------------------- */
+
+/* mkdir promote/<run>: a run to upload into. */
+int fs_promote_mkdir(struct fs *fs, struct inode *dir, const char *name,
+		     struct fuse_entry_param *e)
+{
+	struct inode *inode;
+	struct stat st;
+	int ret;
+
+	if (dir->kind == INODE_STAGED_RUN)
+		return promote_refuse_directory(fs->promoter, dir->name, name);
+	ret = promote_stage_run(fs->promoter, name, true, &st);
+	if (ret == 0)
+		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, st.st_ino, -1, &inode);
+	if (ret < 0)
+		return ret;
+	fs_present_backing(fs, &e->attr, &st);
+	e->ino = inode_to_nodeid(inode);
+	return 0;
+}
+
+/*
+ * A temporary file (rsync's ".name.XXXXXX", "x.tmp" written then
+ * renamed) renamed onto a final name: that is the promotion.
+ */
+int fs_promote_rename(struct fs *fs, struct inode *dir, const char *name,
+		      const char *newname, unsigned int flags)
+{
+	int ret;
+
+	if (flags & ~RENAME_NOREPLACE)
+		return -EINVAL;	/* RENAME_EXCHANGE, RENAME_WHITEOUT */
+	ret = promote_rename_upload(fs->promoter, dir->name, name, newname,
+				    flags & RENAME_NOREPLACE);
+	if (ret == 0 && !names_is_temporary(newname)) {
+		fs_notify_file(fs, dir->name, name, true);	/* an artifact renamed away */
+		notify_landing(fs, dir->name, newname);
+	}
+	return ret;
+}
+
+/*
+ * Metadata for what is being promoted: user.artifact.agent_id on an
+ * upload in flight, user.artifact.workflow_id and .user_directive on
+ * promote/<run>.
+ */
+int fs_promote_setxattr(struct fs *fs, struct inode *inode, const char *name,
+			const char *value, size_t size)
+{
+	const char *run = fs_promote_upload_run(inode);
+	int ret;
+
+	if (inode->kind == INODE_STAGED_RUN)
+		ret = promote_set_run_attr(fs->promoter, inode->name, name, value, size);
+	else
+		ret = promote_set_file_attr(fs->promoter, run ? run : "", inode->name, name,
+					    value, size);
+	return ret == -ENOENT ? -EROFS : ret;
+}
