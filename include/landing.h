@@ -61,6 +61,28 @@ int landing_land_file(struct writer *writer, int staged_dir, const char *staged_
 		      const struct landing *l, char *reason);
 
 /*
+ * Copies src (from offset 0, at most limit bytes: the size a quota was
+ * checked against, the source may grow meanwhile) into a new private
+ * file of the writer's work dir, fsyncs and hashes it: l->size and
+ * l->sha256 are set, and the file, staged_name (64 bytes) in
+ * writer->work_fd, is ready for landing_land_file().  On failure nothing
+ * is left staged.  Returns 0 or -errno with reason set.
+ */
+int landing_stage_copy(struct writer *writer, int src, uint64_t limit, char *staged_name,
+		       struct landing *l, char *reason);
+
+/*
+ * Moves the legacy run artifacts/<run>/ (from before tenants had areas)
+ * into view's tenant area, artifacts/<client>/<run>/, in one rename that
+ * replaces nothing, durably, under the run's lock; the tenant then owns
+ * the run id in the index, and its rows are indexed.  Refuses when the
+ * tenant has a run of that id (-EEXIST) or another tenant owns or holds
+ * it (-EACCES).  Returns 0, -ENOENT (no such legacy run), -EEXIST,
+ * -EACCES, -errno with reason set.  Audited (action "repair").
+ */
+int landing_migrate_legacy(struct view *view, const char *run, char *reason);
+
+/*
  * Renames the artifact from of run to to, file and entry together, with
  * its recorded SHA-256, recorded by an intent so that a crash between
  * the two is completed by landing_recover().  no_replace: -EEXIST when

@@ -1,5 +1,6 @@
 /*
- * log.h - the daemon's one place for messages to operators.
+ * log.h - the one place for messages to operators, of the daemon and
+ * of artifactctl.
  *
  * Every failure that reaches a user gets exactly one line here, saying what
  * failed, where (tenant, run, file) and why.  Lines go to stderr until
@@ -12,6 +13,9 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_D
 
 /* Messages above this level are dropped; LOG_LEVEL_INFO unless debugging. */
 void log_set_level(enum log_level level);
+
+/* The name lines start with ("artifactfs"; the admin tool's own). Static string. */
+void log_set_program(const char *name);
 
 /* Sends every later message to syslog (ident "artifactfs") instead of stderr. */
 void log_use_syslog(void);

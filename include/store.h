@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -59,10 +60,23 @@ int store_open_legacy_run(const struct store *store, const char *run, int flags)
 int store_open_session_output(const struct store *store, const char *run, int flags);
 
 /*
- * Opens the tenant's run dir O_RDONLY, making it and the directories
- * above it (0755) first where they are missing, durably: each new
- * directory's parent is fsync'd.  Returns the fd or -errno.
+ * Calls fn for each tenant area of the store (a directory
+ * artifacts/<client>/ with a valid id that is not a legacy run), or for
+ * each run dir of client (a directory with a valid id), in name order.
+ * Symlinks and other files are skipped.  Returns 0 (also when there is
+ * nothing), the first non-zero value fn returned, or -errno.
  */
+int store_for_each_tenant(const struct store *store,
+			  int (*fn)(void *ctx, const char *client), void *ctx);
+int store_for_each_run(const struct store *store, const char *client,
+		       int (*fn)(void *ctx, const char *run), void *ctx);
+
+/*
+ * Opens the tenant's area, or its run dir, O_RDONLY, making it and the
+ * directories above it (0755) first where they are missing, durably: each
+ * new directory's parent is fsync'd.  Returns the fd or -errno.
+ */
+int store_make_tenant(const struct store *store, const char *client);
 int store_make_run(const struct store *store, const char *client, const char *run);
 
 /*
@@ -121,6 +135,13 @@ int store_remove_tree(int dirfd, const char *name);
 int store_write_all(int fd, const void *buf, size_t len);
 
 /*
+ * Copies src into dst from offset 0, up to limit bytes or src's end, in
+ * the kernel (copy_file_range: reflinks where the file system can).
+ * Returns 0 with *copied set, or -errno.
+ */
+int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied);
+
+/*
  * flock(fd, operation), retried when a signal interrupts the wait.  Run
  * dirs are locked this way: exclusively by whoever changes a run,
  * shared by whoever indexes it.
@@ -132,6 +153,17 @@ void store_lock(int fd, int operation);
  * daemon's staging, the default index, keys.  Never shown to a tenant.
  */
 #define STORE_PRIVATE_DIR ".artifactfs"
+
+/* The index's file in STORE_PRIVATE_DIR unless another is given. */
+#define STORE_INDEX_FILE "index.db"
+
+/*
+ * Resolves the index path (given, or NULL for the store's default) to an
+ * absolute one (a daemon changes to "/" when it detaches, and SQLite
+ * reopens its journal by name), creating STORE_PRIVATE_DIR for the
+ * default.  Returns a malloc'd path, or NULL with one error logged.
+ */
+char *store_resolve_index_path(const struct store *store, const char *given);
 
 /*
  * Reads the store's secret key STORE_PRIVATE_DIR/name, exactly len bytes,

@@ -419,7 +419,10 @@ static int repair_entries(struct meta_run *meta, const void *ctx)
 		const struct index_file *file = find_file(r, a->filename);
 
 		if (!file) {
-			changed |= metaedit_remove_entry(meta, a->filename);
+			meta_artifact_release(a);
+			memmove(a, a + 1, (meta->n_artifacts - i - 1) * sizeof(*a));
+			meta->n_artifacts--;
+			changed = true;
 			continue;	/* the next entry moved into slot i */
 		}
 		if (!a->has_size_bytes || a->size_bytes != (uint64_t)file->size) {

@@ -65,19 +65,22 @@ out:
 
 /* --- ownership ----------------------------------------------------------- */
 
-/* Whether some other tenant's area, or the legacy layout, holds run. */
-static int find_foreign_run(struct writer *w, const char *run)
+/*
+ * Whether some other tenant's area (or, with legacy_counts, the legacy
+ * layout) holds run: -EACCES, else 0 or -errno.
+ */
+static int find_foreign_run(struct view *view, const char *run, bool legacy_counts)
 {
 	struct dirent *entry;
 	DIR *dir;
 	int fd, ret = 0;
 
-	fd = store_open_legacy_run(w->view->store, run, O_PATH);
+	fd = legacy_counts ? store_open_legacy_run(view->store, run, O_PATH) : -ENOENT;
 	if (fd >= 0) {
 		close(fd);
 		return -EACCES;	/* a legacy run belongs to nobody here */
 	}
-	fd = store_open_artifacts(w->view->store, O_RDONLY);
+	fd = store_open_artifacts(view->store, O_RDONLY);
 	if (fd == -ENOENT)
 		return 0;
 	if (fd < 0)
@@ -87,10 +90,10 @@ static int find_foreign_run(struct writer *w, const char *run)
 	if (ret < 0)
 		return ret;
 	while ((entry = readdir(dir))) {
-		if (strcmp(entry->d_name, w->view->client) == 0 ||
+		if (strcmp(entry->d_name, view->client) == 0 ||
 		    names_check_id(entry->d_name, NULL) < 0)
 			continue;
-		fd = store_open_run(w->view->store, entry->d_name, run, O_PATH);
+		fd = store_open_run(view->store, entry->d_name, run, O_PATH);
 		if (fd >= 0 || fd == -ELOOP || fd == -ENOTDIR) {
 			if (fd >= 0)
 				close(fd);
@@ -122,7 +125,7 @@ int landing_check_run(struct writer *w, const char *run)
 	}
 	if (ret != -ENOENT)
 		return ret;
-	return find_foreign_run(w, run);
+	return find_foreign_run(w->view, run, true);
 }
 
 /* --- intents -------------------------------------------------------------- */
@@ -372,6 +375,97 @@ out:
 	flock(run_fd, LOCK_UN);
 	close(run_fd);
 	meta_run_release(&meta);
+	return ret;
+}
+
+int landing_stage_copy(struct writer *w, int src, uint64_t limit, char *staged_name,
+		       struct landing *l, char *reason)
+{
+	int staged, ret;
+
+	writer_work_name(w, "copy", staged_name, 64);
+	staged = openat(w->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (staged < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = store_copy_range(src, staged, limit, &l->size);
+	if (ret == 0 && fsync(staged) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = landing_hash_file(staged, l->sha256);
+	close(staged);
+	if (ret < 0)
+		unlinkat(w->work_fd, staged_name, 0);
+out:
+	if (ret < 0)
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot stage a copy of the file: %s",
+			 strerror(-ret));
+	return ret;
+}
+
+/* --- legacy runs ------------------------------------------------------------- */
+
+int landing_migrate_legacy(struct view *view, const char *run, char *reason)
+{
+	int legacy_fd = -1, artifacts_fd = -1, tenant_fd = -1, ret;
+	char *owner = NULL;
+	char done[AUDIT_REASON_SIZE];
+
+	legacy_fd = store_open_legacy_run(view->store, run, O_RDONLY);
+	if (legacy_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "no legacy run of that id");
+		return legacy_fd == -EINVAL || legacy_fd == -ELOOP ? -ENOENT : legacy_fd;
+	}
+	/* Its writers (a kernel-server of the old layout takes none) wait for the move. */
+	store_lock(legacy_fd, LOCK_EX);
+	ret = index_get_run_owner(view->index, run, &owner);
+	if (ret == 0 && strcmp(owner, view->client) != 0)
+		ret = -EACCES;
+	else if (ret == 0 || ret == -ENOENT)
+		ret = find_foreign_run(view, run, false);
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, ret == -EACCES ?
+			 "another tenant owns or holds a run of that id" :
+			 "cannot tell who owns the run id: %s", strerror(-ret));
+		goto out;
+	}
+	tenant_fd = store_make_tenant(view->store, view->client);
+	if (tenant_fd < 0) {
+		ret = tenant_fd;
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the tenant's area: %s",
+			 strerror(-ret));
+		goto out;
+	}
+	artifacts_fd = store_open_artifacts(view->store, O_RDONLY);
+	if (artifacts_fd < 0 ||
+	    renameat2(artifacts_fd, run, tenant_fd, run, RENAME_NOREPLACE) < 0 ||
+	    fsync(tenant_fd) < 0 || fsync(artifacts_fd) < 0) {
+		ret = artifacts_fd < 0 ? artifacts_fd : -errno;
+		snprintf(reason, AUDIT_REASON_SIZE, ret == -EEXIST || ret == -ENOTEMPTY ?
+			 "the tenant has a run of that id already" :
+			 "cannot move the run: %s", strerror(-ret));
+		ret = ret == -ENOTEMPTY ? -EEXIST : ret;
+		goto out;
+	}
+	index_claim_run(view->index, view->client, run);
+out:
+	if (ret != -ENOENT) {
+		snprintf(done, sizeof(done), "run moved from the legacy layout %s/%s/",
+			 STORE_ARTIFACTS_DIR, run);
+		audit_record(view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret,
+			     ret ? reason : done);
+	}
+	free(owner);
+	if (artifacts_fd >= 0)
+		close(artifacts_fd);
+	if (tenant_fd >= 0)
+		close(tenant_fd);
+	flock(legacy_fd, LOCK_UN);
+	close(legacy_fd);
+	/* After the unlock: indexing takes the run's lock, shared. */
+	if (ret == 0)
+		view_sync_run(view, run, VIEW_SYNC_FORCE, NULL);
 	return ret;
 }
 

@@ -12,6 +12,7 @@
 #include "log.h"
 
 static enum log_level max_level = LOG_LEVEL_INFO;
+static const char *program = "artifactfs";
 static bool to_syslog;
 
 static const char *const level_names[] = {
@@ -33,9 +34,14 @@ void log_set_level(enum log_level level)
 	max_level = level;
 }
 
+void log_set_program(const char *name)
+{
+	program = name;
+}
+
 void log_use_syslog(void)
 {
-	openlog("artifactfs", LOG_PID, LOG_DAEMON);
+	openlog(program, LOG_PID, LOG_DAEMON);
 	to_syslog = true;
 }
 
@@ -54,7 +60,7 @@ void log_message(enum log_level level, const char *fmt, ...)
 		va_end(ap);
 		return;
 	}
-	prefix = snprintf(line, sizeof(line), "artifactfs: %s: ", level_names[level]);
+	prefix = snprintf(line, sizeof(line), "%s: %s: ", program, level_names[level]);
 	body = vsnprintf(line + prefix, sizeof(line) - prefix - 1, fmt, ap);
 	va_end(ap);
 	if (body < 0)

@@ -448,27 +448,6 @@ static void upload_free(struct upload *u)
 	free(u);
 }
 
-/*
- * Copies src into the fresh staged file dst, at most limit bytes (the
- * size a quota was checked against: the source may grow meanwhile).
- * *copied is what was copied.
- */
-static int copy_content(int src, int dst, uint64_t limit, uint64_t *copied)
-{
-	off_t in = 0, out = 0;
-
-	while ((uint64_t)in < limit) {
-		uint64_t left = limit - (uint64_t)in;
-		ssize_t n = copy_file_range(src, &in, dst, &out,
-					    left > SSIZE_MAX ? SSIZE_MAX : (size_t)left, 0);
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;	/* the source shrank */
-	}
-	*copied = (uint64_t)out;
-	return 0;
-}
 
 /*
  * Creates the upload's staged file under its name, holding the content of
@@ -486,7 +465,7 @@ static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t 
 	if (staged < 0)
 		return -errno;
 	if (content_fd >= 0)
-		ret = copy_content(content_fd, staged, UINT64_MAX, size);
+		ret = store_copy_range(content_fd, staged, UINT64_MAX, size);
 	/*
 	 * A copy of the artifact looks like it until written: an editor that
 	 * opens the file to try it must not see it changed since it read it.
@@ -991,7 +970,8 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	const char *why;
 	struct timespec now;
 	struct stat st;
-	int out_fd = -1, src = -1, staged = -1, ret;
+	int out_fd = -1, src = -1, ret;
+	bool staged = false;
 	uint64_t reserved = UINT64_MAX;
 	char staged_name[64];
 
@@ -1040,15 +1020,12 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 		snprintf(reason, AUDIT_REASON_SIZE, "the tenant's quota would be exceeded");
 		goto out;
 	}
-	writer_work_name(p->writer, "session", staged_name, sizeof(staged_name));
-	staged = openat(p->writer->work_fd, staged_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (staged < 0 || (ret = copy_content(src, staged, (uint64_t)st.st_size, &l.size)) < 0 ||
-	    (ret = fsync_fd(staged)) < 0 || (ret = landing_hash_file(staged, l.sha256)) < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot stage the session file: %s",
-			 strerror(staged < 0 ? errno : -ret));
+	ret = landing_stage_copy(p->writer, src, (uint64_t)st.st_size, staged_name, &l, reason);
+	if (ret < 0) {
 		ret = -EIO;
 		goto out;
 	}
+	staged = true;
 	if (!still_the_session_file(out_fd, name, src)) {
 		ret = -EINVAL;
 		snprintf(reason, AUDIT_REASON_SIZE, "the session file was replaced while it was copied");
@@ -1059,17 +1036,12 @@ static int promote_session_file(struct promoter *p, const struct request *r,
 	l.agent_id = r->agent_id ? r->agent_id : p->options->agent_id;
 	l.workflow_id = r->workflow_id ? r->workflow_id : p->options->workflow_id;
 	l.user_directive = r->user_directive ? r->user_directive : p->options->user_directive;
-	/* Closed while still in staging: see land_upload(). */
-	close(staged);
-	staged = -1;
 	ret = land_file(p, p->writer->work_fd, staged_name, &l, reason);
-	if (ret < 0)
-		unlinkat(p->writer->work_fd, staged_name, 0);
+	if (ret == 0)
+		staged = false;
 out:
-	if (staged >= 0) {
-		close(staged);
-		unlinkat(p->writer->work_fd, staged_name, 0);	/* only failures get here */
-	}
+	if (staged)
+		unlinkat(p->writer->work_fd, staged_name, 0);
 	if (src >= 0)
 		close(src);
 	if (out_fd >= 0)

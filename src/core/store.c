@@ -137,30 +137,121 @@ int store_open_session_output(const struct store *store, const char *run, int fl
 	return open_layout(store, STORE_SESSIONS_DIR, run, NULL, "output", flags);
 }
 
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Calls fn, in name order, for each directory in dir_fd (taken over) with
+ * a valid id that skip (may be NULL) does not refuse.
+ */
+static int for_each_directory(const struct store *store, int dir_fd,
+			      bool (*skip)(const struct store *store, const char *name),
+			      int (*fn)(void *ctx, const char *name), void *ctx)
+{
+	struct dirent *entry;
+	char **names = NULL;
+	size_t count = 0;
+	DIR *dir;
+	int ret;
+
+	if (dir_fd < 0)
+		return dir_fd == -ENOENT ? 0 : dir_fd;
+	ret = store_open_dir(dir_fd, &dir);
+	close(dir_fd);
+	if (ret < 0)
+		return ret;
+	while ((entry = readdir(dir))) {
+		char **grown;
+
+		if (names_check_id(entry->d_name, NULL) < 0 ||
+		    store_entry_type(dir, entry) != DT_DIR ||
+		    (skip && skip(store, entry->d_name)))
+			continue;
+		grown = realloc(names, (count + 1) * sizeof(*names));
+		if (!grown || !(grown[count] = strdup(entry->d_name))) {
+			names = grown ? grown : names;
+			ret = -ENOMEM;
+			break;
+		}
+		names = grown;
+		count++;
+	}
+	closedir(dir);
+	if (ret == 0)
+		qsort(names, count, sizeof(*names), compare_names);
+	for (size_t i = 0; ret == 0 && i < count; i++)
+		ret = fn(ctx, names[i]);
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	return ret;
+}
+
+static bool is_legacy_run(const struct store *store, const char *name)
+{
+	int fd = store_open_legacy_run(store, name, O_PATH);
+
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0;
+}
+
+int store_for_each_tenant(const struct store *store,
+			  int (*fn)(void *ctx, const char *client), void *ctx)
+{
+	return for_each_directory(store, store_open_artifacts(store, O_RDONLY), is_legacy_run,
+				  fn, ctx);
+}
+
+int store_for_each_run(const struct store *store, const char *client,
+		       int (*fn)(void *ctx, const char *run), void *ctx)
+{
+	return for_each_directory(store, store_open_tenant(store, client, O_RDONLY), NULL,
+				  fn, ctx);
+}
+
+/* Makes the directory name in fd unless it exists, durably.  Returns its fd or -errno. */
+static int make_durable_dir(int fd, const char *name)
+{
+	bool made;
+	int dir_fd = store_make_dir(fd, name, 0755, &made);
+
+	/* A new directory exists for good once its parent is flushed. */
+	if (dir_fd >= 0 && made && fsync(fd) < 0) {
+		close(dir_fd);
+		return -errno;
+	}
+	return dir_fd;
+}
+
+int store_make_tenant(const struct store *store, const char *client)
+{
+	int artifacts_fd, tenant_fd;
+
+	if (names_check_id(client, NULL) < 0)
+		return -EINVAL;
+	artifacts_fd = make_durable_dir(store->root_fd, STORE_ARTIFACTS_DIR);
+	if (artifacts_fd < 0)
+		return artifacts_fd;
+	tenant_fd = make_durable_dir(artifacts_fd, client);
+	close(artifacts_fd);
+	return tenant_fd;
+}
+
 int store_make_run(const struct store *store, const char *client, const char *run)
 {
-	const char *path[] = { STORE_ARTIFACTS_DIR, client, run };
-	int fd, next;
-	bool made;
+	int tenant_fd, run_fd;
 
-	if (names_check_id(client, NULL) < 0 || names_check_id(run, NULL) < 0)
+	if (names_check_id(run, NULL) < 0)
 		return -EINVAL;
-	fd = dup(store->root_fd);
-	if (fd < 0)
-		return -errno;
-	for (size_t i = 0; i < 3; i++) {
-		next = store_make_dir(fd, path[i], 0755, &made);
-		/* A new directory exists for good once its parent is flushed. */
-		if (next >= 0 && made && fsync(fd) < 0) {
-			close(next);
-			next = -errno;
-		}
-		close(fd);
-		if (next < 0)
-			return next;
-		fd = next;
-	}
-	return fd;
+	tenant_fd = store_make_tenant(store, client);
+	if (tenant_fd < 0)
+		return tenant_fd;
+	run_fd = make_durable_dir(tenant_fd, run);
+	close(tenant_fd);
+	return run_fd;
 }
 
 int store_read_file(int dirfd, const char *name, size_t max,
@@ -415,4 +506,61 @@ out:
 		close(fd);
 	close(dirfd);
 	return ret;
+}
+
+char *store_resolve_index_path(const struct store *store, const char *given)
+{
+	char *path = NULL, *dir = NULL, *slash, *resolved_dir = NULL;
+
+	if (!given) {
+		if (mkdirat(store->root_fd, STORE_PRIVATE_DIR, 0700) < 0 && errno != EEXIST) {
+			log_error("cannot create the index directory %s/%s: %s",
+				  store->path, STORE_PRIVATE_DIR, strerror(errno));
+			return NULL;
+		}
+		if (asprintf(&path, "%s/%s/%s", store->path, STORE_PRIVATE_DIR,
+			     STORE_INDEX_FILE) < 0)
+			return NULL;
+		return path;
+	}
+	dir = strdup(given);
+	if (!dir)
+		return NULL;
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		dir[0] = '.', dir[1] = '\0';	/* strdup gave at least 2 bytes */
+	resolved_dir = realpath(dir, NULL);
+	if (!resolved_dir) {
+		log_error("cannot open index %s: directory %s: %s", given, dir,
+			  strerror(errno));
+		goto out;
+	}
+	if (asprintf(&path, "%s/%s", strcmp(resolved_dir, "/") ? resolved_dir : "",
+		     slash ? strrchr(given, '/') + 1 : given) < 0)
+		path = NULL;
+out:
+	free(resolved_dir);
+	free(dir);
+	return path;
+}
+
+int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied)
+{
+	off_t in = 0, out = 0;
+
+	while ((uint64_t)in < limit) {
+		uint64_t left = limit - (uint64_t)in;
+		ssize_t n = copy_file_range(src, &in, dst, &out,
+					    left > SSIZE_MAX ? SSIZE_MAX : (size_t)left, 0);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;	/* the source shrank */
+	}
+	*copied = (uint64_t)out;
+	return 0;
 }

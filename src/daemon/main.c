@@ -28,16 +28,8 @@
 #include "view.h"
 #include "watch.h"
 
-/* Where the index lives unless -o index= says otherwise. */
-#define DEFAULT_INDEX_DIR STORE_PRIVATE_DIR
-#define DEFAULT_INDEX_FILE "index.db"
 #define INODE_KEY_FILE "inode-key"
 
-/*
- * Resolves the index path to an absolute one (the daemon changes to "/"
- * when it detaches, and SQLite reopens its journal by name), creating the
- * default directory when needed.  Returns a malloc'd path or NULL (logged).
- */
 /* Undoes mountinfo's octal escapes (\040 for a space) in place. */
 static void unescape_mountinfo(char *field)
 {
@@ -84,45 +76,6 @@ static void find_mount_device(const char *real_mountpoint, char *bdi, size_t siz
 		fclose(mounts);
 }
 
-static char *resolve_index_path(const struct options *opts, const struct store *store)
-{
-	char *path = NULL, *dir = NULL, *slash, *resolved_dir = NULL;
-
-	if (!opts->index_path) {
-		if (mkdirat(store->root_fd, DEFAULT_INDEX_DIR, 0700) < 0 && errno != EEXIST) {
-			log_error("cannot create the index directory %s/%s: %s",
-				  store->path, DEFAULT_INDEX_DIR, strerror(errno));
-			return NULL;
-		}
-		if (asprintf(&path, "%s/%s/%s", store->path, DEFAULT_INDEX_DIR,
-			     DEFAULT_INDEX_FILE) < 0)
-			return NULL;
-		return path;
-	}
-	dir = strdup(opts->index_path);
-	if (!dir)
-		return NULL;
-	slash = strrchr(dir, '/');
-	if (slash == dir)
-		dir[1] = '\0';
-	else if (slash)
-		*slash = '\0';
-	else
-		dir[0] = '.', dir[1] = '\0';	/* strdup gave at least 2 bytes */
-	resolved_dir = realpath(dir, NULL);
-	if (!resolved_dir) {
-		log_error("cannot open index %s: directory %s: %s", opts->index_path, dir,
-			  strerror(errno));
-		goto out;
-	}
-	if (asprintf(&path, "%s/%s", strcmp(resolved_dir, "/") ? resolved_dir : "",
-		     slash ? strrchr(opts->index_path, '/') + 1 : opts->index_path) < 0)
-		path = NULL;
-out:
-	free(resolved_dir);
-	free(dir);
-	return path;
-}
 
 /*
  * One fd per run the kernel holds: lift the soft limit to the hard one so
@@ -197,7 +150,7 @@ int main(int argc, char *argv[])
 
 	if (store_open(opts.store, &store) < 0)
 		goto out;
-	index_path = resolve_index_path(&opts, &store);
+	index_path = store_resolve_index_path(&store, opts.index_path);
 	if (!index_path || index_open(index_path, &index) < 0)
 		goto out;
 
