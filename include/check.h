@@ -7,8 +7,8 @@
  * Repairs never delete a data file: they add entries for files that lack
  * one, fold duplicate entries, and with CHECK_REPAIR_ALL also drop
  * entries whose file is gone, correct size_bytes from the file, and
- * rebuild a metadata.json that is unparsable (the broken one is kept
- * beside it as .metadata.json.broken-<time>).  Every repair is audited
+ * rebuild a metadata.json that is unparsable (the broken one is kept as
+ * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<seconds>).  Every repair is audited
  * (action "repair") and logged.
  */
 #ifndef ARTIFACTFS_CHECK_H

@@ -37,7 +37,7 @@ void audit_record(struct view *view, enum index_action action, const char *run,
 		.reason = reason ? reason_text : NULL,
 	};
 	const char *verb = action == INDEX_ACTION_PROMOTE ? "promotion" :
-			   action == INDEX_ACTION_DELETE ? "deletion" : "repair of metadata.json";
+			   action == INDEX_ACTION_DELETE ? "deletion" : "repair";
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	row.time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;

@@ -504,32 +504,70 @@ static int copy_sizes(const struct meta_run *meta, struct meta_run *copy)
 	return ret;
 }
 
+/* Where a rebuilt metadata.json's broken original is kept, out of the tenant's sight. */
+#define CHECK_KEPT_DIR "repairs"
+
+/*
+ * Keeps a copy of the run's broken metadata.json as
+ * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<seconds>: a
+ * copy, not a link (a new link would change the file's ctime, its
+ * version), and not in the run, where the tenant would see it.
+ */
+static int keep_broken_metadata(struct writer *w, const char *run, int run_fd, char *reason)
+{
+	const char *path[] = { STORE_PRIVATE_DIR, CHECK_KEPT_DIR, w->view->client };
+	int dir_fd, next, broken = -1, copy = -1, ret = 0;
+	char kept[NAMES_ID_MAX + 64];
+	struct timespec now;
+	uint64_t copied;
+	struct stat st;
+
+	dir_fd = dup(w->view->store->root_fd);
+	for (size_t i = 0; dir_fd >= 0 && i < 3; i++) {
+		next = store_make_dir(dir_fd, path[i], 0700, NULL);
+		close(dir_fd);
+		dir_fd = next;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(kept, sizeof(kept), "%s.%s.%lld", run, NAMES_METADATA_FILE,
+		 (long long)now.tv_sec);
+	broken = store_open_regular(run_fd, NAMES_METADATA_FILE, O_RDONLY, &st);
+	if (dir_fd >= 0 && broken >= 0)
+		copy = openat(dir_fd, kept, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (copy < 0 || store_copy_range(broken, copy, UINT64_MAX, &copied) < 0 ||
+	    fsync(copy) < 0 || fsync(dir_fd) < 0) {
+		ret = -EIO;
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot keep a copy of the broken "
+			 "metadata.json in %s/%s/%s", STORE_PRIVATE_DIR, CHECK_KEPT_DIR,
+			 w->view->client);
+	}
+	if (copy >= 0)
+		close(copy);
+	if (broken >= 0)
+		close(broken);
+	if (dir_fd >= 0)
+		close(dir_fd);
+	return ret;
+}
+
 /*
  * Rebuilds an unparsable metadata.json: the run's fields as the index
  * last had them (else the run id, "unknown", the dir's mtime and the
  * writer's retention), no entries (repair_entries() adds one per file).
- * The broken file is kept as .metadata.json.broken-<seconds>.
+ * The broken file is kept first (keep_broken_metadata()).
  */
 static int rebuild_metadata(struct writer *w, const char *run, int run_fd,
-			    struct meta_run *meta, struct metafile_version *version,
-			    char *reason)
+			    struct meta_run *meta, char *reason)
 {
 	struct index_attrs attrs = { 0 };
-	char created[META_TIME_SIZE], expires[META_TIME_SIZE], kept[64];
-	struct timespec now;
+	char created[META_TIME_SIZE], expires[META_TIME_SIZE];
 	struct stat st;
 	const char *value;
-	int ret = 0;
+	int ret;
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(kept, sizeof(kept), ".%s.broken-%lld", NAMES_METADATA_FILE,
-		 (long long)now.tv_sec);
-	if (linkat(run_fd, NAMES_METADATA_FILE, run_fd, kept, 0) < 0) {
-		ret = -errno;
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot keep the broken metadata.json: %s",
-			 strerror(-ret));
-		return -EIO;
-	}
+	ret = keep_broken_metadata(w, run, run_fd, reason);
+	if (ret < 0)
+		return ret;
 	fstat(run_fd, &st);
 	meta_format_time(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, created);
 	meta_format_time(st.st_mtim.tv_sec +
@@ -576,7 +614,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 	if (ret == -EAGAIN)
 		again = METAFILE_SETTLE_MS / 4;
 	if (ret == -EBADMSG && (flags & CHECK_REPAIR_ALL)) {
-		ret = rebuild_metadata(w, run, run_fd, &meta, &version, reason);
+		ret = rebuild_metadata(w, run, run_fd, &meta, reason);
 		rebuilt = ret == 0;
 		if (ret < 0)
 			audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);
@@ -609,7 +647,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 		result->rebuilt = true;
 		audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, 0,
 			     "unparsable metadata.json rebuilt from the files and the index; "
-			     "the broken one kept as .metadata.json.broken-*");
+			     "the broken one kept in " STORE_PRIVATE_DIR "/" CHECK_KEPT_DIR);
 	}
 	audit_repair(w, run, &r, &before, duplicates, &meta, result);
 	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
