@@ -61,13 +61,16 @@ int store_open_session_output(const struct store *store, const char *run, int fl
 
 /*
  * Calls fn for each tenant area of the store (a directory
- * artifacts/<client>/ with a valid id that is not a legacy run), or for
- * each run dir of client (a directory with a valid id), in name order.
+ * artifacts/<client>/ with a valid id that is not a legacy run), each
+ * legacy run, or each run dir of client (a directory with a valid id), in
+ * name order.  The names are read first, so fn may change the directory.
  * Symlinks and other files are skipped.  Returns 0 (also when there is
  * nothing), the first non-zero value fn returned, or -errno.
  */
 int store_for_each_tenant(const struct store *store,
 			  int (*fn)(void *ctx, const char *client), void *ctx);
+int store_for_each_legacy_run(const struct store *store,
+			      int (*fn)(void *ctx, const char *run), void *ctx);
 int store_for_each_run(const struct store *store, const char *client,
 		       int (*fn)(void *ctx, const char *run), void *ctx);
 

@@ -262,32 +262,15 @@ out:
 	return ret;
 }
 
+static int add_legacy_run(void *ctx, const char *run)
+{
+	return add_problem(ctx, CHECK_LEGACY_RUN, NULL, run, NULL, "run in the legacy layout "
+			   STORE_ARTIFACTS_DIR "/%s/: see artifactctl migrate-legacy", run);
+}
+
 int check_legacy_runs(const struct store *store, struct check_report *report)
 {
-	struct dirent *entry;
-	DIR *dir;
-	int fd, ret;
-
-	fd = store_open_artifacts(store, O_RDONLY);
-	if (fd < 0)
-		return fd == -ENOENT ? 0 : fd;
-	ret = store_open_dir(fd, &dir);
-	close(fd);
-	if (ret < 0)
-		return ret;
-	while (ret == 0 && (entry = readdir(dir))) {
-		if (names_check_id(entry->d_name, NULL) < 0)
-			continue;
-		fd = store_open_legacy_run(store, entry->d_name, O_PATH);
-		if (fd < 0)
-			continue;
-		close(fd);
-		ret = add_problem(report, CHECK_LEGACY_RUN, NULL, entry->d_name, NULL,
-				  "run in the legacy layout artifacts/%s/: see "
-				  "artifactctl migrate-legacy", entry->d_name);
-	}
-	closedir(dir);
-	return ret;
+	return store_for_each_legacy_run(store, add_legacy_run, report);
 }
 
 /* --- repairs ---------------------------------------------------------------- */

@@ -65,44 +65,41 @@ out:
 
 /* --- ownership ----------------------------------------------------------- */
 
+/* A run id looked for in other tenants' areas, for store_for_each_tenant(). */
+struct foreign_search {
+	const struct view *view;
+	const char *run;
+};
+
+/* -EACCES when client, another tenant, has a run dir (or anything) named run. */
+static int holds_run(void *ctx, const char *client)
+{
+	const struct foreign_search *search = ctx;
+	int fd;
+
+	if (strcmp(client, search->view->client) == 0)
+		return 0;
+	fd = store_open_run(search->view->store, client, search->run, O_PATH);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0 || fd == -ELOOP || fd == -ENOTDIR ? -EACCES : 0;
+}
+
 /*
  * Whether some other tenant's area (or, with legacy_counts, the legacy
  * layout) holds run: -EACCES, else 0 or -errno.
  */
 static int find_foreign_run(struct view *view, const char *run, bool legacy_counts)
 {
-	struct dirent *entry;
-	DIR *dir;
-	int fd, ret = 0;
+	struct foreign_search search = { view, run };
+	int fd;
 
 	fd = legacy_counts ? store_open_legacy_run(view->store, run, O_PATH) : -ENOENT;
 	if (fd >= 0) {
 		close(fd);
 		return -EACCES;	/* a legacy run belongs to nobody here */
 	}
-	fd = store_open_artifacts(view->store, O_RDONLY);
-	if (fd == -ENOENT)
-		return 0;
-	if (fd < 0)
-		return fd;
-	ret = store_open_dir(fd, &dir);
-	close(fd);
-	if (ret < 0)
-		return ret;
-	while ((entry = readdir(dir))) {
-		if (strcmp(entry->d_name, view->client) == 0 ||
-		    names_check_id(entry->d_name, NULL) < 0)
-			continue;
-		fd = store_open_run(view->store, entry->d_name, run, O_PATH);
-		if (fd >= 0 || fd == -ELOOP || fd == -ENOTDIR) {
-			if (fd >= 0)
-				close(fd);
-			ret = -EACCES;
-			break;
-		}
-	}
-	closedir(dir);
-	return ret;
+	return store_for_each_tenant(view->store, holds_run, &search);
 }
 
 int landing_check_run(struct writer *w, const char *run)

@@ -205,6 +205,18 @@ int store_for_each_tenant(const struct store *store,
 				  fn, ctx);
 }
 
+static bool is_tenant(const struct store *store, const char *name)
+{
+	return !is_legacy_run(store, name);
+}
+
+int store_for_each_legacy_run(const struct store *store,
+			      int (*fn)(void *ctx, const char *run), void *ctx)
+{
+	return for_each_directory(store, store_open_artifacts(store, O_RDONLY), is_tenant,
+				  fn, ctx);
+}
+
 int store_for_each_run(const struct store *store, const char *client,
 		       int (*fn)(void *ctx, const char *run), void *ctx)
 {

@@ -607,12 +607,8 @@ static int migrate_run(void *ctx, const char *run)
 	const char *client = ctl->args->to;
 	struct view view = view_of(ctl, client);
 	char reason[AUDIT_REASON_SIZE] = "";
-	int fd, ret = 0;
+	int ret = 0;
 
-	fd = store_open_legacy_run(&ctl->store, run, O_PATH);
-	if (fd < 0)
-		return 0;	/* a tenant's area */
-	close(fd);
 	if (!ctl->args->dry_run)
 		ret = landing_migrate_legacy(&view, run, reason);
 	report_run_change(ctl, client, run, "moved from the legacy layout", ret, reason);
@@ -621,27 +617,9 @@ static int migrate_run(void *ctx, const char *run)
 
 static int command_migrate_legacy(struct ctl *ctl)
 {
-	struct dirent *entry;
-	DIR *dir;
-	int fd, ret;
-
 	if (ctl->out)
 		json_list(ctl, "runs");
-	fd = store_open_artifacts(&ctl->store, O_RDONLY);
-	if (fd == -ENOENT)
-		return 0;
-	if (fd < 0)
-		return fd;
-	ret = store_open_dir(fd, &dir);
-	close(fd);
-	if (ret < 0)
-		return ret;
-	/* The legacy runs are looked at one by one: each move changes artifacts/. */
-	while (ret == 0 && (entry = readdir(dir)))
-		if (names_check_id(entry->d_name, NULL) == 0)
-			ret = migrate_run(ctl, entry->d_name);
-	closedir(dir);
-	return ret;
+	return store_for_each_legacy_run(&ctl->store, migrate_run, ctl);
 }
 
 /* The expired runs of one client, copied out of the index walk. */

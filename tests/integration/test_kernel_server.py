@@ -275,7 +275,7 @@ def test_lost_entries_are_put_back_once_the_run_is_quiet(store, mounter):
     rows = repairs(m, RUN)
     by_file = {e["file"]: e for e in rows if e["file"]}
     assert set(by_file) == {"ours.csv", "orphan.png"}, rows
-    assert "as this daemon promoted" in by_file["ours.csv"]["reason"]
+    assert "as artifactfs promoted" in by_file["ours.csv"]["reason"]
     assert "from the file" in by_file["orphan.png"]["reason"]
     assert any(e["file"] is None and "duplicate" in e["reason"] for e in rows), rows
     print(f"\n  repaired {took:.2f} s after the kernel-server's write")

@@ -1,0 +1,437 @@
+/*
+ * test_landing.c - landing files into a tenant's run (src/core/landing.c
+ * with src/core/writer.c) over a real store in a temporary directory:
+ * what lands where, who may land in a run, renames, what a crash leaves
+ * and how landing_recover() finishes it, and moving legacy runs.
+ */
+#include "test_tenant.h"
+
+#include <sys/file.h>
+
+/* The tenant's staging instance name, relative to the root. */
+static struct tree_rel instance_rel(const char *instance)
+{
+	return tree_rel("%s/%s/%s", WRITER_STAGING_DIR, TENANT, instance);
+}
+
+/*
+ * Leaves a staging instance as a writer that died leaves it: work/intent.1
+ * holding intent (a JSON document as landing.c writes it), no flock held.
+ */
+static void make_dead_instance(struct tenant *t, const char *instance, const char *intent)
+{
+	tree_put(t->root, tree_rel("%s/work/intent.1", instance_rel(instance).path).path, intent);
+}
+
+/* A landing intent, as landing_intent() and write_intent() in landing.c make it. */
+static struct tree_rel intent_json(const char *run, const char *name, const char *sha256,
+				   size_t size)
+{
+	return tree_rel("{\"run\":\"%s\",\"name\":\"%s\",\"agent_id\":\"agent-9\","
+			"\"workflow_id\":\"wf-9\",\"user_directive\":\"\",\"sha256\":\"%s\","
+			"\"generated_at\":\"%s\",\"size\":%zu}",
+			run, name, sha256, TEST_GENERATED_AT, size);
+}
+
+/* What the tenant's run/metadata.json says of name. */
+struct entry_seen {
+	size_t entries;		/* in the file, all names */
+	bool found;
+	char agent_id[64];
+	char content_type[64];
+	char generated_at[META_TIME_SIZE];
+	uint64_t size;
+};
+
+static struct entry_seen entry_of(struct tenant *t, const char *run, const char *name)
+{
+	struct entry_seen seen = { 0 };
+	struct meta_run meta;
+	const struct meta_artifact *a;
+
+	assert_int_equal(read_metadata(t, TENANT, run, &meta), 0);
+	seen.entries = meta.n_artifacts;
+	a = meta_find_artifact(&meta, name);
+	if (a) {
+		seen.found = true;
+		snprintf(seen.agent_id, sizeof(seen.agent_id), "%s", a->agent_id);
+		snprintf(seen.content_type, sizeof(seen.content_type), "%s", a->content_type);
+		snprintf(seen.generated_at, sizeof(seen.generated_at), "%s", a->generated_at);
+		seen.size = a->size_bytes;
+	}
+	meta_run_release(&meta);
+	return seen;
+}
+
+static void assert_file(struct tenant *t, const char *client, const char *run,
+			const char *name, const char *content)
+{
+	char *text = tree_read(t->root, run_rel(client, run, name).path);
+
+	assert_non_null(text);
+	assert_string_equal(text, content);
+	free(text);
+}
+
+static void test_land_file(void **state)
+{
+	struct tenant *t = *state;
+	struct landing l = {
+		.run = "r1", .name = "a.txt", .agent_id = "agent-1",
+		.workflow_id = "wf-1", .user_directive = "make it so",
+		.generated_at = TEST_GENERATED_AT,
+	};
+	char staged[64], reason[AUDIT_REASON_SIZE] = "";
+	struct meta_run meta;
+	struct entry_seen entry;
+	struct indexed row;
+	char *owner = NULL;
+	int src = make_source(t, "hello");
+
+	assert_int_equal(landing_stage_copy(t->writer, src, UINT64_MAX, staged, &l, reason), 0);
+	close(src);
+	assert_int_equal(l.size, 5);
+	assert_string_equal(l.sha256, HELLO_SHA256);
+	assert_int_equal(faccessat(t->writer->work_fd, staged, F_OK, AT_SYMLINK_NOFOLLOW), 0);
+
+	assert_int_equal(landing_land_file(t->writer, t->writer->work_fd, staged, &l, reason), 0);
+	assert_file(t, TENANT, "r1", "a.txt", "hello");
+	assert_int_equal(tree_mode(t->root, run_rel(TENANT, "r1", "a.txt").path), 0644);
+	/* The staged copy moved, and no intent is left behind. */
+	assert_int_equal(count_entries(t->writer->work_fd), 0);
+
+	assert_int_equal(read_metadata(t, TENANT, "r1", &meta), 0);
+	assert_string_equal(meta.run_id, "r1");
+	assert_string_equal(meta.workflow_id, "wf-1");
+	assert_string_equal(meta.user_directive, "make it so");
+	assert_string_equal(meta.status, "active");
+	meta_run_release(&meta);
+	entry = entry_of(t, "r1", "a.txt");
+	assert_int_equal(entry.entries, 1);
+	assert_string_equal(entry.agent_id, "agent-1");
+	assert_int_equal(entry.size, 5);
+	assert_string_equal(entry.content_type, "text/plain");
+	assert_string_equal(entry.generated_at, TEST_GENERATED_AT);
+
+	row = indexed_file(t, "r1", "a.txt");
+	assert_true(row.found);
+	assert_string_equal(row.sha256, HELLO_SHA256);
+	assert_string_equal(row.agent_id, "agent-1");
+	assert_int_equal(row.size_bytes, 5);
+	assert_int_equal(row.file_size, 5);
+	/* The run is the tenant's now. */
+	assert_int_equal(index_get_run_owner(t->index, "r1", &owner), 0);
+	assert_string_equal(owner, TENANT);
+	free(owner);
+}
+
+static void test_stage_copy_stops_at_limit(void **state)
+{
+	struct tenant *t = *state;
+	struct landing l = { 0 };
+	char staged[64], reason[AUDIT_REASON_SIZE] = "", *text;
+	int src = make_source(t, "hello, world");
+
+	assert_int_equal(landing_stage_copy(t->writer, src, 5, staged, &l, reason), 0);
+	close(src);
+	assert_int_equal(l.size, 5);
+	assert_string_equal(l.sha256, HELLO_SHA256);
+	text = tree_read(t->root, tree_rel("%s/work/%s", instance_rel(t->writer->instance).path,
+					   staged).path);
+	assert_non_null(text);
+	assert_string_equal(text, "hello");
+	free(text);
+}
+
+static void test_land_refused_in_another_tenants_run(void **state)
+{
+	struct tenant *t = *state;
+	char reason[AUDIT_REASON_SIZE] = "";
+
+	/* Owned by another tenant in the index. */
+	assert_int_equal(index_claim_run(t->index, OTHER_TENANT, "claimed"), 0);
+	assert_int_equal(land(t, "claimed", "a.txt", "agent-1", "hello", reason), -EACCES);
+	assert_true(strlen(reason) > 0);
+	assert_false(tree_exists(t->root, run_rel(TENANT, "claimed", NULL).path));
+
+	/* Held by another tenant's run dir, which no index row describes. */
+	reason[0] = '\0';
+	tree_mkdir(t->root, run_rel(OTHER_TENANT, "theirs", NULL).path);
+	assert_int_equal(land(t, "theirs", "a.txt", "agent-1", "hello", reason), -EACCES);
+	assert_true(strlen(reason) > 0);
+	assert_false(tree_exists(t->root, run_rel(TENANT, "theirs", NULL).path));
+	assert_false(tree_exists(t->root, run_rel(OTHER_TENANT, "theirs", "a.txt").path));
+
+	/* A legacy run belongs to nobody who could land in it. */
+	reason[0] = '\0';
+	put_metadata(t->root, "artifacts/legacy", "legacy", NULL, 0);
+	assert_int_equal(land(t, "legacy", "a.txt", "agent-1", "hello", reason), -EACCES);
+	assert_true(strlen(reason) > 0);
+	assert_false(tree_exists(t->root, "artifacts/legacy/a.txt"));
+
+	/* Not a run id at all. */
+	assert_int_equal(land(t, "promote", "a.txt", "agent-1", "hello", reason), -EINVAL);
+	assert_int_equal(land(t, "..", "a.txt", "agent-1", "hello", reason), -EINVAL);
+	assert_false(tree_exists(t->root, "artifacts/a.txt"));
+	assert_false(tree_exists(t->root, run_rel(TENANT, "promote", NULL).path));
+
+	/* The run the tenant owns takes the same landing. */
+	assert_int_equal(index_claim_run(t->index, TENANT, "mine"), 0);
+	assert_int_equal(land(t, "mine", "a.txt", "agent-1", "hello", reason), 0);
+	assert_file(t, TENANT, "mine", "a.txt", "hello");
+}
+
+static void test_land_again_replaces_the_entry(void **state)
+{
+	struct tenant *t = *state;
+	struct entry_seen entry;
+	struct indexed row;
+
+	land_ok(t, "r1", "a.txt", "one");
+	land_ok(t, "r1", "b.txt", "other");
+	land_ok(t, "r1", "a.txt", "second");
+	assert_file(t, TENANT, "r1", "a.txt", "second");
+	entry = entry_of(t, "r1", "a.txt");
+	assert_int_equal(entry.entries, 2);
+	assert_int_equal(entry.size, 6);
+	row = indexed_file(t, "r1", "a.txt");
+	assert_string_equal(row.sha256,
+			    "16367aacb67a4a017c8da8ab95682ccb390863780f7114dda0a0e0c55644c7c4");
+	assert_int_equal(row.file_size, 6);
+	assert_true(entry_of(t, "r1", "b.txt").found);
+}
+
+static void test_rename_artifact(void **state)
+{
+	struct tenant *t = *state;
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct entry_seen entry;
+	struct indexed row;
+
+	land_ok(t, "r1", "a.txt", "hello");
+	land_ok(t, "r1", "c.txt", "other");
+	assert_int_equal(landing_rename_artifact(t->writer, "r1", "a.txt", "b.txt", true,
+						 reason), 0);
+	assert_false(tree_exists(t->root, run_rel(TENANT, "r1", "a.txt").path));
+	assert_file(t, TENANT, "r1", "b.txt", "hello");
+	assert_false(entry_of(t, "r1", "a.txt").found);
+	entry = entry_of(t, "r1", "b.txt");
+	assert_true(entry.found);
+	assert_int_equal(entry.entries, 2);
+	assert_string_equal(entry.agent_id, "agent-1");
+	assert_int_equal(entry.size, 5);
+	/* The recorded SHA-256 goes with the bytes. */
+	row = indexed_file(t, "r1", "b.txt");
+	assert_string_equal(row.sha256, HELLO_SHA256);
+	assert_false(indexed_file(t, "r1", "a.txt").found);
+
+	/* no_replace keeps an existing name; without it, the file and entry are replaced. */
+	assert_int_equal(landing_rename_artifact(t->writer, "r1", "b.txt", "c.txt", true,
+						 reason), -EEXIST);
+	assert_file(t, TENANT, "r1", "c.txt", "other");
+	assert_int_equal(landing_rename_artifact(t->writer, "r1", "b.txt", "c.txt", false,
+						 reason), 0);
+	assert_file(t, TENANT, "r1", "c.txt", "hello");
+	entry = entry_of(t, "r1", "c.txt");
+	assert_int_equal(entry.entries, 1);
+	assert_int_equal(entry.size, 5);
+
+	assert_int_equal(landing_rename_artifact(t->writer, "r1", "missing", "d.txt", false,
+						 reason), -ENOENT);
+	assert_int_equal(landing_rename_artifact(t->writer, "nope", "c.txt", "d.txt", false,
+						 reason), -ENOENT);
+	assert_int_equal(count_entries(t->writer->work_fd), 0);
+}
+
+static void test_recover_completes_a_landing(void **state)
+{
+	struct tenant *t = *state;
+	struct writer *next;
+	struct entry_seen entry;
+	struct indexed row;
+
+	land_ok(t, "r1", "b.txt", "other");
+	/* A crash after the rename into the run, before metadata.json. */
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "hello");
+	make_dead_instance(t, "1.1", intent_json("r1", "a.txt", HELLO_SHA256, 5).path);
+	assert_false(entry_of(t, "r1", "a.txt").found);
+
+	/* The next writer of the tenant finishes it. */
+	assert_int_equal(writer_open(&t->view, &t->options, &next), 0);
+	assert_int_equal(landing_recover(next), 1);
+	writer_close(next);
+	entry = entry_of(t, "r1", "a.txt");
+	assert_true(entry.found);
+	assert_int_equal(entry.entries, 2);
+	assert_string_equal(entry.agent_id, "agent-9");
+	assert_string_equal(entry.generated_at, TEST_GENERATED_AT);
+	assert_int_equal(entry.size, 5);
+	row = indexed_file(t, "r1", "a.txt");
+	assert_true(row.found);
+	assert_string_equal(row.sha256, HELLO_SHA256);
+	assert_false(tree_exists(t->root, instance_rel("1.1").path));
+	/* The fixture's writer is alive: its instance stays. */
+	assert_true(tree_exists(t->root, instance_rel(t->writer->instance).path));
+	/* Nothing is left to do. */
+	assert_int_equal(landing_recover(t->writer), 0);
+}
+
+static void test_recover_records_only_the_promised_bytes(void **state)
+{
+	struct tenant *t = *state;
+
+	land_ok(t, "r1", "b.txt", "other");
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "jello");
+	make_dead_instance(t, "1.1", intent_json("r1", "a.txt", HELLO_SHA256, 5).path);
+	/* And one whose run does not exist. */
+	make_dead_instance(t, "1.2", intent_json("gone", "a.txt", HELLO_SHA256, 5).path);
+	assert_int_equal(landing_recover(t->writer), 0);
+	assert_false(entry_of(t, "r1", "a.txt").found);
+	assert_string_equal(indexed_file(t, "r1", "a.txt").sha256, "");
+	/* The file is not deleted, the dead instances are. */
+	assert_file(t, TENANT, "r1", "a.txt", "jello");
+	assert_false(tree_exists(t->root, instance_rel("1.1").path));
+	assert_false(tree_exists(t->root, instance_rel("1.2").path));
+	assert_false(tree_exists(t->root, run_rel(TENANT, "gone", NULL).path));
+}
+
+static void test_recover_leaves_a_live_instance_alone(void **state)
+{
+	struct tenant *t = *state;
+	int fd;
+
+	land_ok(t, "r1", "b.txt", "other");
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "hello");
+	make_dead_instance(t, "2.2", intent_json("r1", "a.txt", HELLO_SHA256, 5).path);
+	fd = open(tree_rel("%s/%s", t->root, instance_rel("2.2").path).path,
+		  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+
+	assert_int_equal(landing_recover(t->writer), 0);
+	assert_true(tree_exists(t->root, tree_rel("%s/work/intent.1",
+						  instance_rel("2.2").path).path));
+	assert_false(entry_of(t, "r1", "a.txt").found);
+
+	/* Once its process is gone (the lock free), it is finished. */
+	assert_int_equal(flock(fd, LOCK_UN), 0);
+	close(fd);
+	assert_int_equal(landing_recover(t->writer), 1);
+	assert_true(entry_of(t, "r1", "a.txt").found);
+	assert_false(tree_exists(t->root, instance_rel("2.2").path));
+}
+
+static void test_recover_completes_a_rename(void **state)
+{
+	struct tenant *t = *state;
+	static const char intent[] = "{\"run\":\"r1\",\"name\":\"b.txt\",\"renamed_from\":\"a.txt\"}";
+	struct entry_seen entry;
+
+	land_ok(t, "r1", "a.txt", "hello");
+	/* A crash before the rename: nothing to finish. */
+	make_dead_instance(t, "3.1", intent);
+	assert_int_equal(landing_recover(t->writer), 0);
+	assert_true(entry_of(t, "r1", "a.txt").found);
+	assert_false(tree_exists(t->root, instance_rel("3.1").path));
+
+	/* A crash after the rename of the file, before its entry moved. */
+	assert_int_equal(rename(tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", "a.txt").path).path,
+				tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", "b.txt").path).path),
+			 0);
+	make_dead_instance(t, "3.2", intent);
+	assert_int_equal(landing_recover(t->writer), 1);
+	assert_false(entry_of(t, "r1", "a.txt").found);
+	entry = entry_of(t, "r1", "b.txt");
+	assert_true(entry.found);
+	assert_int_equal(entry.entries, 1);
+	assert_string_equal(entry.agent_id, "agent-1");
+	assert_int_equal(entry.size, 5);
+	assert_true(indexed_file(t, "r1", "b.txt").found);
+	assert_false(tree_exists(t->root, instance_rel("3.2").path));
+}
+
+static void test_migrate_legacy_run(void **state)
+{
+	struct tenant *t = *state;
+	static const struct test_entry entries[] = { { "a.txt", 5 } };
+	char reason[AUDIT_REASON_SIZE] = "";
+	char *owner = NULL;
+	struct indexed row;
+
+	put_metadata(t->root, "artifacts/old", "old", entries, 1);
+	tree_put(t->root, "artifacts/old/a.txt", "hello");
+	assert_int_equal(landing_migrate_legacy(&t->view, "old", reason), 0);
+	assert_false(tree_exists(t->root, "artifacts/old"));
+	assert_file(t, TENANT, "old", "a.txt", "hello");
+	assert_true(entry_of(t, "old", "a.txt").found);
+	assert_int_equal(index_get_run_owner(t->index, "old", &owner), 0);
+	assert_string_equal(owner, TENANT);
+	free(owner);
+	row = indexed_file(t, "old", "a.txt");
+	assert_true(row.found);
+	assert_int_equal(row.size_bytes, 5);
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "old", NULL, 0), 1);
+}
+
+static void test_migrate_legacy_refusals(void **state)
+{
+	struct tenant *t = *state;
+	char reason[AUDIT_REASON_SIZE] = "";
+
+	/* The tenant has a run of that id. */
+	put_metadata(t->root, "artifacts/dup", "dup", NULL, 0);
+	tree_put(t->root, run_rel(TENANT, "dup", "mine.txt").path, "mine");
+	assert_int_equal(landing_migrate_legacy(&t->view, "dup", reason), -EEXIST);
+	assert_true(strlen(reason) > 0);
+	assert_true(tree_exists(t->root, "artifacts/dup/metadata.json"));
+	assert_file(t, TENANT, "dup", "mine.txt", "mine");
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "dup", NULL, EEXIST), 1);
+
+	/* Another tenant owns the id in the index, or holds a run dir of it. */
+	reason[0] = '\0';
+	put_metadata(t->root, "artifacts/taken", "taken", NULL, 0);
+	assert_int_equal(index_claim_run(t->index, OTHER_TENANT, "taken"), 0);
+	assert_int_equal(landing_migrate_legacy(&t->view, "taken", reason), -EACCES);
+	assert_true(strlen(reason) > 0);
+	assert_true(tree_exists(t->root, "artifacts/taken/metadata.json"));
+	assert_false(tree_exists(t->root, run_rel(TENANT, "taken", NULL).path));
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "taken", NULL, EACCES), 1);
+	put_metadata(t->root, "artifacts/held", "held", NULL, 0);
+	tree_mkdir(t->root, run_rel(OTHER_TENANT, "held", NULL).path);
+	assert_int_equal(landing_migrate_legacy(&t->view, "held", reason), -EACCES);
+	assert_true(tree_exists(t->root, "artifacts/held/metadata.json"));
+
+	/* No legacy run of that id: a missing one, a tenant's area, a bad id. */
+	assert_int_equal(landing_migrate_legacy(&t->view, "nothing", reason), -ENOENT);
+	assert_int_equal(landing_migrate_legacy(&t->view, TENANT, reason), -ENOENT);
+	assert_int_equal(landing_migrate_legacy(&t->view, "..", reason), -ENOENT);
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "nothing", NULL, ENOENT), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_land_file, tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_stage_copy_stops_at_limit, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_land_refused_in_another_tenants_run,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_land_again_replaces_the_entry, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_rename_artifact, tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_completes_a_landing, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_records_only_the_promised_bytes,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_leaves_a_live_instance_alone,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_completes_a_rename, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_legacy_run, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_legacy_refusals, tenant_setup,
+						tenant_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
