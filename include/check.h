@@ -42,6 +42,7 @@ struct check_problem {
 	char *run;		/* malloc'd */
 	char *file;		/* malloc'd, NULL when about the run */
 	char *detail;		/* malloc'd, one line */
+	bool repairable;	/* check_repair_run(CHECK_REPAIR_ALL) mends it */
 };
 
 /* What a check found, and how much it looked at. */
@@ -59,14 +60,16 @@ enum check_flags {
 /* "unparsable", "missing_entry", ... */
 const char *check_kind_name(enum check_kind kind);
 
-/* Whether check_repair_run(CHECK_REPAIR_ALL) mends that kind of problem. */
-bool check_kind_repairable(enum check_kind kind);
-
 /*
  * Checks one run of view's tenant against its metadata.json and the
  * index, appending what is wrong to *report.  Takes the run lock shared,
- * so it sees no landing half done; changes nothing.
- * Returns 0 (also when the run is gone), -ENOMEM, -errno.
+ * so it sees no landing half done; changes nothing.  A metadata.json that
+ * cannot be read or parsed is a problem of the run, not a failure; so is
+ * one that breaks the schema, and what is found beside it is then not
+ * repairable (a repair leaves such a file alone).  Files with names no
+ * artifact may have (names_check_artifact(): dot-files, temporaries) are
+ * not artifacts and not checked; a run dir named like promote/ is not a
+ * run.  Returns 0 (also when the run is gone), -ENOMEM, -EIO (the index).
  */
 int check_run(struct view *view, const char *run, unsigned int flags,
 	      struct check_report *report);
@@ -88,8 +91,9 @@ struct check_repair_result {
 	unsigned int folded;	/* duplicate entries folded */
 	unsigned int dropped;	/* entries without a file dropped */
 	unsigned int resized;	/* size_bytes corrected */
-	bool rebuilt;		/* an unparsable metadata.json rebuilt */
+	unsigned int rebuilt;	/* unparsable metadata.json files rebuilt */
 	bool reindexed;		/* the index's rows of the run rebuilt */
+	int error;		/* 0, or the -errno of a repair that failed (audited) */
 };
 
 /*
@@ -100,8 +104,8 @@ struct check_repair_result {
  * promotion recorded it (an entry another writer dropped), else from the
  * file: agent_id "unknown", generated_at its mtime, content_type by
  * name.  A metadata.json that is absent is never made up; one that does
- * not follow the schema is left alone.  *result (may be NULL) says what
- * changed.  Returns 0 (done, nothing to do, or failed and audited), or
+ * not follow the schema is left alone.  *result (may be NULL) adds up
+ * what changed, over calls.  Returns 0 (done, nothing to do, or failed and audited), or
  * how many milliseconds to wait before the run may be repaired.
  */
 unsigned int check_repair_run(struct writer *writer, const char *run, unsigned int grace_ms,

@@ -26,13 +26,16 @@ int deletion_delete_file(struct writer *writer, const char *run, const char *nam
 /* How deletion_delete_run() goes about a run that still holds artifacts. */
 enum deletion_run_flags {
 	DELETION_ONLY_EMPTY = 1,	/* -ENOTEMPTY while a regular file is left (rmdir) */
+	DELETION_ONLY_EXPIRED = 2,	/* -ESTALE unless expires_at has passed (gc) */
 };
 
 /*
  * Deletes run, with everything in it (what the view hides too), and its
  * index rows; the run's owner row stays (the id remains the tenant's).
- * why (may be NULL) goes into the audit row.  Returns 0, -ENOENT,
- * -ENOTEMPTY (DELETION_ONLY_EMPTY; not audited), -errno.
+ * The flags' conditions are checked under the run lock, so a file landed
+ * or an expiry moved meanwhile is seen.  why (may be NULL) goes into the
+ * audit row.  Returns 0, -ENOENT, -ENOTEMPTY (DELETION_ONLY_EMPTY; not
+ * audited), -ESTALE (DELETION_ONLY_EXPIRED; not audited), -errno.
  */
 int deletion_delete_run(struct writer *writer, const char *run, unsigned int flags,
 			const char *why);

@@ -77,10 +77,11 @@ int landing_stage_copy(struct writer *writer, int src, uint64_t limit, char *sta
  * replaces nothing, durably, under the run's lock; the tenant then owns
  * the run id in the index, and its rows are indexed.  Refuses when the
  * tenant has a run of that id (-EEXIST) or another tenant owns or holds
- * it (-EACCES).  Returns 0, -ENOENT (no such legacy run), -EEXIST,
- * -EACCES, -errno with reason set.  Audited (action "repair").
+ * it (-EACCES).  With dry_run, only checks, and audits nothing.  Returns
+ * 0, -ENOENT (no such legacy run), -EEXIST, -EACCES, -errno with reason
+ * set.  Audited (action "repair").
  */
-int landing_migrate_legacy(struct view *view, const char *run, char *reason);
+int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, char *reason);
 
 /*
  * Renames the artifact from of run to to, file and entry together, with

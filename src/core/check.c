@@ -39,9 +39,13 @@ const char *check_kind_name(enum check_kind kind)
 	return kind < CHECK_KIND_COUNT ? kind_names[kind] : "unknown";
 }
 
-bool check_kind_repairable(enum check_kind kind)
+/*
+ * Whether check_repair_run(CHECK_REPAIR_ALL) mends that kind of problem:
+ * lost bytes, runs without any metadata and files that break the schema
+ * are for a person to judge, legacy runs for migrate-legacy.
+ */
+static bool kind_repairable(enum check_kind kind)
 {
-	/* Lost bytes and runs without any metadata are for a person to judge. */
 	return kind != CHECK_HASH_MISMATCH && kind != CHECK_NO_METADATA &&
 	       kind != CHECK_SCHEMA && kind != CHECK_LEGACY_RUN;
 }
@@ -58,7 +62,11 @@ void check_report_release(struct check_report *report)
 	memset(report, 0, sizeof(*report));
 }
 
-static int add_problem(struct check_report *report, enum check_kind kind, const char *client,
+/* Set while checking a run whose metadata.json breaks the schema: nothing there is repaired. */
+#define CHECK_KIND_UNREPAIRED 0x100
+
+/* Appends a problem; kind may carry CHECK_KIND_UNREPAIRED.  Returns 0 or -ENOMEM. */
+static int add_problem(struct check_report *report, unsigned int kind, const char *client,
 		       const char *run, const char *file, const char *format, ...)
 {
 	struct check_problem *problem;
@@ -79,7 +87,9 @@ static int add_problem(struct check_report *report, enum check_kind kind, const 
 	va_end(args);
 	problem = &report->problems[report->count++];
 	*problem = (struct check_problem){
-		.kind = kind,
+		.kind = (enum check_kind)(kind & ~CHECK_KIND_UNREPAIRED),
+		.repairable = !(kind & CHECK_KIND_UNREPAIRED) &&
+			      kind_repairable((enum check_kind)kind),
 		.client = client ? metaedit_copy_text(client, &ret) : NULL,
 		.run = metaedit_copy_text(run, &ret),
 		.file = file ? metaedit_copy_text(file, &ret) : NULL,
@@ -165,25 +175,48 @@ static int check_hashes(struct view *view, const char *run, int run_fd,
 	return ret;
 }
 
-/* Compares the run's files with its parsed metadata. */
+/*
+ * Lists the run's artifacts: its regular files whose names an artifact
+ * may have (a dot-file or another temporary is not one).
+ */
+static int list_artifacts(int run_fd, struct view_file_list *files)
+{
+	size_t kept = 0;
+	int ret = view_list_run_files(run_fd, files);
+
+	for (size_t i = 0; i < files->count; i++) {
+		struct index_file *f = &files->files[i];
+
+		if (names_check_artifact(f->filename, NULL) < 0) {
+			free((char *)f->filename);
+			continue;
+		}
+		files->files[kept++] = *f;
+	}
+	files->count = kept;
+	return ret;
+}
+
+/* Compares the run's files with its parsed metadata; flags: CHECK_KIND_UNREPAIRED. */
 static int check_entries(struct view *view, const char *run, int run_fd,
-			 const struct meta_run *meta, struct check_report *report)
+			 const struct meta_run *meta, unsigned int flags,
+			 struct check_report *report)
 {
 	struct view_file_list files = { 0 };
 	int ret;
 
-	ret = view_list_run_files(run_fd, &files);
+	ret = list_artifacts(run_fd, &files);
 	report->files += files.count;
 	for (size_t i = 0; ret == 0 && i < files.count; i++) {
 		const struct index_file *f = &files.files[i];
 		const struct meta_artifact *entry = meta_find_artifact(meta, f->filename);
 
 		if (!entry)
-			ret = add_problem(report, CHECK_MISSING_ENTRY, view->client, run,
+			ret = add_problem(report, CHECK_MISSING_ENTRY | flags, view->client, run,
 					  f->filename, "file of %lld bytes has no entry in "
 					  "metadata.json", (long long)f->size);
 		else if (entry->has_size_bytes && entry->size_bytes != (uint64_t)f->size)
-			ret = add_problem(report, CHECK_SIZE_MISMATCH, view->client, run,
+			ret = add_problem(report, CHECK_SIZE_MISMATCH | flags, view->client, run,
 					  f->filename, "size_bytes %llu, file %lld bytes",
 					  (unsigned long long)entry->size_bytes, (long long)f->size);
 	}
@@ -194,11 +227,11 @@ static int check_entries(struct view *view, const char *run, int run_fd,
 		for (size_t j = 0; j < files.count && !found; j++)
 			found = strcmp(files.files[j].filename, name) == 0;
 		if (!found)
-			ret = add_problem(report, CHECK_MISSING_FILE, view->client, run, name,
+			ret = add_problem(report, CHECK_MISSING_FILE | flags, view->client, run, name,
 					  "entry in metadata.json has no file");
 	}
 	if (ret == 0 && meta->n_duplicates)
-		ret = add_problem(report, CHECK_DUPLICATE_ENTRY, view->client, run, NULL,
+		ret = add_problem(report, CHECK_DUPLICATE_ENTRY | flags, view->client, run, NULL,
 				  "%zu duplicate entries in metadata.json", meta->n_duplicates);
 	view_file_list_release(&files);
 	return ret;
@@ -213,6 +246,8 @@ int check_run(struct view *view, const char *run, unsigned int flags,
 	char problem[256] = "";
 	int run_fd, ret;
 
+	if (names_check_run(run, NULL) < 0)
+		return 0;	/* promote/: never a run of the view */
 	run_fd = store_open_run(view->store, view->client, run, O_RDONLY);
 	if (run_fd < 0)
 		return run_fd == -ENOENT || run_fd == -ELOOP || run_fd == -ENOTDIR ? 0 : run_fd;
@@ -227,34 +262,42 @@ int check_run(struct view *view, const char *run, unsigned int flags,
 			goto out;
 	}
 	ret = metafile_read(run_fd, false, &meta, &version, problem, sizeof(problem));
-	if (ret == -EAGAIN || ret == -EBADMSG) {
-		ret = add_problem(report, CHECK_UNPARSABLE, view->client, run, NULL,
-				  "metadata.json does not parse: %s", problem);
-		goto out;
-	}
-	if (ret == -ENOENT) {
+	switch (ret) {
+	case 0:
+		ret = check_entries(view, run, run_fd, &meta, 0, report);
+		if (ret == 0 && (flags & CHECK_READ_DATA))
+			ret = check_hashes(view, run, run_fd, report);
+		break;
+	case -EINVAL:
+		ret = add_problem(report, CHECK_SCHEMA, view->client, run, NULL,
+				  "metadata.json does not follow the schema: %s", problem);
+		if (ret == 0)
+			ret = check_entries(view, run, run_fd, &meta, CHECK_KIND_UNREPAIRED, report);
+		break;
+	case -ENOENT: {
 		struct view_file_list files = { 0 };
 
-		ret = view_list_run_files(run_fd, &files);
+		ret = list_artifacts(run_fd, &files);
 		if (ret == 0 && files.count)
 			ret = add_problem(report, CHECK_NO_METADATA, view->client, run, NULL,
 					  "%zu files and no metadata.json", files.count);
 		report->files += files.count;
 		view_file_list_release(&files);
-		goto out;
+		break;
 	}
-	if (ret == -EINVAL) {
-		ret = add_problem(report, CHECK_SCHEMA, view->client, run, NULL,
-				  "metadata.json does not follow the schema: %s", problem);
-		if (ret == 0)
-			ret = check_entries(view, run, run_fd, &meta, report);
-		goto out;
+	case -EAGAIN:
+	case -EBADMSG:
+		ret = add_problem(report, CHECK_UNPARSABLE, view->client, run, NULL,
+				  "metadata.json does not parse: %s", problem);
+		break;
+	case -ENOMEM:
+		break;
+	default:	/* too large, or unreadable: a person's to look at */
+		ret = add_problem(report, CHECK_UNPARSABLE | CHECK_KIND_UNREPAIRED, view->client,
+				  run, NULL, "cannot read metadata.json: %s",
+				  ret == -EFBIG ? problem : strerror(-ret));
+		break;
 	}
-	if (ret < 0)
-		goto out;
-	ret = check_entries(view, run, run_fd, &meta, report);
-	if (ret == 0 && (flags & CHECK_READ_DATA))
-		ret = check_hashes(view, run, run_fd, report);
 out:
 	flock(run_fd, LOCK_UN);
 	close(run_fd);
@@ -342,7 +385,7 @@ static int find_orphans(struct writer *w, const char *run, int run_fd,
 	int ret;
 
 	*changed_ns = version->ctime_ns;
-	ret = view_list_run_files(run_fd, &r->files);
+	ret = list_artifacts(run_fd, &r->files);
 	for (size_t i = 0; ret == 0 && i < r->files.count; i++) {
 		const struct index_file *file = &r->files.files[i];
 		struct stat st;
@@ -599,8 +642,10 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 	if (ret == -EBADMSG && (flags & CHECK_REPAIR_ALL)) {
 		ret = rebuild_metadata(w, run, run_fd, &meta, reason);
 		rebuilt = ret == 0;
-		if (ret < 0)
+		if (ret < 0) {
+			result->error = ret;
 			audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);
+		}
 	}
 	/*
 	 * Only a file that follows the schema is mended; one that is absent
@@ -623,11 +668,12 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 	if (ret == 0)
 		ret = metaedit_apply(w, run_fd, &meta, &version, repair_entries, &r, reason);
 	if (ret < 0) {
+		result->error = ret;
 		audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);
 		goto out;
 	}
 	if (rebuilt) {
-		result->rebuilt = true;
+		result->rebuilt++;
 		audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, 0,
 			     "unparsable metadata.json rebuilt from the files and the index; "
 			     "the broken one kept in " STORE_PRIVATE_DIR "/" CHECK_KEPT_DIR);

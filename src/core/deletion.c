@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -88,6 +89,22 @@ static int holds_files(int run_fd)
 	return ret;
 }
 
+/* Whether run_fd's metadata.json says the run has expired: 1, 0, or -errno. */
+static int has_expired(int run_fd)
+{
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	int64_t expires_at;
+	int ret;
+
+	ret = metafile_read(run_fd, true, &meta, &version, NULL, 0);
+	if (ret == 0 || ret == -EINVAL)
+		ret = meta.expires_at && meta_parse_time(meta.expires_at, &expires_at) == 0 &&
+		      expires_at <= time(NULL);
+	meta_run_release(&meta);
+	return ret == -ENOENT ? 0 : ret;
+}
+
 int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
 			const char *why)
 {
@@ -104,6 +121,14 @@ int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
 			ret = ret > 0 ? -ENOTEMPTY : ret;
 			goto out;
 		}
+	}
+	if (flags & DELETION_ONLY_EXPIRED) {
+		ret = has_expired(run_fd);
+		if (ret <= 0) {
+			ret = ret == 0 ? -ESTALE : ret;
+			goto out;
+		}
+		ret = 0;
 	}
 	tenant_fd = store_open_tenant(w->view->store, w->view->client, O_RDONLY);
 	if (tenant_fd < 0) {
@@ -123,7 +148,7 @@ out:
 	flock(run_fd, LOCK_UN);
 	close(run_fd);
 	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
-	if (ret != -ENOTEMPTY && ret != -ENOENT)
+	if (ret != -ENOTEMPTY && ret != -ENOENT && ret != -ESTALE)
 		audit_record(w->view, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret,
 			     ret ? reason : why);
 	return ret;

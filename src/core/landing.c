@@ -403,7 +403,7 @@ out:
 
 /* --- legacy runs ------------------------------------------------------------- */
 
-int landing_migrate_legacy(struct view *view, const char *run, char *reason)
+int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, char *reason)
 {
 	int legacy_fd = -1, artifacts_fd = -1, tenant_fd = -1, ret;
 	char *owner = NULL;
@@ -427,6 +427,16 @@ int landing_migrate_legacy(struct view *view, const char *run, char *reason)
 			 "cannot tell who owns the run id: %s", strerror(-ret));
 		goto out;
 	}
+	if (dry_run) {
+		tenant_fd = store_open_run(view->store, view->client, run, O_PATH);
+		ret = tenant_fd >= 0 || tenant_fd == -ELOOP || tenant_fd == -ENOTDIR ? -EEXIST : 0;
+		if (tenant_fd >= 0)
+			close(tenant_fd);
+		tenant_fd = -1;
+		if (ret < 0)
+			snprintf(reason, AUDIT_REASON_SIZE, "the tenant has a run of that id already");
+		goto out;
+	}
 	tenant_fd = store_make_tenant(view->store, view->client);
 	if (tenant_fd < 0) {
 		ret = tenant_fd;
@@ -447,7 +457,7 @@ int landing_migrate_legacy(struct view *view, const char *run, char *reason)
 	}
 	index_claim_run(view->index, view->client, run);
 out:
-	if (ret != -ENOENT) {
+	if (ret != -ENOENT && !dry_run) {
 		snprintf(done, sizeof(done), "run moved from the legacy layout %s/%s/",
 			 STORE_ARTIFACTS_DIR, run);
 		audit_record(view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret,
@@ -461,7 +471,7 @@ out:
 	flock(legacy_fd, LOCK_UN);
 	close(legacy_fd);
 	/* After the unlock: indexing takes the run's lock, shared. */
-	if (ret == 0)
+	if (ret == 0 && !dry_run)
 		view_sync_run(view, run, VIEW_SYNC_FORCE, NULL);
 	return ret;
 }

@@ -524,6 +524,10 @@ char *store_resolve_index_path(const struct store *store, const char *given)
 {
 	char *path = NULL, *dir = NULL, *slash, *resolved_dir = NULL;
 
+	if (given && !*given) {
+		log_error("invalid index path: it is empty");
+		return NULL;
+	}
 	if (!given) {
 		if (mkdirat(store->root_fd, STORE_PRIVATE_DIR, 0700) < 0 && errno != EEXIST) {
 			log_error("cannot create the index directory %s/%s: %s",

@@ -56,6 +56,7 @@ struct ctl_args {
 	const char *sha256, *workflow, *agent;
 	const char *to;
 	const char *since;
+	int64_t since_seconds;	/* --since, parsed */
 	bool json, read_data, dry_run, expired, verbose;
 	struct promote_options promote;
 	unsigned int given;	/* which of the options below were given (bits) */
@@ -265,6 +266,8 @@ static int command_ls(struct ctl *ctl)
 
 	if (ret < 0)
 		return ret;
+	if (ctl->out)
+		json_list(ctl, ctl->args->client ? "runs" : "clients");
 	if (ctl->args->client)
 		return index_for_each_run(ctl->index, ctl->args->client, list_run, ctl);
 	return store_for_each_tenant(&ctl->store, list_client, ctl);
@@ -343,7 +346,8 @@ static int command_show(struct ctl *ctl)
 	ret = index_for_each_run(ctl->index, ctl->args->client, show_run_fields, ctl);
 	if (ret == 0) {
 		fprintf(stderr, "artifactctl: client %s has no run %s\n", ctl->args->client, run);
-		return -ENOENT;
+		ctl->status = EXIT_PROBLEMS;
+		return 0;
 	}
 	if (ret < 0)
 		return ret;
@@ -406,7 +410,11 @@ static int reindex_client(void *ctx, const char *client)
 
 static int command_reindex(struct ctl *ctl)
 {
-	int ret = for_each_client(ctl, reindex_client, ctl);
+	int ret;
+
+	if (ctl->out)
+		json_list(ctl, "clients");
+	ret = for_each_client(ctl, reindex_client, ctl);
 
 	progress_end(ctl);
 	return ret;
@@ -455,7 +463,7 @@ static void print_problems(struct ctl *ctl, const struct check_report *report)
 			json_set_text(problem, "file", p->file);
 			json_set_text(problem, "detail", p->detail);
 			json_object_set_new(problem, "repairable",
-					    json_boolean(check_kind_repairable(p->kind)));
+					    json_boolean(p->repairable));
 			json_array_append_new(json_list(ctl, "problems"), problem);
 			continue;
 		}
@@ -519,9 +527,13 @@ static int repair_run(void *ctx, const char *run)
 		usleep(again * 1000);
 		waited += again;
 	}
-	if (again)
+	if (again) {
 		fprintf(stderr, "artifactctl: client %s run %s: still being written after %u ms; "
 			"not repaired\n", r->writer->view->client, run, waited);
+		r->ctl->status = EXIT_PROBLEMS;
+	}
+	if (result.error)
+		r->ctl->status = EXIT_PROBLEMS;	/* logged and audited by the core */
 	if (!result.reindexed)
 		view_sync_run(r->writer->view, run, VIEW_SYNC_WAIT, NULL);
 	r->runs++;
@@ -572,7 +584,11 @@ static int repair_client(void *ctx, const char *client)
 
 static int command_repair(struct ctl *ctl)
 {
-	int ret = for_each_client(ctl, repair_client, ctl);
+	int ret;
+
+	if (ctl->out)
+		json_list(ctl, "clients");
+	ret = for_each_client(ctl, repair_client, ctl);
 
 	progress_end(ctl);
 	return ret;
@@ -609,8 +625,7 @@ static int migrate_run(void *ctx, const char *run)
 	char reason[AUDIT_REASON_SIZE] = "";
 	int ret = 0;
 
-	if (!ctl->args->dry_run)
-		ret = landing_migrate_legacy(&view, run, reason);
+	ret = landing_migrate_legacy(&view, run, ctl->args->dry_run, reason);
 	report_run_change(ctl, client, run, "moved from the legacy layout", ret, reason);
 	return 0;
 }
@@ -662,10 +677,10 @@ static int collect_client(void *ctx, const char *client)
 
 		progress(ctl, false, "collecting client %s: run %s", client, expired.runs[i]);
 		if (writer)
-			deleted = deletion_delete_run(writer, expired.runs[i], 0,
+			deleted = deletion_delete_run(writer, expired.runs[i], DELETION_ONLY_EXPIRED,
 						      "expired (artifactctl gc --expired)");
 		report_run_change(ctl, client, expired.runs[i], "deleted (expired)", deleted,
-				  strerror(-deleted));
+				  deleted == -ESTALE ? "no longer expired" : strerror(-deleted));
 	}
 	writer_close(writer);
 	for (size_t i = 0; i < expired.count; i++)
@@ -801,25 +816,10 @@ static int list_audit_row(void *ctx, const struct index_audit *row)
 
 static int command_audit(struct ctl *ctl)
 {
-	int64_t since = 0;
-
-	if (ctl->args->since) {
-		char *end;
-		long long seconds = strtoll(ctl->args->since, &end, 10);
-
-		if (*end && meta_parse_time(ctl->args->since, &since) < 0) {
-			usage_error("invalid --since '%s': use seconds since the epoch or an "
-				    "RFC 3339 time", ctl->args->since);
-			ctl->status = EXIT_USAGE;
-			return 0;
-		}
-		if (!*end)
-			since = seconds;
-	}
 	if (ctl->out)
 		json_list(ctl, "audit");
-	return index_for_each_audit(ctl->index, ctl->args->client, since * 1000000000,
-				    list_audit_row, ctl);
+	return index_for_each_audit(ctl->index, ctl->args->client,
+				    ctl->args->since_seconds * 1000000000, list_audit_row, ctl);
 }
 
 /* --- the command line --------------------------------------------------------------- */
@@ -830,29 +830,28 @@ struct command {
 	unsigned int accepts;	/* enum ctl_option bits */
 	unsigned int requires;	/* of those, the ones that must be given */
 	int min_operands, max_operands;
-	bool writes;		/* changes the store: opens writers */
 	const char *synopsis;
 };
 
 static const struct command commands[] = {
-	{ "ls", command_ls, OPT_CLIENT, 0, 0, 0, false, "ls [--client C]" },
-	{ "show", command_show, OPT_CLIENT, OPT_CLIENT, 1, 1, false, "show --client C RUN" },
+	{ "ls", command_ls, OPT_CLIENT, 0, 0, 0, "ls [--client C]" },
+	{ "show", command_show, OPT_CLIENT, OPT_CLIENT, 1, 1, "show --client C RUN" },
 	{ "find", command_find, OPT_CLIENT | OPT_SHA256 | OPT_WORKFLOW | OPT_AGENT, 0, 0, 0,
-	  false, "find [--client C] --sha256 H | --workflow W | --agent A" },
-	{ "reindex", command_reindex, OPT_CLIENT, 0, 0, 0, false, "reindex [--client C]" },
-	{ "verify", command_verify, OPT_CLIENT | OPT_READ_DATA, 0, 0, 0, false,
+	  "find [--client C] --sha256 H | --workflow W | --agent A" },
+	{ "reindex", command_reindex, OPT_CLIENT, 0, 0, 0, "reindex [--client C]" },
+	{ "verify", command_verify, OPT_CLIENT | OPT_READ_DATA, 0, 0, 0,
 	  "verify [--client C] [--read-data]" },
-	{ "repair", command_repair, OPT_CLIENT, 0, 0, 0, true, "repair [--client C]" },
-	{ "migrate-legacy", command_migrate_legacy, OPT_TO | OPT_DRY_RUN, 0, 0, 0, true,
+	{ "repair", command_repair, OPT_CLIENT, 0, 0, 0, "repair [--client C]" },
+	{ "migrate-legacy", command_migrate_legacy, OPT_TO | OPT_DRY_RUN, 0, 0, 0,
 	  "migrate-legacy [--to CLIENT] [--dry-run]" },
-	{ "gc", command_gc, OPT_EXPIRED | OPT_DRY_RUN | OPT_CLIENT, OPT_EXPIRED, 0, 0, true,
+	{ "gc", command_gc, OPT_EXPIRED | OPT_DRY_RUN | OPT_CLIENT, OPT_EXPIRED, 0, 0,
 	  "gc --expired [--dry-run] [--client C]" },
 	{ "promote", command_promote,
 	  OPT_CLIENT | OPT_RUN | OPT_AGENT | OPT_WORKFLOW | OPT_DIRECTIVE | OPT_RETENTION |
-	  OPT_FILE_MODE, OPT_CLIENT | OPT_RUN, 1, INT32_MAX, true,
+	  OPT_FILE_MODE, OPT_CLIENT | OPT_RUN, 1, INT32_MAX,
 	  "promote --client C --run R [--agent A] [--workflow W] [--directive D] "
 	  "[--retention DAYS] [--file-mode MODE] FILE..." },
-	{ "audit", command_audit, OPT_CLIENT | OPT_SINCE, 0, 0, 0, false,
+	{ "audit", command_audit, OPT_CLIENT | OPT_SINCE, 0, 0, 0,
 	  "audit [--client C] [--since TIME]" },
 };
 
@@ -893,6 +892,23 @@ static const char *const promote_option_names[PROMOTE_OPTION_COUNT] = {
 	[PROMOTE_OPTION_RUN] = "--run",
 	[PROMOTE_OPTION_TEMPORARY_IDLE] = "temporary_idle",
 };
+
+/* Parses --since: seconds since the epoch, or an RFC 3339 time.  Returns 0 or -EINVAL (reported). */
+static int parse_since(const char *text, int64_t *seconds)
+{
+	char *end;
+
+	errno = 0;
+	*seconds = strtoll(text, &end, 10);
+	if (*text && !*end && !errno && *seconds >= 0 && *seconds < INT64_MAX / 1000000000)
+		return 0;
+	if (meta_parse_time(text, seconds) == 0 && *seconds >= 0 &&
+	    *seconds < INT64_MAX / 1000000000)
+		return 0;
+	usage_error("invalid --since '%s': use seconds since the epoch or an RFC 3339 time",
+		    text);
+	return -EINVAL;
+}
 
 /* Checks an id option.  Returns 0 or -EINVAL (reported). */
 static int check_id_option(const char *option, const char *value)
@@ -973,8 +989,8 @@ static const struct command *parse_args(int argc, char **argv, struct ctl_args *
 		case OPT_CLIENT: args->client = optarg; break;
 		case OPT_RUN: args->run = optarg; break;
 		case OPT_SHA256: args->sha256 = optarg; break;
-		case OPT_WORKFLOW: args->workflow = optarg; args->promote.workflow_id = optarg; break;
-		case OPT_AGENT: args->agent = optarg; args->promote.agent_id = optarg; break;
+		case OPT_WORKFLOW: args->workflow = optarg; break;
+		case OPT_AGENT: args->agent = optarg; break;
 		case OPT_TO: args->to = optarg; break;
 		case OPT_SINCE: args->since = optarg; break;
 		case OPT_READ_DATA: args->read_data = true; break;
@@ -1044,13 +1060,26 @@ static const struct command *parse_args(int argc, char **argv, struct ctl_args *
 		usage_error("invalid --run '%s': not a run id", args->run);
 		return NULL;
 	}
+	/* For find they are what to look for; for promote, what lands. */
+	if (strcmp(command->name, "promote") == 0) {
+		if (args->agent)
+			args->promote.agent_id = args->agent;
+		if (args->workflow)
+			args->promote.workflow_id = args->workflow;
+	}
+	if (args->since && parse_since(args->since, &args->since_seconds) < 0)
+		return NULL;
 	if (promote_options_validate(&args->promote, promote_option_names, problem,
 				     sizeof(problem)) < 0) {
 		usage_error("%s", problem);
 		return NULL;
 	}
-	if (!args->store_path) {
+	if (!args->store_path || !*args->store_path) {
 		usage_error("no store given: use --store STORE or set ARTIFACTFS_STORE");
+		return NULL;
+	}
+	if (args->index_path && !*args->index_path) {
+		usage_error("invalid --index: it is empty");
 		return NULL;
 	}
 	return command;
@@ -1083,11 +1112,11 @@ int main(int argc, char **argv)
 	if (args.json)
 		ctl.out = json_object();
 	ret = command->run(&ctl);
-	if (ret < 0 && ret != -ENOENT)
+	if (ret < 0) {
 		fprintf(stderr, "artifactctl: %s failed: %s\n", command->name, strerror(-ret));
-	if (ret < 0)
-		ctl.status = ret == -ENOENT ? EXIT_PROBLEMS : EXIT_ENVIRONMENT;
-	if (ctl.out && ctl.status != EXIT_USAGE) {
+		ctl.status = EXIT_ENVIRONMENT;
+	}
+	if (ctl.out) {
 		json_object_set_new(ctl.out, "command", json_string(command->name));
 		json_object_set_new(ctl.out, "exit_status", json_integer(ctl.status));
 		json_dumpf(ctl.out, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);

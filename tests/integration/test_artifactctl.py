@@ -203,9 +203,9 @@ def test_migrate_legacy(defects):
     legacy = defects.run_dir(None, LEGACY)
     defects.add_run(None, "legacy-2", {"m.txt": b"m\n"})
     defects.add_run(None, CLEAN, {"c.txt": b"c\n"})       # alice has a run of that id
-    doc = ctl(defects, "migrate-legacy", "--to", ALICE, "--dry-run")
+    doc = ctl(defects, "migrate-legacy", "--to", ALICE, "--dry-run", expect=EXIT_PROBLEMS)
     assert {(r["run"], r["result"]) for r in doc["runs"]} == {
-        (LEGACY, "dry_run"), ("legacy-2", "dry_run"), (CLEAN, "dry_run")}
+        (LEGACY, "dry_run"), ("legacy-2", "dry_run"), (CLEAN, "EEXIST")}, "refusals foreseen"
     assert legacy.is_dir()
     doc = ctl(defects, "migrate-legacy", "--to", ALICE, expect=EXIT_PROBLEMS)
     results = {r["run"]: r["result"] for r in doc["runs"]}
@@ -286,6 +286,7 @@ def test_promote_and_audit(defects, tmp_path):
     ["promote", "--client", "alice", "--run", "r", "--retention", "0", "f"],
     ["promote", "--client", "alice", "--run", "r", "--file-mode", "9", "f"],
     ["audit", "--since", "yesterday"],
+    ["--index", "", "ls"],
 ])
 def test_bad_arguments_get_one_line_and_exit_2(defects, args):
     before = data_files(defects)
