@@ -8,7 +8,7 @@
 
 #include <sys/file.h>
 
-/* The tenant's staging instance name, relative to the root. */
+/* A staging instance of the tenant, relative to the root. */
 static struct tree_rel instance_rel(const char *instance)
 {
 	return tree_rel("%s/%s/%s", WRITER_STAGING_DIR, TENANT, instance);
@@ -63,14 +63,20 @@ static struct entry_seen entry_of(struct tenant *t, const char *run, const char 
 	return seen;
 }
 
-static void assert_file(struct tenant *t, const char *client, const char *run,
-			const char *name, const char *content)
+/*
+ * The tenant's run/metadata.json holds entries entries, one of them for
+ * name, from agent, of size bytes.  Returns what it says of name.
+ */
+static struct entry_seen assert_entry(struct tenant *t, const char *run, const char *name,
+				      const char *agent, uint64_t size, size_t entries)
 {
-	char *text = tree_read(t->root, run_rel(client, run, name).path);
+	struct entry_seen entry = entry_of(t, run, name);
 
-	assert_non_null(text);
-	assert_string_equal(text, content);
-	free(text);
+	assert_true(entry.found);
+	assert_int_equal(entry.entries, entries);
+	assert_string_equal(entry.agent_id, agent);
+	assert_int_equal(entry.size, size);
+	return entry;
 }
 
 static void test_land_file(void **state)
@@ -95,7 +101,7 @@ static void test_land_file(void **state)
 	assert_int_equal(faccessat(t->writer->work_fd, staged, F_OK, AT_SYMLINK_NOFOLLOW), 0);
 
 	assert_int_equal(landing_land_file(t->writer, t->writer->work_fd, staged, &l, reason), 0);
-	assert_file(t, TENANT, "r1", "a.txt", "hello");
+	assert_run_file(t, TENANT, "r1", "a.txt", "hello");
 	assert_int_equal(tree_mode(t->root, run_rel(TENANT, "r1", "a.txt").path), 0644);
 	/* The staged copy moved, and no intent is left behind. */
 	assert_int_equal(count_entries(t->writer->work_fd), 0);
@@ -106,10 +112,7 @@ static void test_land_file(void **state)
 	assert_string_equal(meta.user_directive, "make it so");
 	assert_string_equal(meta.status, "active");
 	meta_run_release(&meta);
-	entry = entry_of(t, "r1", "a.txt");
-	assert_int_equal(entry.entries, 1);
-	assert_string_equal(entry.agent_id, "agent-1");
-	assert_int_equal(entry.size, 5);
+	entry = assert_entry(t, "r1", "a.txt", "agent-1", 5, 1);
 	assert_string_equal(entry.content_type, "text/plain");
 	assert_string_equal(entry.generated_at, TEST_GENERATED_AT);
 
@@ -178,22 +181,19 @@ static void test_land_refused_in_another_tenants_run(void **state)
 	/* The run the tenant owns takes the same landing. */
 	assert_int_equal(index_claim_run(t->index, TENANT, "mine"), 0);
 	assert_int_equal(land(t, "mine", "a.txt", "agent-1", "hello", reason), 0);
-	assert_file(t, TENANT, "mine", "a.txt", "hello");
+	assert_run_file(t, TENANT, "mine", "a.txt", "hello");
 }
 
 static void test_land_again_replaces_the_entry(void **state)
 {
 	struct tenant *t = *state;
-	struct entry_seen entry;
 	struct indexed row;
 
 	land_ok(t, "r1", "a.txt", "one");
 	land_ok(t, "r1", "b.txt", "other");
 	land_ok(t, "r1", "a.txt", "second");
-	assert_file(t, TENANT, "r1", "a.txt", "second");
-	entry = entry_of(t, "r1", "a.txt");
-	assert_int_equal(entry.entries, 2);
-	assert_int_equal(entry.size, 6);
+	assert_run_file(t, TENANT, "r1", "a.txt", "second");
+	assert_entry(t, "r1", "a.txt", "agent-1", 6, 2);
 	row = indexed_file(t, "r1", "a.txt");
 	assert_string_equal(row.sha256,
 			    "16367aacb67a4a017c8da8ab95682ccb390863780f7114dda0a0e0c55644c7c4");
@@ -205,7 +205,6 @@ static void test_rename_artifact(void **state)
 {
 	struct tenant *t = *state;
 	char reason[AUDIT_REASON_SIZE] = "";
-	struct entry_seen entry;
 	struct indexed row;
 
 	land_ok(t, "r1", "a.txt", "hello");
@@ -213,13 +212,9 @@ static void test_rename_artifact(void **state)
 	assert_int_equal(landing_rename_artifact(t->writer, "r1", "a.txt", "b.txt", true,
 						 reason), 0);
 	assert_false(tree_exists(t->root, run_rel(TENANT, "r1", "a.txt").path));
-	assert_file(t, TENANT, "r1", "b.txt", "hello");
+	assert_run_file(t, TENANT, "r1", "b.txt", "hello");
 	assert_false(entry_of(t, "r1", "a.txt").found);
-	entry = entry_of(t, "r1", "b.txt");
-	assert_true(entry.found);
-	assert_int_equal(entry.entries, 2);
-	assert_string_equal(entry.agent_id, "agent-1");
-	assert_int_equal(entry.size, 5);
+	assert_entry(t, "r1", "b.txt", "agent-1", 5, 2);
 	/* The recorded SHA-256 goes with the bytes. */
 	row = indexed_file(t, "r1", "b.txt");
 	assert_string_equal(row.sha256, HELLO_SHA256);
@@ -228,13 +223,11 @@ static void test_rename_artifact(void **state)
 	/* no_replace keeps an existing name; without it, the file and entry are replaced. */
 	assert_int_equal(landing_rename_artifact(t->writer, "r1", "b.txt", "c.txt", true,
 						 reason), -EEXIST);
-	assert_file(t, TENANT, "r1", "c.txt", "other");
+	assert_run_file(t, TENANT, "r1", "c.txt", "other");
 	assert_int_equal(landing_rename_artifact(t->writer, "r1", "b.txt", "c.txt", false,
 						 reason), 0);
-	assert_file(t, TENANT, "r1", "c.txt", "hello");
-	entry = entry_of(t, "r1", "c.txt");
-	assert_int_equal(entry.entries, 1);
-	assert_int_equal(entry.size, 5);
+	assert_run_file(t, TENANT, "r1", "c.txt", "hello");
+	assert_entry(t, "r1", "c.txt", "agent-1", 5, 1);
 
 	assert_int_equal(landing_rename_artifact(t->writer, "r1", "missing", "d.txt", false,
 						 reason), -ENOENT);
@@ -260,12 +253,8 @@ static void test_recover_completes_a_landing(void **state)
 	assert_int_equal(writer_open(&t->view, &t->options, &next), 0);
 	assert_int_equal(landing_recover(next), 1);
 	writer_close(next);
-	entry = entry_of(t, "r1", "a.txt");
-	assert_true(entry.found);
-	assert_int_equal(entry.entries, 2);
-	assert_string_equal(entry.agent_id, "agent-9");
+	entry = assert_entry(t, "r1", "a.txt", "agent-9", 5, 2);
 	assert_string_equal(entry.generated_at, TEST_GENERATED_AT);
-	assert_int_equal(entry.size, 5);
 	row = indexed_file(t, "r1", "a.txt");
 	assert_true(row.found);
 	assert_string_equal(row.sha256, HELLO_SHA256);
@@ -289,7 +278,7 @@ static void test_recover_records_only_the_promised_bytes(void **state)
 	assert_false(entry_of(t, "r1", "a.txt").found);
 	assert_string_equal(indexed_file(t, "r1", "a.txt").sha256, "");
 	/* The file is not deleted, the dead instances are. */
-	assert_file(t, TENANT, "r1", "a.txt", "jello");
+	assert_run_file(t, TENANT, "r1", "a.txt", "jello");
 	assert_false(tree_exists(t->root, instance_rel("1.1").path));
 	assert_false(tree_exists(t->root, instance_rel("1.2").path));
 	assert_false(tree_exists(t->root, run_rel(TENANT, "gone", NULL).path));
@@ -325,7 +314,6 @@ static void test_recover_completes_a_rename(void **state)
 {
 	struct tenant *t = *state;
 	static const char intent[] = "{\"run\":\"r1\",\"name\":\"b.txt\",\"renamed_from\":\"a.txt\"}";
-	struct entry_seen entry;
 
 	land_ok(t, "r1", "a.txt", "hello");
 	/* A crash before the rename: nothing to finish. */
@@ -341,11 +329,7 @@ static void test_recover_completes_a_rename(void **state)
 	make_dead_instance(t, "3.2", intent);
 	assert_int_equal(landing_recover(t->writer), 1);
 	assert_false(entry_of(t, "r1", "a.txt").found);
-	entry = entry_of(t, "r1", "b.txt");
-	assert_true(entry.found);
-	assert_int_equal(entry.entries, 1);
-	assert_string_equal(entry.agent_id, "agent-1");
-	assert_int_equal(entry.size, 5);
+	assert_entry(t, "r1", "b.txt", "agent-1", 5, 1);
 	assert_true(indexed_file(t, "r1", "b.txt").found);
 	assert_false(tree_exists(t->root, instance_rel("3.2").path));
 }
@@ -360,9 +344,18 @@ static void test_migrate_legacy_run(void **state)
 
 	put_metadata(t->root, "artifacts/old", "old", entries, 1);
 	tree_put(t->root, "artifacts/old/a.txt", "hello");
-	assert_int_equal(landing_migrate_legacy(&t->view, "old", reason), 0);
+	/* Another tenant's area, without a run of that id. */
+	tree_mkdir(t->root, run_rel(OTHER_TENANT, "r1", NULL).path);
+	/* A dry run foresees the move and makes none. */
+	assert_int_equal(landing_migrate_legacy(&t->view, "old", true, reason), 0);
+	assert_true(tree_exists(t->root, "artifacts/old/a.txt"));
+	assert_false(tree_exists(t->root, run_rel(TENANT, "old", NULL).path));
+	assert_int_equal(index_get_run_owner(t->index, "old", &owner), -ENOENT);
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "old", NULL, 0), 0);
+
+	assert_int_equal(landing_migrate_legacy(&t->view, "old", false, reason), 0);
 	assert_false(tree_exists(t->root, "artifacts/old"));
-	assert_file(t, TENANT, "old", "a.txt", "hello");
+	assert_run_file(t, TENANT, "old", "a.txt", "hello");
 	assert_true(entry_of(t, "old", "a.txt").found);
 	assert_int_equal(index_get_run_owner(t->index, "old", &owner), 0);
 	assert_string_equal(owner, TENANT);
@@ -381,30 +374,33 @@ static void test_migrate_legacy_refusals(void **state)
 	/* The tenant has a run of that id. */
 	put_metadata(t->root, "artifacts/dup", "dup", NULL, 0);
 	tree_put(t->root, run_rel(TENANT, "dup", "mine.txt").path, "mine");
-	assert_int_equal(landing_migrate_legacy(&t->view, "dup", reason), -EEXIST);
+	assert_int_equal(landing_migrate_legacy(&t->view, "dup", true, reason), -EEXIST);
+	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "dup", NULL, EEXIST), 0);
+	assert_int_equal(landing_migrate_legacy(&t->view, "dup", false, reason), -EEXIST);
 	assert_true(strlen(reason) > 0);
 	assert_true(tree_exists(t->root, "artifacts/dup/metadata.json"));
-	assert_file(t, TENANT, "dup", "mine.txt", "mine");
+	assert_run_file(t, TENANT, "dup", "mine.txt", "mine");
 	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "dup", NULL, EEXIST), 1);
 
 	/* Another tenant owns the id in the index, or holds a run dir of it. */
 	reason[0] = '\0';
 	put_metadata(t->root, "artifacts/taken", "taken", NULL, 0);
 	assert_int_equal(index_claim_run(t->index, OTHER_TENANT, "taken"), 0);
-	assert_int_equal(landing_migrate_legacy(&t->view, "taken", reason), -EACCES);
+	assert_int_equal(landing_migrate_legacy(&t->view, "taken", true, reason), -EACCES);
+	assert_int_equal(landing_migrate_legacy(&t->view, "taken", false, reason), -EACCES);
 	assert_true(strlen(reason) > 0);
 	assert_true(tree_exists(t->root, "artifacts/taken/metadata.json"));
 	assert_false(tree_exists(t->root, run_rel(TENANT, "taken", NULL).path));
 	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "taken", NULL, EACCES), 1);
 	put_metadata(t->root, "artifacts/held", "held", NULL, 0);
 	tree_mkdir(t->root, run_rel(OTHER_TENANT, "held", NULL).path);
-	assert_int_equal(landing_migrate_legacy(&t->view, "held", reason), -EACCES);
+	assert_int_equal(landing_migrate_legacy(&t->view, "held", false, reason), -EACCES);
 	assert_true(tree_exists(t->root, "artifacts/held/metadata.json"));
 
 	/* No legacy run of that id: a missing one, a tenant's area, a bad id. */
-	assert_int_equal(landing_migrate_legacy(&t->view, "nothing", reason), -ENOENT);
-	assert_int_equal(landing_migrate_legacy(&t->view, TENANT, reason), -ENOENT);
-	assert_int_equal(landing_migrate_legacy(&t->view, "..", reason), -ENOENT);
+	assert_int_equal(landing_migrate_legacy(&t->view, "nothing", false, reason), -ENOENT);
+	assert_int_equal(landing_migrate_legacy(&t->view, TENANT, false, reason), -ENOENT);
+	assert_int_equal(landing_migrate_legacy(&t->view, "..", false, reason), -ENOENT);
 	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "nothing", NULL, ENOENT), 0);
 }
 

@@ -6,8 +6,6 @@
  */
 #include "test_tenant.h"
 
-#include <signal.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 
 /* Ids that name no directory of the layout: each would make another path. */
@@ -16,6 +14,7 @@ static const char *const bad_ids[] = { "..", ".", "", "a/b", "../bob", "a\nb" };
 static void test_invalid_ids_are_refused(void **state)
 {
 	struct tenant *t = *state;
+	int fd;
 
 	/* Directories those ids would reach if they were used as they are. */
 	tree_mkdir(t->root, "artifacts/a/b/metadata.json");
@@ -34,7 +33,7 @@ static void test_invalid_ids_are_refused(void **state)
 		assert_int_equal(store_make_run(&t->store, TENANT, id), -EINVAL);
 	}
 	/* The same calls with valid ids do open. */
-	int fd = store_open_run(&t->store, TENANT, "r1", O_PATH);
+	fd = store_open_run(&t->store, TENANT, "r1", O_PATH);
 	assert_true(fd >= 0);
 	close(fd);
 }
@@ -126,7 +125,10 @@ static void test_open_regular_refuses_fifo_and_symlink(void **state)
 	run_fd = store_open_run(&t->store, TENANT, "r1", O_PATH);
 	assert_true(run_fd >= 0);
 
-	/* Opening the FIFO for reading would block until a writer came: never done. */
+	/*
+	 * Opening the FIFO for reading would block until a writer came: never
+	 * done (the alarm ends the program if it is).
+	 */
 	alarm(10);
 	assert_int_equal(store_open_regular(run_fd, "pipe", O_RDONLY, &st), -EINVAL);
 	assert_int_equal(store_read_file(run_fd, "pipe", 100, &buf, &len, &st), -EINVAL);
@@ -306,6 +308,30 @@ static void test_remove_tree_follows_no_symlink(void **state)
 }
 
 /*
+ * BUG (src/core/store.c, for_each_directory()): when the directory exists
+ * but holds nothing to walk (an empty tenant area; an artifacts/ of
+ * legacy runs only), it calls qsort(NULL, 0, ...), undefined behaviour
+ * that UBSan reports ("null pointer passed as argument 1, which is
+ * declared to never be null") and, with halt_on_error=1 as these tests
+ * run, aborts on.  landing_migrate_legacy() reaches it through
+ * find_foreign_run() in a store that holds only legacy runs.  Left
+ * failing; last in the list, since the abort ends the program.
+ */
+static void test_walk_with_nothing_to_walk(void **state)
+{
+	struct tenant *t = *state;
+	struct walk w = { 0 };
+
+	put_metadata(t->root, "artifacts/legacy", "legacy", NULL, 0);
+	tree_put(t->root, "artifacts/file", "not a tenant");
+	assert_int_equal(store_for_each_tenant(&t->store, collect, &w), 0);
+	assert_int_equal(w.count, 0);
+	tree_put(t->root, "artifacts/alice/file.txt", "not a run");
+	assert_int_equal(store_for_each_run(&t->store, TENANT, collect, &w), 0);
+	assert_int_equal(w.count, 0);
+}
+
+/*
  * Copies src with store_copy_range(), up to limit, into a new file of the
  * store: the first expected bytes of data must land, and be reported.
  */
@@ -402,6 +428,8 @@ int main(void)
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_range_from_another_file_system,
 						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_walk_with_nothing_to_walk, tenant_setup,
+						tenant_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

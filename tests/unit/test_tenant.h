@@ -77,6 +77,17 @@ static inline struct tree_rel run_rel(const char *client, const char *run, const
 		      tree_rel("%s/%s/%s", STORE_ARTIFACTS_DIR, client, run);
 }
 
+/* client's run/name holds exactly content. */
+static inline void assert_run_file(struct tenant *t, const char *client, const char *run,
+				   const char *name, const char *content)
+{
+	char *text = tree_read(t->root, run_rel(client, run, name).path);
+
+	assert_non_null(text);
+	assert_string_equal(text, content);
+	free(text);
+}
+
 /* One metadata.json entry: a file name and the size it claims. */
 struct test_entry {
 	const char *name;
@@ -220,7 +231,7 @@ static inline struct indexed indexed_file(struct tenant *t, const char *run, con
 	return out;
 }
 
-/* Which audit rows to count; NULL run, file or reason match only a row without one. */
+/* Which audit rows to count; a NULL run or file matches only a row without one. */
 struct audit_query {
 	enum index_action action;
 	const char *run, *file;
