@@ -139,7 +139,8 @@ int store_write_all(int fd, const void *buf, size_t len);
 
 /*
  * Copies src into dst from offset 0, up to limit bytes or src's end, in
- * the kernel (copy_file_range: reflinks where the file system can).
+ * the kernel (copy_file_range: reflinks where the file system can), or by
+ * reading and writing where it cannot (from another file system type).
  * Returns 0 with *copied set, or -errno.
  */
 int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied);

@@ -327,6 +327,7 @@ struct repair {
 	size_t count;
 	struct view_file_list files;	/* every regular file of the run */
 	unsigned int flags;
+	bool rebuilt;		/* metadata.json is being rebuilt: write it, entries or not */
 };
 
 static void repair_release(struct repair *r)
@@ -423,7 +424,7 @@ static const struct index_file *find_file(const struct repair *r, const char *na
 static int repair_entries(struct meta_run *meta, const void *ctx)
 {
 	const struct repair *r = ctx;
-	bool changed = meta->n_duplicates > 0;
+	bool changed = meta->n_duplicates > 0 || r->rebuilt;
 
 	if (!meta->run_id)
 		return 1;	/* metadata.json went meanwhile: not ours to make up */
@@ -641,7 +642,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 		again = METAFILE_SETTLE_MS / 4;
 	if (ret == -EBADMSG && (flags & CHECK_REPAIR_ALL)) {
 		ret = rebuild_metadata(w, run, run_fd, &meta, reason);
-		rebuilt = ret == 0;
+		rebuilt = r.rebuilt = ret == 0;
 		if (ret < 0) {
 			result->error = ret;
 			audit_record(w->view, INDEX_ACTION_REPAIR, run, NULL, -1, NULL, -ret, reason);

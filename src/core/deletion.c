@@ -37,15 +37,21 @@ int deletion_delete_file(struct writer *w, const char *run, const char *name)
 	char reason[AUDIT_REASON_SIZE] = "";
 	struct metafile_version version;
 	struct meta_run meta = { 0 };
+	bool dropped = false;
 	int run_fd, ret = 0;
 
+	/* One name in the run: whatever the caller checked, never a path. */
+	if (strcmp(name, NAMES_METADATA_FILE) != 0 && names_check_upload(name, NULL) < 0)
+		return -ENOENT;
 	run_fd = lock_run(w, run);
 	if (run_fd < 0)
 		return run_fd;
 	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
 		ret = metaedit_read(run_fd, &meta, &version, reason);
+		dropped = ret == 0 && meta_find_artifact(&meta, name);
 		if (ret == 0)
 			ret = metaedit_apply(w, run_fd, &meta, &version, drop_entry, name, reason);
+		dropped &= ret == 0;
 		if (ret == -EIO)
 			/* The file was asked to go; the metadata is not ours to fix. */
 			log_warning("client %s run %s file %s: deleting the file, leaving its "
@@ -53,11 +59,13 @@ int deletion_delete_file(struct writer *w, const char *run, const char *name)
 		if (ret == -ENOMEM || (ret < 0 && ret != -ENOENT && ret != -EIO))
 			goto out;
 	}
-	if (unlinkat(run_fd, name, 0) < 0) {
+	ret = 0;
+	if (unlinkat(run_fd, name, 0) < 0 && !(errno == ENOENT && dropped)) {
 		ret = -errno;
 		snprintf(reason, AUDIT_REASON_SIZE, "cannot remove the file: %s", strerror(-ret));
 		goto out;
 	}
+	/* With the file gone already, the entry that went is the change. */
 	ret = fsync(run_fd) < 0 ? -errno : 0;
 out:
 	flock(run_fd, LOCK_UN);

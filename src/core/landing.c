@@ -315,6 +315,11 @@ int landing_land_file(struct writer *w, int staged_dir, const char *staged_name,
 	char intent[64] = "";
 	int run_fd = -1, ret;
 
+	/* One name in the run: whatever the caller checked, never a path. */
+	if (names_check_artifact(l->name, NULL) < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "invalid file name");
+		return -EINVAL;
+	}
 	ret = landing_check_run(w, l->run);
 	run_fd = ret == 0 ? store_open_run(w->view->store, w->view->client, l->run, O_PATH) : -1;
 	if (run_fd >= 0)
@@ -502,6 +507,10 @@ int landing_rename_artifact(struct writer *w, const char *run, const char *from,
 	struct stat st;
 	int run_fd, ret;
 
+	if (names_check_artifact(from, NULL) < 0 || names_check_artifact(to, NULL) < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "invalid file name");
+		return -EINVAL;
+	}
 	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
 	if (run_fd < 0) {
 		snprintf(reason, AUDIT_REASON_SIZE, "no such run");

@@ -179,7 +179,7 @@ static int for_each_directory(const struct store *store, int dir_fd,
 		count++;
 	}
 	closedir(dir);
-	if (ret == 0)
+	if (ret == 0 && count > 1)
 		qsort(names, count, sizeof(*names), compare_names);
 	for (size_t i = 0; ret == 0 && i < count; i++)
 		ret = fn(ctx, names[i]);
@@ -411,7 +411,12 @@ int store_open_regular(int dirfd, const char *name, int flags, struct stat *st)
 	path_fd = store_open_beneath(dirfd, name, O_PATH | O_NOFOLLOW, 0);
 	if (path_fd < 0)
 		return path_fd;
-	if (fstat(path_fd, st) < 0 || !S_ISREG(st->st_mode)) {
+	if (fstat(path_fd, st) < 0) {
+		fd = -errno;
+		close(path_fd);
+		return fd;
+	}
+	if (!S_ISREG(st->st_mode)) {
 		fd = S_ISLNK(st->st_mode) ? -ELOOP : -EINVAL;
 		close(path_fd);
 		return fd;
@@ -564,6 +569,48 @@ out:
 	return path;
 }
 
+/*
+ * store_copy_range() where copy_file_range() cannot work: across file
+ * systems of different types (EXDEV), or where it is not supported.
+ */
+static int copy_by_reading(int src, int dst, off_t in, off_t out, uint64_t limit,
+			   uint64_t *copied)
+{
+	static const size_t chunk = 1 << 20;
+	char *buf = malloc(chunk);
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while ((uint64_t)in < limit) {
+		uint64_t left = limit - (uint64_t)in;
+		ssize_t n = pread(src, buf, left < chunk ? (size_t)left : chunk, in);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : 0;
+			break;	/* n == 0: the source shrank */
+		}
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(dst, buf + done, (size_t)(n - done), out);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				ret = -errno;
+				goto out;
+			}
+			done += w;
+			out += w;
+		}
+		in += n;
+	}
+out:
+	free(buf);
+	*copied = (uint64_t)out;
+	return ret;
+}
+
 int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied)
 {
 	off_t in = 0, out = 0;
@@ -572,6 +619,9 @@ int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied)
 		uint64_t left = limit - (uint64_t)in;
 		ssize_t n = copy_file_range(src, &in, dst, &out,
 					    left > SSIZE_MAX ? SSIZE_MAX : (size_t)left, 0);
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
+			      errno == ENOSYS))
+			return copy_by_reading(src, dst, in, out, limit, copied);
 		if (n < 0)
 			return -errno;
 		if (n == 0)

@@ -251,6 +251,13 @@ def test_promote_and_audit(defects, tmp_path):
     assert {n: e["agent_id"] for n, e in entries_by_name(meta).items()} == \
         {"notes.md": "ops", "data.csv": "ops"}
     assert all(os.stat(run / f.name).st_mode & 0o777 == 0o644 for f in files)
+    shm = Path("/dev/shm") / f"artifactctl-{os.getpid()}.txt"     # another file system
+    shm.write_bytes(b"from tmpfs\n")
+    try:
+        ctl(defects, "promote", "--client", BOB, "--run", "r-cli", shm)
+    finally:
+        shm.unlink()
+    assert (run / shm.name).read_bytes() == b"from tmpfs\n"
     assert not os.listdir(defects.root / ".artifactfs" / "staging" / BOB), "no staging left"
 
     bad = tmp_path / ".hidden"

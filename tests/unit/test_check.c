@@ -481,13 +481,10 @@ static void test_repair_rebuilds_unparsable_metadata(void **state)
 }
 
 /*
- * BUG (src/core/check.c, repair_entries() as check_repair_run() applies
- * it after rebuild_metadata()): the rebuilt metadata.json of a run with
- * no data file has no entry to add, so repair_entries() returns 1
- * ("nothing to write") and metaedit_apply() writes nothing; yet
- * check_repair_run() sets result->rebuilt and audits the run as rebuilt.
- * The broken file stays, and every repair keeps one more copy of it.
- * Left failing.
+ * The rebuilt metadata.json of a run with no data file has no entry to
+ * add, yet it must be written (it once was not, while the run was
+ * audited as rebuilt and every repair kept one more copy of the broken
+ * file).
  */
 static void test_repair_rebuilds_unparsable_metadata_of_an_empty_run(void **state)
 {

@@ -308,14 +308,10 @@ static void test_remove_tree_follows_no_symlink(void **state)
 }
 
 /*
- * BUG (src/core/store.c, for_each_directory()): when the directory exists
- * but holds nothing to walk (an empty tenant area; an artifacts/ of
- * legacy runs only), it calls qsort(NULL, 0, ...), undefined behaviour
- * that UBSan reports ("null pointer passed as argument 1, which is
- * declared to never be null") and, with halt_on_error=1 as these tests
- * run, aborts on.  landing_migrate_legacy() reaches it through
- * find_foreign_run() in a store that holds only legacy runs.  Left
- * failing; last in the list, since the abort ends the program.
+ * A directory with nothing to walk (an empty tenant area; an artifacts/
+ * of legacy runs only, as landing_migrate_legacy() walks it) calls fn
+ * never and is no error (it once passed NULL to qsort(), which UBSan
+ * aborts on).  Last in the list, as an abort would end the program.
  */
 static void test_walk_with_nothing_to_walk(void **state)
 {
@@ -385,13 +381,10 @@ static void test_copy_range_copies_and_reports_size(void **state)
 }
 
 /*
- * BUG (src/core/store.c, store_copy_range()): copy_file_range() between
- * two file systems of different types fails with EXDEV (Linux >= 5.19),
- * and store_copy_range() has no read/write fallback, so
- * landing_stage_copy() (artifactctl promote of a file outside the store's
- * file system, e.g. on a tmpfs /tmp) fails with "Invalid cross-device
- * link".  Left failing where the test directory is not on a tmpfs; a
- * memfd is always on the kernel's internal tmpfs.
+ * copy_file_range() between file systems of different types fails with
+ * EXDEV (Linux >= 5.19): store_copy_range() then reads and writes, so
+ * artifactctl promote copies a file from a tmpfs /tmp.  A memfd is always
+ * on the kernel's internal tmpfs.
  */
 static void test_copy_range_from_another_file_system(void **state)
 {
