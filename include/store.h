@@ -160,6 +160,8 @@ void store_lock(int fd, int operation);
 
 /* The index's file in STORE_PRIVATE_DIR unless another is given. */
 #define STORE_INDEX_FILE "index.db"
+/* The key of the inode numbers shown (ino_cipher.h), in STORE_PRIVATE_DIR. */
+#define STORE_INODE_KEY_FILE "inode-key"
 
 /*
  * Resolves the index path (given, or NULL for the store's default) to an

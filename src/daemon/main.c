@@ -28,8 +28,6 @@
 #include "view.h"
 #include "watch.h"
 
-#define INODE_KEY_FILE "inode-key"
-
 /* Undoes mountinfo's octal escapes (\040 for a space) in place. */
 static void unescape_mountinfo(char *field)
 {
@@ -177,7 +175,7 @@ int main(int argc, char *argv[])
 		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
-	if (store_load_key(&store, INODE_KEY_FILE, inode_key, sizeof(inode_key)) < 0)
+	if (store_load_key(&store, STORE_INODE_KEY_FILE, inode_key, sizeof(inode_key)) < 0)
 		goto out;
 	ino_cipher_init(&fs.ino_cipher, inode_key);
 	pthread_mutex_init(&fs.open_lock, NULL);
