@@ -8,7 +8,7 @@
  * one, fold duplicate entries, and with CHECK_REPAIR_ALL also drop
  * entries whose file is gone, correct size_bytes from the file, and
  * rebuild a metadata.json that is unparsable (the broken one is kept as
- * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<seconds>).  Every repair is audited
+ * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<s>.<ns>).  Every repair is audited
  * (action "repair") and logged.
  */
 #ifndef ARTIFACTFS_CHECK_H
@@ -69,7 +69,8 @@ const char *check_kind_name(enum check_kind kind);
  * repairable (a repair leaves such a file alone).  Files with names no
  * artifact may have (names_check_artifact(): dot-files, temporaries) are
  * not artifacts and not checked; a run dir named like promote/ is not a
- * run.  Returns 0 (also when the run is gone), -ENOMEM, -EIO (the index).
+ * run.  Returns 0 (also when the run is gone), -ENOMEM, -EIO (the
+ * index), or the -errno of opening the run dir (-EACCES).
  */
 int check_run(struct view *view, const char *run, unsigned int flags,
 	      struct check_report *report);

@@ -77,9 +77,10 @@ int landing_stage_copy(struct writer *writer, int src, uint64_t limit, char *sta
  * replaces nothing, durably, under the run's lock; the tenant then owns
  * the run id in the index, and its rows are indexed.  Refuses when the
  * tenant has a run of that id (-EEXIST) or another tenant owns or holds
- * it (-EACCES).  With dry_run, only checks, and audits nothing.  Returns
- * 0, -ENOENT (no such legacy run), -EEXIST, -EACCES, -errno with reason
- * set.  Audited (action "repair").
+ * it (-EACCES), or when run is not a run id of a view (-EINVAL:
+ * promote).  With dry_run, only checks, and audits nothing.  Returns 0,
+ * -ENOENT (no such legacy run), -EEXIST, -EACCES, -EINVAL, -errno with
+ * reason set.  Audited (action "repair").
  */
 int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, char *reason);
 

@@ -51,7 +51,7 @@ struct metafile_version {
  * Returns 0 (it follows the schema); -EINVAL (it parses but breaks the
  * schema: *meta holds what could be read); -ENOENT (no metadata.json:
  * version->present is false); -EAGAIN (see above); -EBADMSG (it does not
- * parse and has stood still: broken); -EFBIG (over META_MAX_BYTES);
+ * parse and has stood still, or is not a regular file: broken); -EFBIG (over META_MAX_BYTES);
  * -ENOMEM; or the -errno of reading it.  For -EINVAL, -EAGAIN, -EBADMSG
  * and -EFBIG a one-line reason goes to problem (may be NULL).
  * *meta must be released with meta_run_release() after every return.

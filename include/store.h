@@ -62,8 +62,8 @@ int store_open_session_output(const struct store *store, const char *run, int fl
 /*
  * Calls fn for each tenant area of the store (a directory
  * artifacts/<client>/ with a valid id that is not a legacy run), each
- * legacy run, or each run dir of client (a directory with a valid id), in
- * name order.  The names are read first, so fn may change the directory.
+ * legacy run, or each run dir of client (a directory whose name passes
+ * names_check_run(): promote/ is never a run), in name order.  The names are read first, so fn may change the directory.
  * Symlinks and other files are skipped.  Returns 0 (also when there is
  * nothing), the first non-zero value fn returned, or -errno.
  */

@@ -75,7 +75,11 @@ struct writer {
 int writer_open(struct view *view, const struct promote_options *options,
 		struct writer **out);
 
-/* Removes the staging instance and frees the writer.  NULL is a no-op. */
+/*
+ * Removes the staging instance and frees the writer; an instance that
+ * still holds intents (landings whose entry a failure left unwritten) is
+ * kept, with a warning, for landing_recover().  NULL is a no-op.
+ */
 void writer_close(struct writer *writer);
 
 /* A name for a new file in work/: "<prefix>.<serial>". */

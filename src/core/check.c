@@ -176,25 +176,12 @@ static int check_hashes(struct view *view, const char *run, int run_fd,
 }
 
 /*
- * Lists the run's artifacts: its regular files whose names an artifact
- * may have (a dot-file or another temporary is not one).
+ * Whether a file of the run is an artifact: a name an artifact may have
+ * (a dot-file or another temporary is not one, and gets no entry).
  */
-static int list_artifacts(int run_fd, struct view_file_list *files)
+static bool is_artifact(const struct index_file *file)
 {
-	size_t kept = 0;
-	int ret = view_list_run_files(run_fd, files);
-
-	for (size_t i = 0; i < files->count; i++) {
-		struct index_file *f = &files->files[i];
-
-		if (names_check_artifact(f->filename, NULL) < 0) {
-			free((char *)f->filename);
-			continue;
-		}
-		files->files[kept++] = *f;
-	}
-	files->count = kept;
-	return ret;
+	return names_check_artifact(file->filename, NULL) == 0;
 }
 
 /* Compares the run's files with its parsed metadata; flags: CHECK_KIND_UNREPAIRED. */
@@ -205,12 +192,14 @@ static int check_entries(struct view *view, const char *run, int run_fd,
 	struct view_file_list files = { 0 };
 	int ret;
 
-	ret = list_artifacts(run_fd, &files);
-	report->files += files.count;
+	ret = view_list_run_files(run_fd, &files);
 	for (size_t i = 0; ret == 0 && i < files.count; i++) {
 		const struct index_file *f = &files.files[i];
 		const struct meta_artifact *entry = meta_find_artifact(meta, f->filename);
 
+		if (!is_artifact(f))
+			continue;
+		report->files++;
 		if (!entry)
 			ret = add_problem(report, CHECK_MISSING_ENTRY | flags, view->client, run,
 					  f->filename, "file of %lld bytes has no entry in "
@@ -276,12 +265,15 @@ int check_run(struct view *view, const char *run, unsigned int flags,
 		break;
 	case -ENOENT: {
 		struct view_file_list files = { 0 };
+		size_t artifacts = 0;
 
-		ret = list_artifacts(run_fd, &files);
-		if (ret == 0 && files.count)
+		ret = view_list_run_files(run_fd, &files);
+		for (size_t i = 0; i < files.count; i++)
+			artifacts += is_artifact(&files.files[i]);
+		if (ret == 0 && artifacts)
 			ret = add_problem(report, CHECK_NO_METADATA, view->client, run, NULL,
-					  "%zu files and no metadata.json", files.count);
-		report->files += files.count;
+					  "%zu files and no metadata.json", artifacts);
+		report->files += artifacts;
 		view_file_list_release(&files);
 		break;
 	}
@@ -386,7 +378,7 @@ static int find_orphans(struct writer *w, const char *run, int run_fd,
 	int ret;
 
 	*changed_ns = version->ctime_ns;
-	ret = list_artifacts(run_fd, &r->files);
+	ret = view_list_run_files(run_fd, &r->files);
 	for (size_t i = 0; ret == 0 && i < r->files.count; i++) {
 		const struct index_file *file = &r->files.files[i];
 		struct stat st;
@@ -394,7 +386,7 @@ static int find_orphans(struct writer *w, const char *run, int run_fd,
 		if (fstatat(run_fd, file->filename, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    store_time_ns(&st.st_ctim) > *changed_ns)
 			*changed_ns = store_time_ns(&st.st_ctim);
-		if (meta_find_artifact(meta, file->filename))
+		if (!is_artifact(file) || meta_find_artifact(meta, file->filename))
 			continue;
 		if (r->count % 16 == 0) {
 			struct orphan *grown = realloc(r->orphans, (r->count + 16) * sizeof(*grown));
@@ -536,7 +528,7 @@ static int copy_sizes(const struct meta_run *meta, struct meta_run *copy)
 
 /*
  * Keeps a copy of the run's broken metadata.json as
- * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<seconds>: a
+ * STORE/.artifactfs/repairs/<client>/<run>.metadata.json.<s>.<ns>: a
  * copy, not a link (a new link would change the file's ctime, its
  * version), and not in the run, where the tenant would see it.
  */
@@ -556,17 +548,19 @@ static int keep_broken_metadata(struct writer *w, const char *run, int run_fd, c
 		dir_fd = next;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(kept, sizeof(kept), "%s.%s.%lld", run, NAMES_METADATA_FILE,
-		 (long long)now.tv_sec);
+	snprintf(kept, sizeof(kept), "%s.%s.%lld.%09ld", run, NAMES_METADATA_FILE,
+		 (long long)now.tv_sec, now.tv_nsec);
 	broken = store_open_regular(run_fd, NAMES_METADATA_FILE, O_RDONLY, &st);
 	if (dir_fd >= 0 && broken >= 0)
-		copy = openat(dir_fd, kept, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		copy = openat(dir_fd, kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (copy < 0 || store_copy_range(broken, copy, UINT64_MAX, &copied) < 0 ||
 	    fsync(copy) < 0 || fsync(dir_fd) < 0) {
 		ret = -EIO;
 		snprintf(reason, AUDIT_REASON_SIZE, "cannot keep a copy of the broken "
 			 "metadata.json in %s/%s/%s", STORE_PRIVATE_DIR, CHECK_KEPT_DIR,
 			 w->view->client);
+		if (copy >= 0)
+			unlinkat(dir_fd, kept, 0);	/* no partial copy left behind */
 	}
 	if (copy >= 0)
 		close(copy);
@@ -633,6 +627,8 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 
 	if (!result)
 		result = &ignored;
+	if (names_check_run(run, NULL) < 0)
+		return 0;	/* promote/: never a run of the view */
 	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
 	if (run_fd < 0)
 		return 0;

@@ -132,6 +132,9 @@ int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
 	}
 	if (flags & DELETION_ONLY_EXPIRED) {
 		ret = has_expired(run_fd);
+		if (ret < 0)
+			snprintf(reason, AUDIT_REASON_SIZE, "cannot read metadata.json to check "
+				 "that the run expired: %s", strerror(-ret));
 		if (ret <= 0) {
 			ret = ret == 0 ? -ESTALE : ret;
 			goto out;

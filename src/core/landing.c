@@ -414,6 +414,11 @@ int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, cha
 	char *owner = NULL;
 	char done[AUDIT_REASON_SIZE];
 
+	if (names_check_run(run, NULL) < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "a run may not be named %s: the view "
+			 "would never show it", run);
+		return -EINVAL;
+	}
 	legacy_fd = store_open_legacy_run(view->store, run, O_RDONLY);
 	if (legacy_fd < 0) {
 		snprintf(reason, AUDIT_REASON_SIZE, "no legacy run of that id");

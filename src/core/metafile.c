@@ -75,6 +75,11 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 		ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
 		if (ret == -EFBIG && problem)
 			snprintf(problem, problem_size, "it is larger than %u bytes", META_MAX_BYTES);
+		/* A directory or a FIFO of that name is broken, not a file to parse. */
+		if ((ret == -EINVAL || ret == -ELOOP) && problem)
+			snprintf(problem, problem_size, "it is not a regular file");
+		if (ret == -EINVAL || ret == -ELOOP)
+			return -EBADMSG;
 		if (ret < 0)
 			return ret;
 		set_version(version, &st);

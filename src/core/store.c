@@ -217,11 +217,16 @@ int store_for_each_legacy_run(const struct store *store,
 				  fn, ctx);
 }
 
+static bool is_reserved(const struct store *store, const char *name)
+{
+	return names_check_run(name, NULL) < 0;
+}
+
 int store_for_each_run(const struct store *store, const char *client,
 		       int (*fn)(void *ctx, const char *run), void *ctx)
 {
-	return for_each_directory(store, store_open_tenant(store, client, O_RDONLY), NULL,
-				  fn, ctx);
+	return for_each_directory(store, store_open_tenant(store, client, O_RDONLY),
+				  is_reserved, fn, ctx);
 }
 
 /* Makes the directory name in fd unless it exists, durably.  Returns its fd or -errno. */

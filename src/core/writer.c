@@ -1,6 +1,7 @@
 /*
  * writer.c - staging instances and the metadata cache of struct writer.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -89,14 +90,39 @@ int writer_open(struct view *view, const struct promote_options *options,
 	return 0;
 }
 
+/* How many intents work/ still holds: landings a failure left for recovery. */
+static unsigned int count_intents(int work_fd)
+{
+	unsigned int count = 0;
+	struct dirent *entry;
+	DIR *dir;
+
+	if (work_fd < 0 || store_open_dir(work_fd, &dir) < 0)
+		return 0;
+	while ((entry = readdir(dir)))
+		count += strncmp(entry->d_name, "intent.", 7) == 0;
+	closedir(dir);
+	return count;
+}
+
 void writer_close(struct writer *w)
 {
+	unsigned int intents;
 	int staging_fd;
 
 	if (!w)
 		return;
 	for (size_t i = 0; i < WRITER_CACHED_RUNS; i++)
 		meta_run_release(&w->cache[i].meta);
+	/*
+	 * An intent left means a file landed whose entry could not be written:
+	 * the instance stays, unlocked once closed, for landing_recover().
+	 */
+	intents = count_intents(w->work_fd);
+	if (intents)
+		log_warning("client %s: leaving staging instance %s with %u unfinished "
+			    "landings for recovery (next mount or artifactctl repair)",
+			    w->view->client, w->instance, intents);
 	if (w->runs_fd >= 0)
 		close(w->runs_fd);
 	if (w->requests_fd >= 0)
@@ -109,7 +135,7 @@ void writer_close(struct writer *w)
 	if (staging_fd >= 0) {
 		int tenant_fd = store_open_beneath(staging_fd, w->view->client,
 						   O_RDONLY | O_DIRECTORY, 0);
-		if (tenant_fd >= 0 && w->instance[0] && w->instance_fd >= 0)
+		if (tenant_fd >= 0 && w->instance[0] && w->instance_fd >= 0 && !intents)
 			store_remove_tree(tenant_fd, w->instance);
 		if (tenant_fd >= 0)
 			close(tenant_fd);

@@ -262,10 +262,14 @@ def test_promote_and_audit(defects, tmp_path):
 
     bad = tmp_path / ".hidden"
     bad.write_bytes(b"x")
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
     doc = ctl(defects, "promote", "--client", ALICE, "--run", "r-cli", bad, files[0],
               expect=EXIT_PROBLEMS)
     assert [p["result"] for p in doc["promoted"]] == ["EINVAL", "EACCES"], \
         "a bad name, and a run bob owns"
+    doc = ctl(defects, "promote", "--client", BOB, "--run", "r-cli", fifo, expect=EXIT_PROBLEMS)
+    assert [p["result"] for p in doc["promoted"]] == ["EINVAL"], "a FIFO is refused, not waited on"
 
     rows = ctl(defects, "audit", "--since", "0")["audit"]
     assert {(r["client"], r["file"], r["result"]) for r in rows} >= {

@@ -160,11 +160,23 @@ static void test_missing_entry(void **state)
 
 static void test_missing_file(void **state)
 {
+	struct tenant *t = *state;
+	struct check_repair_result result = { 0 };
+	struct meta_run meta = { 0 };
 	static const struct test_entry entries[] = {
-		{ "a.txt", 5 }, { "b.txt", 3 }, { "c.txt", 4 }, { "gone.txt", 7 },
+		{ "a.txt", 5 }, { "b.txt", 3 }, { "c.txt", 4 }, { "gone.txt", 7 }, { ".env", 3 },
 	};
 
-	assert_one_problem(*state, entries, 4, CHECK_MISSING_FILE, "gone.txt");
+	/* A dot-file the kernel-server gave an entry is no artifact, but it is there. */
+	tree_put(t->root, run_rel(TENANT, "r1", ".env").path, "k=v");
+	assert_one_problem(t, entries, 5, CHECK_MISSING_FILE, "gone.txt");
+	check_repair_run(t->writer, "r1", 0, CHECK_REPAIR_ALL, &result);
+	assert_int_equal(result.dropped, 1);
+	assert_int_equal(read_metadata(t, TENANT, "r1", &meta), 0);
+	assert_int_equal(meta.n_artifacts, 4);
+	assert_non_null(meta_find_artifact(&meta, ".env"));
+	meta_run_release(&meta);
+	assert_int_equal(check(t, "r1", 0).total, 0);
 }
 
 static void test_duplicate_entry(void **state)

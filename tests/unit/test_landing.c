@@ -334,6 +334,30 @@ static void test_recover_completes_a_rename(void **state)
 	assert_false(tree_exists(t->root, instance_rel("3.2").path));
 }
 
+/*
+ * A writer closed with an intent still in work/ (a landing whose entry a
+ * failure left unwritten) keeps its instance, so that the next writer
+ * finishes the landing instead of losing its promised entry.
+ */
+static void test_close_keeps_unfinished_landings(void **state)
+{
+	struct tenant *t = *state;
+	struct writer *first;
+	char instance[sizeof(first->instance)];
+
+	land_ok(t, "r1", "b.txt", "other");
+	assert_int_equal(writer_open(&t->view, &t->options, &first), 0);
+	snprintf(instance, sizeof(instance), "%s", first->instance);
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "hello");
+	make_dead_instance(t, instance, intent_json("r1", "a.txt", HELLO_SHA256, 5).path);
+	writer_close(first);
+	assert_true(tree_exists(t->root, instance_rel(instance).path));
+
+	assert_int_equal(landing_recover(t->writer), 1);
+	assert_entry(t, "r1", "a.txt", "agent-9", 5, 2);
+	assert_false(tree_exists(t->root, instance_rel(instance).path));
+}
+
 static void test_migrate_legacy_run(void **state)
 {
 	struct tenant *t = *state;
@@ -397,10 +421,14 @@ static void test_migrate_legacy_refusals(void **state)
 	assert_int_equal(landing_migrate_legacy(&t->view, "held", false, reason), -EACCES);
 	assert_true(tree_exists(t->root, "artifacts/held/metadata.json"));
 
-	/* No legacy run of that id: a missing one, a tenant's area, a bad id. */
+	/* No legacy run of that id: a missing one, a tenant's area. */
 	assert_int_equal(landing_migrate_legacy(&t->view, "nothing", false, reason), -ENOENT);
 	assert_int_equal(landing_migrate_legacy(&t->view, TENANT, false, reason), -ENOENT);
-	assert_int_equal(landing_migrate_legacy(&t->view, "..", false, reason), -ENOENT);
+	/* Not a run id of a view: a bad id, and promote, which no view would show. */
+	assert_int_equal(landing_migrate_legacy(&t->view, "..", false, reason), -EINVAL);
+	put_metadata(t->root, "artifacts/promote", "promote", NULL, 0);
+	assert_int_equal(landing_migrate_legacy(&t->view, "promote", false, reason), -EINVAL);
+	assert_true(tree_exists(t->root, "artifacts/promote/metadata.json"));
 	assert_int_equal(count_audit(t, INDEX_ACTION_REPAIR, "nothing", NULL, ENOENT), 0);
 }
 
@@ -422,6 +450,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recover_leaves_a_live_instance_alone,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_completes_a_rename, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_close_keeps_unfinished_landings, tenant_setup,
 						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_legacy_run, tenant_setup,
 						tenant_teardown),

@@ -726,7 +726,8 @@ static int promote_file(struct ctl *ctl, struct writer *writer, const char *path
 		snprintf(reason, sizeof(reason), "file name %s", why);
 		goto out;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* Non-blocking: a FIFO named on the command line must not hang the tool. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		ret = fd < 0 ? -errno : -EINVAL;
 		snprintf(reason, sizeof(reason), "cannot read %s: %s", path,
