@@ -513,6 +513,136 @@ static void test_delete_run(void **state)
 	index_close(index);
 }
 
+/* What the typed reads handed their callbacks, copied for checking. */
+struct typed_seen {
+	char rows[8][128];
+	size_t count;
+	int64_t files, bytes, expires_at_unix;
+};
+
+static void typed_add(struct typed_seen *seen, const char *a, const char *b, const char *c)
+{
+	assert_true(seen->count < 8);
+	snprintf(seen->rows[seen->count++], sizeof(seen->rows[0]), "%s/%s/%s", a, b ? b : "-",
+		 c ? c : "-");
+}
+
+static int seen_client(void *ctx, const char *client)
+{
+	typed_add(ctx, client, NULL, NULL);
+	return 0;
+}
+
+static int seen_run(void *ctx, const struct index_run_row *row)
+{
+	struct typed_seen *seen = ctx;
+
+	typed_add(seen, row->client, row->run, row->workflow_id);
+	seen->files += row->files;
+	seen->bytes += row->bytes;
+	seen->expires_at_unix = row->expires_at_unix;
+	return 0;
+}
+
+static int seen_artifact(void *ctx, const struct index_artifact_row *row)
+{
+	struct typed_seen *seen = ctx;
+
+	typed_add(seen, row->run, row->filename, row->sha256 ? "sha" : row->agent_id);
+	seen->bytes += row->file_size;
+	return 0;
+}
+
+static int seen_audit(void *ctx, const struct index_audit *row)
+{
+	typed_add(ctx, row->client, index_action_name(row->action), row->filename);
+	return 0;
+}
+
+/* Stops a walk at the first row: what the walk returns then. */
+static int stop_walk(void *ctx, const char *client)
+{
+	return 7;
+}
+
+static void test_typed_reads(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct typed_seen seen = { 0 };
+	struct index_audit row = { .time_ns = 1000, .client = "c3",
+				   .action = INDEX_ACTION_DELETE, .filename = "x", .size = -1 };
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, some_files, 2), 0);
+	assert_int_equal(index_put_run(index, "c2", "r2", &stamp1, NULL, some_files, 1), 0);
+	set_sha(f->path, "chart.png");
+	assert_int_equal(index_claim_run(index, "c4", "r4"), 0);
+	assert_int_equal(index_add_audit(index, &row), 0);
+	row.time_ns = 3000;
+	row.action = INDEX_ACTION_REPAIR;
+	row.filename = "y";
+	assert_int_equal(index_add_audit(index, &row), 0);
+
+	/* Clients: from runs, owners and the audit, sorted, once each. */
+	assert_int_equal(index_for_each_client(index, seen_client, &seen), 0);
+	assert_int_equal(seen.count, 4);
+	assert_string_equal(seen.rows[0], "c1/-/-");
+	assert_string_equal(seen.rows[3], "c4/-/-");
+	assert_int_equal(index_for_each_client(index, stop_walk, NULL), 7);
+
+	/* Runs of one client, with what their present files add up to. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_run(index, "c1", seen_run, &seen), 0);
+	assert_int_equal(seen.count, 1);
+	assert_string_equal(seen.rows[0], "c1/r1/wf-9");
+	assert_int_equal(seen.files, 2);	/* bare.txt and huge.bin have no file */
+	assert_int_equal(seen.bytes, 10 + 1234);
+	assert_int_equal(seen.expires_at_unix, EXPIRES_UNIX);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_run(index, NULL, seen_run, &seen), 0);
+	assert_int_equal(seen.count, 2);
+	assert_string_equal(seen.rows[1], "c2/r2/-");
+	assert_int_equal(seen.expires_at_unix, INT64_MIN);
+
+	/* Artifacts of a run, by name: entries without file, files without entry. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_artifact(index, "c1", "r1", seen_artifact, &seen), 0);
+	assert_int_equal(seen.count, 4);
+	assert_string_equal(seen.rows[0], "r1/bare.txt/-");
+	assert_string_equal(seen.rows[1], "r1/chart.png/sha");
+	assert_string_equal(seen.rows[2], "r1/data.csv/-");
+	assert_string_equal(seen.rows[3], "r1/huge.bin/agent-2");
+
+	/* Lookups: each field narrows, a client too. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_find_artifacts(index, &(struct index_artifact_query){
+		.sha256 = SHA }, seen_artifact, &seen), 0);
+	assert_int_equal(seen.count, 1);
+	assert_string_equal(seen.rows[0], "r1/chart.png/sha");
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_find_artifacts(index, &(struct index_artifact_query){
+		.agent_id = "agent-2" }, seen_artifact, &seen), 0);
+	assert_int_equal(seen.count, 1);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_find_artifacts(index, &(struct index_artifact_query){
+		.workflow_id = "wf-9", .client = "c2" }, seen_artifact, &seen), 0);
+	assert_int_equal(seen.count, 0);
+
+	/* The audit since a time, oldest first, every client or one. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_audit(index, NULL, 2000, seen_audit, &seen), 0);
+	assert_int_equal(seen.count, 1);
+	assert_string_equal(seen.rows[0], "c3/repair/y");
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_audit(index, "c3", 0, seen_audit, &seen), 0);
+	assert_int_equal(seen.count, 2);
+	assert_string_equal(seen.rows[0], "c3/delete/x");
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(index_for_each_audit(index, "c1", 0, seen_audit, &seen), 0);
+	assert_int_equal(seen.count, 0);
+	index_close(index);
+}
+
 static void test_list_runs(void **state)
 {
 	struct fixture *f = *state;
@@ -1567,6 +1697,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sha256_carry_over, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_runs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_typed_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_moved_aside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_version_moved_aside, setup, teardown),
