@@ -309,6 +309,36 @@ def test_bad_arguments_get_one_line_and_exit_2(defects, args):
     assert data_files(defects) == before
 
 
+def test_progress_on_a_terminal_and_plain_lines_elsewhere(defects):
+    """Long commands redraw one status line on a terminal, and print plain
+    lines, one per tenant, when stderr is a file or a pipe."""
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        r = subprocess.run([str(CTL), "--store", str(defects.root), "verify"],
+                           stdout=subprocess.PIPE, stderr=follower, timeout=60)
+        os.close(follower)
+        follower = -1
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            tty += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert r.returncode == EXIT_PROBLEMS
+    assert b"\r\x1b[K" in tty and b"verifying client alice" in tty
+    plain = ctl(defects, "verify", expect=EXIT_PROBLEMS, json_out=False).stderr
+    assert plain.splitlines() == ["artifactctl: verified client alice: 4 runs",
+                                  "artifactctl: verified client bob: 2 runs"]
+
+
 def test_an_unusable_store_exits_3(tmp_path):
     r = subprocess.run([str(CTL), "--store", str(tmp_path / "nowhere"), "ls"],
                        capture_output=True, text=True)
