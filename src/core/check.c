@@ -68,6 +68,10 @@ void check_report_release(struct check_report *report)
 /* Appends a problem; kind may carry CHECK_KIND_UNREPAIRED.  Returns 0 or -ENOMEM. */
 static int add_problem(struct check_report *report, unsigned int kind, const char *client,
 		       const char *run, const char *file, const char *format, ...)
+	__attribute__((format(printf, 6, 7)));
+
+static int add_problem(struct check_report *report, unsigned int kind, const char *client,
+		       const char *run, const char *file, const char *format, ...)
 {
 	struct check_problem *problem;
 	char detail[512];
