@@ -11,8 +11,17 @@
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
-/* Messages above this level are dropped; LOG_LEVEL_INFO unless debugging. */
+/*
+ * Messages above this level are dropped; LOG_LEVEL_INFO unless set.  Any
+ * thread may set it (a reload does) while others log.
+ */
 void log_set_level(enum log_level level);
+
+/* The level named "error", "warning", "info" or "debug".  Returns 0 or -EINVAL. */
+int log_parse_level(const char *name, enum log_level *level);
+
+/* Reconnects to syslog, when lines go there (a SIGHUP asks for it). */
+void log_reopen(void);
 
 /* The name lines start with ("artifactfs"; the admin tool's own). Static string. */
 void log_set_program(const char *name);

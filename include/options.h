@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "log.h"
 #include "promote_options.h"
 
 /* Beyond this, read-ahead only fills memory no reader asked for. */
@@ -28,6 +29,8 @@ struct options {
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
 	unsigned long max_cached_files;	/* -o max_cached_files=N */
 	unsigned int read_ahead_kb;	/* -o read_ahead_kb=N, 0: the kernel's */
+	char *log_level_name;	/* -o loglevel=error|warning|info|debug */
+	enum log_level log_level;	/* that, parsed (info; debug with -d) */
 	/*
 	 * promote/ and deletion: -o retention=, file_mode=, temporary_idle=,
 	 * quota_bytes=, quota_files= go straight in; the strings below,

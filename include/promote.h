@@ -44,6 +44,9 @@ struct upload;
 int promote_open(struct view *view, const struct promote_options *options,
 		 struct promoter **out);
 
+/* Reads what may have changed on the system (/etc/mime.types) again.  Returns 0 or -errno. */
+int promote_reload(struct promoter *promoter);
+
 /* Discards what is still staged and frees the promoter.  NULL is a no-op. */
 void promote_close(struct promoter *promoter);
 

@@ -50,6 +50,8 @@ struct writer_cached_metadata {
 struct writer {
 	struct view *view;
 	struct promote_options options;	/* strings are the caller's, outliving this */
+	/* Guards mime: writer_reload_mime() swaps it while landings read it. */
+	pthread_rwlock_t mime_lock;
 	struct mime_table *mime;
 	int instance_fd;	/* flock'ed for the life of the writer */
 	int runs_fd, requests_fd, work_fd;
@@ -81,6 +83,16 @@ int writer_open(struct view *view, const struct promote_options *options,
  * kept, with a warning, for landing_recover().  NULL is a no-op.
  */
 void writer_close(struct writer *writer);
+
+/* The content type of file name name, copied into type (size bytes). */
+void writer_content_type(struct writer *writer, const char *name, char *type, size_t size);
+
+/*
+ * Reads /etc/mime.types again (an operator changed it): later landings
+ * use the new table.  On failure the old one stays.  Returns 0 or -errno
+ * (logged).
+ */
+int writer_reload_mime(struct writer *writer);
 
 /* A name for a new file in work/: "<prefix>.<serial>". */
 void writer_work_name(struct writer *writer, const char *prefix, char *name, size_t size);

@@ -344,7 +344,7 @@ static int make_orphan_entry(struct writer *w, const char *run, const struct ind
 {
 	struct index_attrs attrs = { 0 };
 	const char *agent, *generated, *type;
-	char mtime[META_TIME_SIZE];
+	char mtime[META_TIME_SIZE], file_type[256];
 	int ret = 0;
 
 	index_get_file_attrs(w->view->index, w->view->client, run, file->filename, &attrs);
@@ -357,7 +357,8 @@ static int make_orphan_entry(struct writer *w, const char *run, const struct ind
 				 mtime);
 		agent = UNKNOWN_AGENT;
 		generated = mtime;
-		type = mime_type_of(w->mime, file->filename);
+		writer_content_type(w, file->filename, file_type, sizeof(file_type));
+		type = file_type;
 	}
 	orphan->entry = (struct meta_artifact){
 		.filename = metaedit_copy_text(file->filename, &ret),

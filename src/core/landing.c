@@ -20,6 +20,8 @@
 #include "metaedit.h"
 
 #define SECONDS_PER_DAY 86400
+/* Room for a content type ("application/vnd.openxmlformats-...") and a NUL. */
+#define LANDING_TYPE_SIZE 256
 /* Intent records are small JSON documents; anything larger is not ours. */
 #define INTENT_MAX 65536
 
@@ -227,15 +229,18 @@ static int add_landing(struct meta_run *meta, const void *ctx)
 {
 	const struct landing_edit *edit = ctx;
 	const struct landing *l = edit->landing;
+	char content_type[LANDING_TYPE_SIZE];
 	struct meta_artifact entry = {
 		.filename = (char *)l->name,
 		.agent_id = (char *)l->agent_id,
 		.generated_at = (char *)l->generated_at,
-		.content_type = (char *)mime_type_of(edit->writer->mime, l->name),
+		.content_type = content_type,
 		.has_size_bytes = true,
 		.size_bytes = l->size,
 	};
 	int ret = 0;
+
+	writer_content_type(edit->writer, l->name, content_type, sizeof(content_type));
 
 	if (!meta->run_id) {
 		char created[META_TIME_SIZE], expires[META_TIME_SIZE];

@@ -3,15 +3,17 @@
  * daemonized.  A message is formatted into one buffer and written with one
  * call so that lines from concurrent threads never interleave.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include "log.h"
 
-static enum log_level max_level = LOG_LEVEL_INFO;
+static _Atomic enum log_level max_level = LOG_LEVEL_INFO;
 static const char *program = "artifactfs";
 static bool to_syslog;
 
@@ -32,6 +34,25 @@ static const int syslog_priorities[] = {
 void log_set_level(enum log_level level)
 {
 	max_level = level;
+}
+
+int log_parse_level(const char *name, enum log_level *level)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (strcmp(name, level_names[i]) == 0) {
+			*level = (enum log_level)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+void log_reopen(void)
+{
+	/* syslog's socket may have gone with a restarted journal: connect anew. */
+	if (to_syslog) {
+		closelog();
+		openlog(program, LOG_PID, LOG_DAEMON);
+	}
 }
 
 void log_set_program(const char *name)

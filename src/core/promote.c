@@ -1555,3 +1555,8 @@ void promote_close(struct promoter *p)
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
+
+int promote_reload(struct promoter *p)
+{
+	return writer_reload_mime(p->writer);
+}

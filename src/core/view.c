@@ -219,6 +219,8 @@ int view_index_run(struct view *view, const char *run, int run_fd, unsigned int 
 		*incomplete = metadata_incomplete(&meta, &files);
 	ret = index_put_run(view->index, view->client, run, &stamp,
 			    found == RUN_METADATA_READ ? &meta : NULL, files.files, files.count);
+	log_debug("client %s run %s: indexed, %zu files%s", view->client, run, files.count,
+		  found == RUN_METADATA_READ ? "" : ", without metadata");
 out:
 	meta_run_release(&meta);
 	view_file_list_release(&files);

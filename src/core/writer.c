@@ -14,6 +14,9 @@
 #include "log.h"
 #include "writer.h"
 
+/* Where content types come from: the system's table. */
+#define WRITER_MIME_TYPES "/etc/mime.types"
+
 /* Makes STORE/.artifactfs/staging/<client>, private to the daemon's user. */
 static int make_tenant_staging(struct view *view)
 {
@@ -79,7 +82,8 @@ int writer_open(struct view *view, const struct promote_options *options,
 	w->options = *options;
 	w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
 	pthread_mutex_init(&w->cache_lock, NULL);
-	ret = mime_table_load("/etc/mime.types", &w->mime);
+	pthread_rwlock_init(&w->mime_lock, NULL);
+	ret = mime_table_load(WRITER_MIME_TYPES, &w->mime);
 	if (ret == 0)
 		ret = make_instance(w);
 	if (ret < 0) {
@@ -144,8 +148,34 @@ void writer_close(struct writer *w)
 	if (w->instance_fd >= 0)
 		close(w->instance_fd);
 	mime_table_free(w->mime);
+	pthread_rwlock_destroy(&w->mime_lock);
 	pthread_mutex_destroy(&w->cache_lock);
 	free(w);
+}
+
+void writer_content_type(struct writer *w, const char *name, char *type, size_t size)
+{
+	pthread_rwlock_rdlock(&w->mime_lock);
+	snprintf(type, size, "%s", mime_type_of(w->mime, name));
+	pthread_rwlock_unlock(&w->mime_lock);
+}
+
+int writer_reload_mime(struct writer *w)
+{
+	struct mime_table *fresh, *old;
+	int ret = mime_table_load(WRITER_MIME_TYPES, &fresh);
+
+	if (ret < 0) {
+		log_warning("client %s: cannot read %s again: %s; keeping the content types "
+			    "read before", w->view->client, WRITER_MIME_TYPES, strerror(-ret));
+		return ret;
+	}
+	pthread_rwlock_wrlock(&w->mime_lock);
+	old = w->mime;
+	w->mime = fresh;
+	pthread_rwlock_unlock(&w->mime_lock);
+	mime_table_free(old);
+	return 0;
 }
 
 void writer_work_name(struct writer *w, const char *prefix, char *name, size_t size)

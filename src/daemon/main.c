@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "log.h"
 #include "options.h"
 #include "promote.h"
+#include "reload.h"
 #include "store.h"
 #include "view.h"
 #include "watch.h"
@@ -129,6 +131,7 @@ int main(int argc, char *argv[])
 	struct index *index = NULL;
 	struct watch *watch = NULL;
 	struct promoter *promoter = NULL;
+	struct reload *reload = NULL;
 	struct options opts;
 	struct view view;
 	struct fs fs = { 0 };
@@ -142,8 +145,7 @@ int main(int argc, char *argv[])
 		status = ret > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 		goto out;
 	}
-	if (opts.fuse.debug)
-		log_set_level(LOG_LEVEL_DEBUG);
+	log_set_level(opts.log_level);
 	raise_fd_limit();
 
 	if (store_open(opts.store, &store) < 0)
@@ -203,7 +205,7 @@ int main(int argc, char *argv[])
 		log_use_syslog();
 
 	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0 ||
-	    fs_start_pruner(&fs) < 0)
+	    fs_start_pruner(&fs) < 0 || reload_start(promoter, opts.log_level, &reload) < 0)
 		goto out;
 	/* Catch what changed between the first reconcile and the watch. */
 	view_reconcile(&view);
@@ -212,8 +214,16 @@ int main(int argc, char *argv[])
 	log_info("serving client %s of %s on %s", opts.client, store.path, opts.fuse.mountpoint);
 
 	ret = run_loop(session, &opts);
-	status = ret == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	/*
+	 * libfuse's loop returns the number of the signal that ended it
+	 * (SIGTERM, SIGINT): a stop asked for, which is a success (systemd
+	 * would restart a unit that exits 1 on "systemctl stop").
+	 */
+	status = ret == 0 || ret == SIGTERM || ret == SIGINT ? EXIT_SUCCESS : EXIT_FAILURE;
+	if (ret == SIGTERM || ret == SIGINT)
+		log_info("stopping on %s: unmounting", ret == SIGTERM ? "SIGTERM" : "SIGINT");
 out:
+	reload_stop(reload);
 	fs_stop_pruner(&fs);
 	watch_stop(watch);
 	if (mounted)

@@ -34,6 +34,7 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("cache_timeout=%lf", cache_timeout, 0),
 	OPTION("max_cached_files=%lu", max_cached_files, 0),
 	OPTION("read_ahead_kb=%u", read_ahead_kb, 0),
+	OPTION("loglevel=%s", log_level_name, 0),
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
@@ -97,6 +98,8 @@ void options_print_help(const char *program)
 	       "    -o read_ahead_kb=N     sequential read-ahead of the mount, KiB (default\n"
 	       "                           4096; 0 keeps the kernel's 128)\n"
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
+	       "    -o loglevel=LEVEL      error, warning, info (default) or debug; SIGUSR1\n"
+	       "                           and SIGUSR2 turn it up and down while mounted\n"
 	       "\n"
 	       "promotion and deletion:\n"
 	       "    -o agent=ID            agent_id of direct uploads (default artifactfs)\n"
@@ -138,6 +141,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	opts->max_cached_files = 200000;
 	opts->read_ahead_kb = 4096;
 	promote_options_init(&opts->promote);
+	opts->log_level = LOG_LEVEL_INFO;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -152,6 +156,13 @@ int options_parse(struct fuse_args *args, struct options *opts)
 		fuse_lowlevel_version();
 		return 1;
 	}
+	if (opts->log_level_name && log_parse_level(opts->log_level_name, &opts->log_level) < 0) {
+		log_error("invalid loglevel '%s': use error, warning, info or debug",
+			  opts->log_level_name);
+		return -EINVAL;
+	}
+	if (opts->fuse.debug)
+		opts->log_level = LOG_LEVEL_DEBUG;
 	if (!opts->store) {
 		log_error("no STORE given; usage: artifactfs [options] STORE MOUNTPOINT");
 		return -EINVAL;
@@ -208,6 +219,7 @@ void options_release(struct options *opts)
 	free(opts->store);
 	free(opts->client);
 	free(opts->index_path);
+	free(opts->log_level_name);
 	free(opts->agent_id);
 	free(opts->workflow_id);
 	free(opts->user_directive);

@@ -290,12 +290,16 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 			break;
 		if ((event->mask & (IN_CREATE | IN_MOVED_TO)) && (event->mask & IN_ISDIR))
 			watch_run(watch, name);
+		log_debug("client %s run %s: changed in the store (inotify 0x%x)", watch->client,
+			  name, event->mask);
 		watch->handler->run_changed(watch->ctx, name);
 		mark_dirty(watch, name, false);
 		break;
 	case LEVEL_RUN:
 		if (!event->len || (event->mask & IN_ISDIR))
 			break;	/* the dir itself, or a subdirectory: not shown */
+		log_debug("client %s run %s file %s: changed in the store (inotify 0x%x)",
+			  watch->client, watched->run, name, event->mask);
 		watch->handler->file_changed(watch->ctx, watched->run, name,
 					     (event->mask & ENTRY_EVENTS) != 0);
 		mark_dirty(watch, watched->run, (event->mask & ENTRY_EVENTS) == 0);
