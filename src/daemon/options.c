@@ -67,6 +67,12 @@ static int take_positional(void *data, const char *arg, int key, struct fuse_arg
 		opts->store = strdup(arg);
 		return opts->store ? 0 : -1;
 	}
+	/*
+	 * mount.fuse3 -o drop_privileges mounts first and hands over the FUSE
+	 * connection as /dev/fd/N, which libfuse serves without mounting.
+	 */
+	if (strncmp(arg, "/dev/fd/", strlen("/dev/fd/")) == 0)
+		return 1;
 	if (stat(arg, &st) < 0) {
 		log_error("cannot mount on '%s': %s", arg, strerror(errno));
 		return -1;
