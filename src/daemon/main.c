@@ -26,6 +26,7 @@
 #include "options.h"
 #include "promote.h"
 #include "reload.h"
+#include "service.h"
 #include "store.h"
 #include "view.h"
 #include "watch.h"
@@ -211,9 +212,11 @@ int main(int argc, char *argv[])
 	view_reconcile(&view);
 	announce_ready(opts.ready_fd);
 	opts.ready_fd = -1;
+	service_notify_ready(opts.client, store.path, opts.fuse.mountpoint);
 	log_info("serving client %s of %s on %s", opts.client, store.path, opts.fuse.mountpoint);
 
 	ret = run_loop(session, &opts);
+	service_notify_stopping();
 	/*
 	 * libfuse's loop returns the number of the signal that ended it
 	 * (SIGTERM, SIGINT): a stop asked for, which is a success (systemd
