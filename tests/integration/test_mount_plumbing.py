@@ -15,6 +15,8 @@ Nothing they mount is ever visible outside that namespace.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -28,7 +30,7 @@ import pytest
 
 from conftest import (
     ALICE, ALICE_MARK, BIN, BOB, EXIT_TIMEOUT, REPO_ROOT, SHARED_RUN, expected_runs,
-    is_mounted, wait_until,
+    fusermount_u, is_mounted, wait_until,
 )
 
 FUSE_TYPE = "fuse.artifactfs"
@@ -250,6 +252,84 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                        capture_output=True, text=True, timeout=60,
                        env={**os.environ, "MANPATH": str(tmp_path / "man")})
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+
+
+def unit_commands(text: str, key: str, instance: str, env: dict) -> list[list[str]]:
+    """The command lines of key= (ExecStart, ...) as systemd would run them
+    for instance, for what these units use: a leading "-", quoting, %i, $$,
+    ${VAR} inside a word and $VAR as words of their own (split, dropped when
+    empty)."""
+    commands = []
+    for line in text.splitlines():
+        if not line.startswith(key + "="):
+            continue
+        argv = []
+        for word in shlex.split(line[len(key) + 1:].lstrip("-")):
+            word = word.replace("%i", instance)
+            whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+            if whole:
+                argv += env.get(whole.group(1), "").split()
+                continue
+            word = re.sub(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                          lambda m: env.get(m.group(1), ""), word)
+            argv.append(word.replace("$$", "$"))
+        commands.append(argv)
+    return commands
+
+
+def test_unit_commands_serve_the_instance_tenant(store, tmp_path):
+    """ExecStartPre, ExecStart and ExecStopPost of the configured unit, run
+    the way systemd would (ExecStart pointed at the build), with a fake
+    NOTIFY_SOCKET: the instance's tenant is served, options from the
+    environment file apply, SIGTERM stops it cleanly."""
+    text = configured_unit().read_text()
+    [[daemon, *_]] = unit_commands(text, "ExecStart", ALICE, {})
+    text = text.replace(daemon, str(BIN))
+    root = tmp_path / "mounts"
+    env = {**os.environ, "ARTIFACTFS_STORE": str(store.root),
+           "ARTIFACTFS_MOUNT_ROOT": str(root), "ARTIFACTFS_OPTIONS": "-o ro -o show_expired"}
+
+    [pre] = unit_commands(text, "ExecStartPre", ALICE, env)
+    unset = {k: v for k, v in env.items() if not k.startswith("ARTIFACTFS_")}
+    r = subprocess.run(pre, env=unset, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "ARTIFACTFS_MOUNT_ROOT" in r.stderr
+    assert not root.exists()
+    subprocess.run(pre, env=env, check=True, timeout=30)
+    mnt = root / ALICE
+    assert mnt.is_dir()
+
+    [start] = unit_commands(text, "ExecStart", ALICE, env)
+    assert start[-2:] == [str(store.root), str(mnt)] and "ro" in start
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(EXIT_TIMEOUT)
+    stderr = tmp_path / "daemon.stderr"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(start, env={**env, "NOTIFY_SOCKET": str(sock_path)},
+                                stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    try:
+        assert sock.recv(4096).decode().startswith("READY=1\n")
+        assert all(os.path.isdir(mnt / run) for run in expected_runs(store, ALICE, True))
+        assert not os.path.exists(mnt / "promote"), "-o ro from ARTIFACTFS_OPTIONS"
+        proc.send_signal(signal.SIGTERM)
+        assert sock.recv(4096).decode().startswith("STOPPING=1\n")
+        assert proc.wait(EXIT_TIMEOUT) == 0
+        assert not is_mounted(mnt)
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if is_mounted(mnt) and fusermount_u(mnt).returncode != 0:
+            fusermount_u(mnt, lazy=True)
+    log = stderr.read_text()
+    assert not re.search(r"(error|warning):|Sanitizer|runtime error", log), log
+    # After a clean stop there is nothing to detach: the failure is ignored
+    # ("-" in the unit).
+    [post] = unit_commands(text, "ExecStopPost", ALICE, env)
+    assert post[0] == "fusermount3" and post[-1] == str(mnt)
+    assert subprocess.run(post, capture_output=True, timeout=30).returncode != 0
 
 
 def test_meson_install_puts_the_units_beside_the_daemon(tmp_path):
