@@ -7,6 +7,8 @@
 #ifndef ARTIFACTFS_SERVICE_H
 #define ARTIFACTFS_SERVICE_H
 
+#include <stdbool.h>
+
 /*
  * READY=1 with a STATUS= line naming the tenant, the store and the mount
  * point.  Call once the mount is served, where -o ready_fd is written.
@@ -15,5 +17,8 @@ void service_notify_ready(const char *client, const char *store, const char *mou
 
 /* STOPPING=1: the loop has ended and the mount is about to go away. */
 void service_notify_stopping(void);
+
+/* RELOADING=1 when a reload starts (SIGHUP), READY=1 again once it is done. */
+void service_notify_reloading(bool done);
 
 #endif

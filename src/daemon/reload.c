@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "reload.h"
+#include "service.h"
 
 struct reload {
 	struct promoter *promoter;
@@ -54,10 +55,12 @@ static void *serve(void *arg)
 
 	while (read(r->pipe[0], &signum, 1) == 1 && signum != 0) {
 		if (signum == SIGHUP) {
+			service_notify_reloading(false);
 			log_reopen();
 			if (r->promoter)
 				promote_reload(r->promoter);
 			log_info("reloaded on SIGHUP: syslog reconnected, content types read again");
+			service_notify_reloading(true);
 			continue;
 		}
 		if (signum == SIGUSR1 && r->level < LOG_LEVEL_DEBUG)

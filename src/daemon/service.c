@@ -32,6 +32,12 @@ void service_notify_stopping(void)
 	warn_if_failed(sd_notify(0, "STOPPING=1\nSTATUS=unmounting"), "the daemon is stopping");
 }
 
+void service_notify_reloading(bool done)
+{
+	warn_if_failed(sd_notify(0, done ? "READY=1\nSTATUS=reloaded" : "RELOADING=1"),
+		       done ? "the reload is done" : "the daemon is reloading");
+}
+
 #else
 
 void service_notify_ready(const char *client, const char *store, const char *mountpoint)
@@ -39,6 +45,10 @@ void service_notify_ready(const char *client, const char *store, const char *mou
 }
 
 void service_notify_stopping(void)
+{
+}
+
+void service_notify_reloading(bool done)
 {
 }
 

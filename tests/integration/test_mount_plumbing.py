@@ -346,7 +346,7 @@ def test_meson_install_puts_the_units_beside_the_daemon(tmp_path):
     assert (dest / daemon.lstrip("/")).is_file(), f"ExecStart={daemon} not installed"
 
 
-def test_sd_notify_ready_once_served_and_stopping_on_sigterm(store, mounter, tmp_path):
+def test_sd_notify_ready_reloading_and_stopping(store, mounter, tmp_path):
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -376,6 +376,12 @@ def test_sd_notify_ready_once_served_and_stopping_on_sigterm(store, mounter, tmp
     assert lines[0] == "READY=1"
     assert lines[1] == f"STATUS=serving client {ALICE} of {store.root} on {mnt}"
     assert got["runs"] == [True] * len(expected_runs(store, ALICE)) and got["runs"]
+
+    # A reload (systemctl reload: SIGHUP) says so, and when it is done.
+    os.kill(m.proc.pid, signal.SIGHUP)
+    assert sock.recv(4096).decode() == "RELOADING=1"
+    assert sock.recv(4096).decode().split("\n") == ["READY=1", "STATUS=reloaded"]
+    assert is_mounted(m.mnt)
 
     os.kill(m.proc.pid, signal.SIGTERM)
     assert sock.recv(4096).decode().split("\n")[0] == "STOPPING=1"
