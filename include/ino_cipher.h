@@ -11,8 +11,7 @@
  *
  * The permutation is a four-round Feistel network over 64 bits with
  * SipHash-2-4 as its round function, cycle-walked so that it never
- * yields 0, the root's 1, or the numbers kept for promote/ and
- * promote/.status.
+ * yields 0, the root's 1, or the range kept for promote/'s entries.
  */
 #ifndef ARTIFACTFS_INO_CIPHER_H
 #define ARTIFACTFS_INO_CIPHER_H
@@ -21,8 +20,15 @@
 
 #define INO_CIPHER_KEY_SIZE 16
 
-/* Numbers the view shows for itself, never the image of a backing one. */
+/*
+ * Numbers the view shows for itself, never the image of a backing one:
+ * the root, and the range from INO_CIPHER_VIEW_FIRST up, which holds
+ * promote/, promote/.status and the promote/<run> directories (below
+ * INO_CIPHER_PROMOTE, 0xffffff00 of them).
+ */
 #define INO_CIPHER_ROOT ((uint64_t)1)
+#define INO_CIPHER_VIEW_FIRST ((uint64_t)0x7fffffff00000000ULL)
+#define INO_CIPHER_STAGED_RUNS_COUNT ((uint64_t)0xffffff00ULL)
 #define INO_CIPHER_PROMOTE ((uint64_t)0x7fffffffffffff01ULL)
 #define INO_CIPHER_STATUS ((uint64_t)0x7fffffffffffff02ULL)
 
@@ -33,9 +39,9 @@ struct ino_cipher {
 void ino_cipher_init(struct ino_cipher *cipher, const uint8_t key[INO_CIPHER_KEY_SIZE]);
 
 /*
- * The number shown for backing inode number ino: below 2^63, never 0 nor
- * one of the reserved numbers above.  A bijection over the numbers a
- * file system gives files (those below 2^63, not reserved).
+ * The number shown for backing inode number ino: below
+ * INO_CIPHER_VIEW_FIRST, never 0 nor 1.  A bijection over the numbers a
+ * file system gives files (those below INO_CIPHER_VIEW_FIRST, but 0, 1).
  */
 uint64_t ino_cipher_apply(const struct ino_cipher *cipher, uint64_t ino);
 

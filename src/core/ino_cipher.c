@@ -13,7 +13,13 @@
 #include "ino_cipher.h"
 
 #define FEISTEL_ROUNDS 4
-#define SHOWN_LIMIT (UINT64_C(1) << 63)	/* some tools hold st_ino signed */
+/*
+ * Below 2^63, as some tools hold st_ino signed, and below the view's own
+ * range (a range, not a few numbers, so that every promote/<run> has a
+ * number of its own; widening it from two numbers changed the number of
+ * about one file in 2^31).
+ */
+#define SHOWN_LIMIT INO_CIPHER_VIEW_FIRST
 
 static uint64_t rotate_left(uint64_t x, int bits)
 {
@@ -79,8 +85,7 @@ static uint64_t encrypt(const struct ino_cipher *cipher, uint64_t block)
 
 static bool shown_in_range(uint64_t ino)
 {
-	return ino > INO_CIPHER_ROOT && ino < SHOWN_LIMIT &&
-	       ino != INO_CIPHER_PROMOTE && ino != INO_CIPHER_STATUS;
+	return ino > INO_CIPHER_ROOT && ino < SHOWN_LIMIT;
 }
 
 uint64_t ino_cipher_apply(const struct ino_cipher *cipher, uint64_t ino)
