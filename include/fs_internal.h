@@ -46,7 +46,10 @@ struct dir_handle {
 
 /* --- fs.c ------------------------------------------------------------------ */
 
-/* Fills *st as a directory of the view's own: ino, nlink, the mount's times. */
+/*
+ * Fills *st as a directory of the view's own: ino, nlink, the mount's
+ * times (which its caller replaces with the store's where it has them).
+ */
 void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink);
 
 /* Fills *st from a backing file or directory as the view shows it. */
@@ -103,16 +106,34 @@ const char *fs_promote_upload_run(const struct inode *inode);
 int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
 		      struct fuse_entry_param *e);
 
-/* Stats promote/.status, a promote/<run> or an upload.  Returns 0 or -errno. */
+/*
+ * Stats promote/, promote/.status, a promote/<run> or an upload, with
+ * times and numbers from the store and the audit, never the mount's.
+ * Makes nothing.  Returns 0 or -errno.
+ */
 int fs_promote_stat(struct fs *fs, struct inode *inode, struct stat *st);
 
 /*
  * Snapshot listings of promote/ (its outcome file, a directory for each
- * run one may promote into, requests in flight) and of promote/<run>
+ * of the tenant's runs one may promote into and for each run staged here
+ * only, requests in flight; making no staging) and of promote/<run>
  * (dir: the uploads in flight into that run).  Return 0 or -errno.
  */
 int fs_promote_list(struct fs *fs, struct dir_handle *handle);
 int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle);
+
+/*
+ * Removes the idle staging of promote/<run> once the store has run (after
+ * an upload into it was released): promote/ lists the store's runs, and
+ * a staging left behind would outlive the run.
+ */
+void fs_promote_tidy_run(struct fs *fs, const char *run);
+
+/*
+ * rmdir of promote/<run>: removes its staging if idle.  Returns 0,
+ * -EBUSY (uploads in flight), -ENOENT or -errno.
+ */
+int fs_promote_rmdir(struct fs *fs, const char *run);
 
 /*
  * Starts an upload of name in parent (promote/ or promote/<run>) for an

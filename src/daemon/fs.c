@@ -80,14 +80,14 @@ static bool keeps_cache(struct fs *fs)
 /*
  * The number the kernel is shown for an inode number of ours: backing
  * numbers go through the cipher (they would count other tenants' files),
- * the view's own and 0 (a negative entry) as they are.  Applied only
+ * the view's own (the root, and promote/'s from INO_CIPHER_VIEW_FIRST
+ * up) and 0 (a negative entry) as they are.  Applied only
  * where a reply is built, so every number inside the daemon stays the
  * backing one it can compare with the store.
  */
 static ino_t shown_ino(const struct fs *fs, ino_t ino)
 {
-	if (ino == 0 || ino == INODE_ROOT_INO || ino == INODE_PROMOTE_INO ||
-	    ino == INODE_STATUS_INO)
+	if (ino == 0 || ino == INODE_ROOT_INO || ino >= INO_CIPHER_VIEW_FIRST)
 		return ino;
 	return ino_cipher_apply(&fs->ino_cipher, ino);
 }
@@ -240,8 +240,6 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	case INODE_ROOT:
 		return stat_root(fs, st);
 	case INODE_PROMOTE:
-		fs_set_virtual_dir(fs, st, INODE_PROMOTE_INO, 2);
-		return 0;
 	case INODE_STATUS:
 	case INODE_STAGED_RUN:
 	case INODE_UPLOAD:
@@ -305,9 +303,11 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	case INODE_ROOT:
 		if (strcmp(name, NAMES_PROMOTE_DIR) == 0 && fs->promoter) {
 			inode_get(fs->inodes, parent, INODE_PROMOTE, name, INODE_PROMOTE_INO, -1, &inode);
-			fs_set_virtual_dir(fs, &e->attr, INODE_PROMOTE_INO, 2);
 			e->ino = inode_to_nodeid(inode);
-			return 0;
+			ret = fs_promote_stat(fs, inode, &e->attr);
+			if (ret < 0)
+				inode_forget(fs->inodes, inode, 1);
+			return ret;
 		}
 		fd = view_open_run(fs->view, name, &backing);
 		if (fd < 0)
@@ -623,7 +623,12 @@ static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
 
 static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
+	struct inode *inode = inode_of(req, nodeid);
+	bool upload = handle_of(fi)->upload != NULL;
+
 	fs_open_file_put(handle_of(fi));
+	if (upload && fs_promote_upload_run(inode))
+		fs_promote_tidy_run(fs_of(req), fs_promote_upload_run(inode));
 	fuse_reply_err(req, 0);
 }
 
@@ -1077,7 +1082,7 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	else if (dir->kind == INODE_ROOT)
 		ret = promote_delete_run(fs->promoter, name);
 	else if (dir->kind == INODE_PROMOTE)
-		ret = promote_unstage_run(fs->promoter, name);
+		ret = fs_promote_rmdir(fs, name);
 	fuse_reply_err(req, -ret);
 }
 

@@ -17,10 +17,68 @@
 #include "fs_internal.h"
 #include "names.h"
 
-/* Adapters for the promoter's listings. */
+/*
+ * The number promote/<run> shows: a keyed hash of the run's name in the
+ * view's own range, so it never meets a backing file's, stays the same
+ * across remounts, and does not change when the run's first file lands
+ * (a number from the run dir would: a tool copying into a run made with
+ * mkdir would see its directory replaced).  Two of n runs share one with
+ * a chance of about n^2 / 2^33.
+ */
+static ino_t staged_run_ino(struct fs *fs, const char *run)
+{
+	size_t len = strlen(run);
+	uint64_t hash = 0;
+
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t chunk = 0;	/* little-endian, the same on every host */
+
+		for (size_t j = 0; j < 8 && i + j < len; j++)
+			chunk |= (uint64_t)(unsigned char)run[i + j] << (8 * j);
+		hash = ino_cipher_siphash(&fs->ino_cipher, hash ^ chunk);
+	}
+	return INO_CIPHER_VIEW_FIRST + hash % INO_CIPHER_STAGED_RUNS_COUNT;
+}
+
+/* Whether the store has run, as the view shows it; *st its run dir. */
+static bool store_has_run(struct fs *fs, const char *run, struct stat *st)
+{
+	int fd = view_open_run(fs->view, run, st);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/*
+ * promote/<run> of a run the store has needs no staging: a write makes
+ * one, and it goes once idle, so that no staging outlives a run deleted
+ * behind the daemon's back (a busy one goes at a later listing).
+ */
+void fs_promote_tidy_run(struct fs *fs, const char *run)
+{
+	struct stat st;
+
+	if (store_has_run(fs, run, &st))
+		promote_unstage_run(fs->promoter, run);	/* -EBUSY: uploads in flight */
+}
+
+/*
+ * Runs staged here that the store does not have: made with mkdir, or with
+ * uploads in flight into a run deleted meanwhile.  The others are listed
+ * from the store, and their idle stagings removed.
+ */
 static int add_staged_run(void *ctx, const char *run, const struct stat *st)
 {
-	return fs_dir_handle_add(ctx, run, st->st_ino, DT_DIR);
+	struct fs *fs = ((void **)ctx)[0];
+	struct stat stored;
+
+	if (store_has_run(fs, run, &stored)) {
+		promote_unstage_run(fs->promoter, run);
+		return 0;
+	}
+	return fs_dir_handle_add(((void **)ctx)[1], run, staged_run_ino(fs, run), DT_DIR);
 }
 
 static int add_upload(void *ctx, const char *name, const struct stat *st)
@@ -28,27 +86,38 @@ static int add_upload(void *ctx, const char *name, const struct stat *st)
 	return fs_dir_handle_add(ctx, name, st->st_ino, DT_REG);
 }
 
+/*
+ * Lists promote/: its outcome file, a directory for each of the tenant's
+ * runs one may promote into and each run staged here only, the requests
+ * in flight.  Makes nothing.
+ */
 int fs_promote_list(struct fs *fs, struct dir_handle *handle)
 {
 	struct dir_handle runs = { 0 };
-	struct stat st;
+	void *staged_ctx[] = { fs, handle };
 	int ret;
 
-	/* The same directories lookup finds: each visible run gets its staging. */
-	ret = fs_list_root(fs, &runs, NULL);
-	for (size_t i = 0; ret == 0 && i < runs.count; i++)
-		if (names_check_run(runs.entries[i].name, NULL) == 0 &&
-		    promote_check_run(fs->promoter, runs.entries[i].name) == 0)
-			ret = promote_stage_run(fs->promoter, runs.entries[i].name, true, &st);
-	fs_dir_handle_release(&runs);
-	if (ret < 0)
-		return ret;
 	if ((ret = fs_dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
 	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
-	    (ret = fs_dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0 ||
-	    (ret = promote_list_staged_runs(fs->promoter, add_staged_run, handle)) < 0)
+	    (ret = fs_dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0)
 		return ret;
-	return promote_list_uploads(fs->promoter, NULL, add_upload, handle);
+	ret = fs_list_root(fs, &runs, NULL);
+	for (size_t i = 0; ret == 0 && i < runs.count; i++) {
+		const struct dir_entry *run = &runs.entries[i];
+
+		/* Not ".", ".." nor promote/ itself. */
+		if (run->ino != INODE_ROOT_INO && run->ino != INODE_PROMOTE_INO &&
+		    names_check_run(run->name, NULL) == 0 &&
+		    promote_check_run(fs->promoter, run->name) == 0)
+			ret = fs_dir_handle_add(handle, run->name, staged_run_ino(fs, run->name),
+						DT_DIR);
+	}
+	fs_dir_handle_release(&runs);
+	if (ret == 0)
+		ret = promote_list_staged_runs(fs->promoter, add_staged_run, staged_ctx);
+	if (ret == 0)
+		ret = promote_list_uploads(fs->promoter, NULL, add_upload, handle);
+	return ret;
 }
 
 int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle)
@@ -61,6 +130,18 @@ int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *han
 	return promote_list_uploads(fs->promoter, dir->name, add_upload, handle);
 }
 
+/*
+ * rmdir promote/<run>: its staging goes if idle; a run the store has
+ * but nothing staged has none to remove, and is done as well.
+ */
+int fs_promote_rmdir(struct fs *fs, const char *run)
+{
+	struct stat st;
+	int ret = promote_unstage_run(fs->promoter, run);
+
+	return ret == -ENOENT && store_has_run(fs, run, &st) ? 0 : ret;
+}
+
 /* --- attributes ----------------------------------------------------------- */
 
 const char *fs_promote_upload_run(const struct inode *inode)
@@ -69,7 +150,99 @@ const char *fs_promote_upload_run(const struct inode *inode)
 }
 
 /*
- * Stats a promote/ entry of kind: promote/.status, the staging of run
+ * Times of the view's own entries in promote/ come from the store, never
+ * from the mount, so a backup sees nothing changed across remounts.
+ */
+static void take_times(struct stat *st, const struct timespec *time)
+{
+	st->st_atim = st->st_mtim = st->st_ctim = *time;
+}
+
+/* promote/'s times: the tenant dir's (the epoch before it has one). */
+static void take_tenant_times(struct fs *fs, struct stat *st)
+{
+	struct stat tenant;
+	int fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+
+	take_times(st, &(struct timespec){ 0 });
+	if (fd < 0)
+		return;
+	if (fstat(fd, &tenant) == 0) {
+		st->st_atim = tenant.st_atim;
+		st->st_mtim = tenant.st_mtim;
+		st->st_ctim = tenant.st_ctim;
+	}
+	close(fd);
+}
+
+/* promote/: one link for itself, one from the root, one per directory it lists. */
+static int stat_promote_dir(struct fs *fs, struct stat *st)
+{
+	struct dir_handle listing = { 0 };
+	nlink_t dirs = 0;
+	int ret = fs_promote_list(fs, &listing);
+
+	for (size_t i = 0; i < listing.count; i++)
+		dirs += listing.entries[i].type == DT_DIR;
+	fs_dir_handle_release(&listing);
+	if (ret < 0)
+		return ret;
+	fs_set_virtual_dir(fs, st, INODE_PROMOTE_INO, dirs);
+	take_tenant_times(fs, st);
+	return 0;
+}
+
+static int take_newest_audit_time(void *ctx, const struct index_audit *row)
+{
+	*(int64_t *)ctx = row->time_ns;
+	return 0;
+}
+
+/*
+ * promote/.status changes when the audit does: its times are the
+ * tenant's newest audit row's (the epoch while there is none).
+ */
+static int stat_status(struct fs *fs, struct stat *st)
+{
+	int64_t newest_ns = 0;
+	int ret = index_list_audit(fs->view->index, fs->view->client, 1,
+				   take_newest_audit_time, &newest_ns);
+
+	if (ret < 0)
+		return ret;
+	fs_set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
+	st->st_mode = S_IFREG | 0444;
+	st->st_size = 0;	/* made at open; read it to its end */
+	take_times(st, &(struct timespec){ .tv_sec = newest_ns / 1000000000,
+					   .tv_nsec = newest_ns % 1000000000 });
+	return 0;
+}
+
+/*
+ * promote/<run>: the run dir as the view shows it, under a number of
+ * promote/'s own; a run only staged here (mkdir), with promote/'s times.
+ * Makes nothing.  Returns 0, -ENOENT or -errno.
+ */
+static int stat_staged_run(struct fs *fs, const char *run, struct stat *st)
+{
+	struct stat backing;
+	int ret;
+
+	if (store_has_run(fs, run, &backing)) {
+		fs_present_backing(fs, st, &backing);
+	} else {
+		ret = promote_stage_run(fs->promoter, run, false, &backing);
+		if (ret < 0)
+			return ret == -ENOTDIR || ret == -ELOOP ? -ENOENT : ret;
+		fs_present_backing(fs, st, &backing);
+		take_tenant_times(fs, st);
+	}
+	st->st_ino = staged_run_ino(fs, run);
+	return 0;
+}
+
+/*
+ * Stats a promote/ entry of kind: promote/ itself, promote/.status, run
  * promote/<name>, or the upload name into run (NULL: a request).  An
  * upload's name shows the staged file while it is in flight, then the
  * artifact it became (so a tool that sets times or modes after close
@@ -82,17 +255,14 @@ static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *r
 	struct stat backing;
 	int tenant_fd, ret;
 
-	if (kind == INODE_STATUS) {
-		fs_set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
-		st->st_mode = S_IFREG | 0444;
-		st->st_size = 0;	/* made at open; read it to its end */
-		return 0;
-	}
+	if (kind == INODE_PROMOTE)
+		return stat_promote_dir(fs, st);
+	if (kind == INODE_STATUS)
+		return stat_status(fs, st);
 	if (kind == INODE_STAGED_RUN)
-		ret = promote_stage_run(fs->promoter, name, false, &backing);
-	else
-		ret = promote_stat_upload(fs->promoter, run, name, &backing);
-	if (ret == -ENOENT && kind == INODE_UPLOAD && run) {
+		return stat_staged_run(fs, name, st);
+	ret = promote_stat_upload(fs->promoter, run, name, &backing);
+	if (ret == -ENOENT && run) {
 		snprintf(path, sizeof(path), "%s/%s", run, name);
 		tenant_fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
 		if (tenant_fd < 0)
@@ -132,29 +302,28 @@ int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
 	if (!run && strcmp(name, PROMOTE_STATUS_FILE) == 0) {
 		kind = INODE_STATUS;
 	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
-		/* Not a request in flight: promote/<run> of a run one may promote into. */
-		int fd;
-
+		/*
+		 * Not a request in flight: promote/<run> of a run one may
+		 * promote into, the store's or one staged here, found without
+		 * making its staging.  Whether it is there comes first, so
+		 * that no other tenant's run is told by EACCES.
+		 */
 		if (!promote_serves_run(fs->promoter, name))
 			return -ENOENT;
-		fd = view_open_run(fs->view, name, &st);
-
-		if (fd >= 0)
-			close(fd);
-		if (fd < 0 && promote_stage_run(fs->promoter, name, false, &st) < 0)
+		ret = stat_staged_run(fs, name, &e->attr);
+		if (ret < 0)
 			return -ENOENT;
 		/* Staged here, but another tenant promoted into it first. */
 		ret = promote_check_run(fs->promoter, name);
 		if (ret < 0)
 			return ret == -EACCES ? ret : -ENOENT;
-		ret = promote_stage_run(fs->promoter, name, true, &st);
-		if (ret < 0)
-			return ret;
 		kind = INODE_STAGED_RUN;
 	}
-	ret = stat_promote_entry(fs, kind, run, name, &e->attr);
-	if (ret < 0)
-		return ret;
+	if (kind != INODE_STAGED_RUN) {
+		ret = stat_promote_entry(fs, kind, run, name, &e->attr);
+		if (ret < 0)
+			return ret;
+	}
 	ret = inode_get(fs->inodes, parent, kind, name, e->attr.st_ino, -1, &inode);
 	if (ret < 0)
 		return ret;
@@ -358,10 +527,11 @@ int fs_promote_mkdir(struct fs *fs, struct inode *dir, const char *name,
 		return promote_refuse_directory(fs->promoter, dir->name, name);
 	ret = promote_stage_run(fs->promoter, name, true, &st);
 	if (ret == 0)
-		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, st.st_ino, -1, &inode);
+		ret = stat_staged_run(fs, name, &e->attr);
+	if (ret == 0)
+		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, e->attr.st_ino, -1, &inode);
 	if (ret < 0)
 		return ret;
-	fs_present_backing(fs, &e->attr, &st);
 	e->ino = inode_to_nodeid(inode);
 	return 0;
 }
