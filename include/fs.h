@@ -59,9 +59,14 @@ struct fs {
 	} stats;
 	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
 	struct promoter *promoter;
-	/* Open files, for those the kernel never releases (unmounted first). */
+	/*
+	 * Open files and directories, for those the kernel never releases
+	 * (unmounted first, or stopped by a signal).  open_lock guards both
+	 * lists.
+	 */
 	pthread_mutex_t open_lock;
 	struct open_file *open_files;
+	struct dir_handle *dir_handles;
 	/* The thread that asks the kernel to forget files beyond max_files. */
 	struct fs_pruner {
 		pthread_t thread;
@@ -82,7 +87,10 @@ extern const struct fuse_lowlevel_ops fs_operations;
 int fs_start_pruner(struct fs *fs);
 void fs_stop_pruner(struct fs *fs);
 
-/* Closes what is still open once the session is over (before the promoter goes). */
+/*
+ * Closes the files and directories still open once the session is over
+ * (before the promoter goes).
+ */
 void fs_close_open_files(struct fs *fs);
 
 /*

@@ -42,6 +42,7 @@ struct dir_handle {
 		unsigned char type;
 	} *entries;		/* the other directories: fixed at opendir */
 	size_t count, capacity;
+	struct dir_handle *prev, *next;	/* fs->dir_handles, while open */
 };
 
 /* --- fs.c ------------------------------------------------------------------ */

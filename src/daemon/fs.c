@@ -123,6 +123,31 @@ static void dir_handle_free(struct dir_handle *handle)
 	free(handle);
 }
 
+/* Puts an opened directory on the list fs_close_open_files() empties. */
+static void dir_handle_track(struct fs *fs, struct dir_handle *handle)
+{
+	pthread_mutex_lock(&fs->open_lock);
+	handle->next = fs->dir_handles;
+	if (fs->dir_handles)
+		fs->dir_handles->prev = handle;
+	fs->dir_handles = handle;
+	pthread_mutex_unlock(&fs->open_lock);
+}
+
+/* Takes a directory off that list (its release) and frees it. */
+static void dir_handle_close(struct fs *fs, struct dir_handle *handle)
+{
+	pthread_mutex_lock(&fs->open_lock);
+	if (handle->prev)
+		handle->prev->next = handle->next;
+	else
+		fs->dir_handles = handle->next;
+	if (handle->next)
+		handle->next->prev = handle->prev;
+	pthread_mutex_unlock(&fs->open_lock);
+	dir_handle_free(handle);
+}
+
 int fs_dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
 		      unsigned char type)
 {
@@ -692,8 +717,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	 */
 	fi->keep_cache = keeps_cache(fs) && inode->kind == INODE_RUN;
 	fi->cache_readdir = fi->keep_cache;
+	dir_handle_track(fs, handle);
 	if (fuse_reply_open(req, fi) < 0)
-		dir_handle_free(handle);
+		dir_handle_close(fs, handle);
 }
 
 /*
@@ -824,7 +850,7 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
-	dir_handle_free((struct dir_handle *)(uintptr_t)fi->fh);
+	dir_handle_close(fs_of(req), (struct dir_handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -1255,4 +1281,6 @@ void fs_close_open_files(struct fs *fs)
 		fs->open_files->refs = 1;
 		fs_open_file_put(fs->open_files);
 	}
+	while (fs->dir_handles)
+		dir_handle_close(fs, fs->dir_handles);
 }
