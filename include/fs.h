@@ -18,6 +18,7 @@
 
 #include "ino_cipher.h"
 #include "inode.h"
+#include "list.h"
 #include "promote.h"
 #include "view.h"
 #include "watch.h"
@@ -65,8 +66,8 @@ struct fs {
 	 * lists.
 	 */
 	pthread_mutex_t open_lock;
-	struct open_file *open_files;
-	struct dir_handle *dir_handles;
+	struct list_link *open_files;	/* of struct open_file */
+	struct list_link *dir_handles;	/* of struct dir_handle */
 	/* The thread that asks the kernel to forget files beyond max_files. */
 	struct fs_pruner {
 		pthread_t thread;

@@ -25,7 +25,7 @@
 struct open_file {
 	_Atomic unsigned int refs;
 	struct fs *fs;
-	struct open_file *prev, *next;	/* fs->open_files */
+	struct list_link link;	/* in fs->open_files */
 	int fd;			/* backing or staged file; -1 for .status */
 	struct upload *upload;	/* an upload this handle writes, or NULL */
 	char *text;		/* promote/.status as of open */
@@ -42,7 +42,7 @@ struct dir_handle {
 		unsigned char type;
 	} *entries;		/* the other directories: fixed at opendir */
 	size_t count, capacity;
-	struct dir_handle *prev, *next;	/* fs->dir_handles, while open */
+	struct list_link link;	/* in fs->dir_handles, while open */
 };
 
 /* --- fs.c ------------------------------------------------------------------ */

@@ -127,10 +127,7 @@ static void dir_handle_free(struct dir_handle *handle)
 static void dir_handle_track(struct fs *fs, struct dir_handle *handle)
 {
 	pthread_mutex_lock(&fs->open_lock);
-	handle->next = fs->dir_handles;
-	if (fs->dir_handles)
-		fs->dir_handles->prev = handle;
-	fs->dir_handles = handle;
+	list_push(&fs->dir_handles, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
 }
 
@@ -138,12 +135,7 @@ static void dir_handle_track(struct fs *fs, struct dir_handle *handle)
 static void dir_handle_close(struct fs *fs, struct dir_handle *handle)
 {
 	pthread_mutex_lock(&fs->open_lock);
-	if (handle->prev)
-		handle->prev->next = handle->next;
-	else
-		fs->dir_handles = handle->next;
-	if (handle->next)
-		handle->next->prev = handle->prev;
+	list_unlink(&fs->dir_handles, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
 	dir_handle_free(handle);
 }
@@ -474,10 +466,7 @@ struct open_file *fs_open_file_new(struct fs *fs)
 	handle->fd = -1;
 	handle->fs = fs;
 	pthread_mutex_lock(&fs->open_lock);
-	handle->next = fs->open_files;
-	if (fs->open_files)
-		fs->open_files->prev = handle;
-	fs->open_files = handle;
+	list_push(&fs->open_files, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
 	return handle;
 }
@@ -489,12 +478,7 @@ void fs_open_file_put(struct open_file *handle)
 	if (--handle->refs > 0)
 		return;
 	pthread_mutex_lock(&fs->open_lock);
-	if (handle->prev)
-		handle->prev->next = handle->next;
-	else
-		fs->open_files = handle->next;
-	if (handle->next)
-		handle->next->prev = handle->prev;
+	list_unlink(&fs->open_files, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
 	if (handle->upload)
 		promote_end_upload(handle->upload);
@@ -1278,9 +1262,11 @@ void fs_close_open_files(struct fs *fs)
 {
 	/* What the kernel never released: the session ended first. */
 	while (fs->open_files) {
-		fs->open_files->refs = 1;
-		fs_open_file_put(fs->open_files);
+		struct open_file *handle = list_entry(fs->open_files, struct open_file, link);
+
+		handle->refs = 1;
+		fs_open_file_put(handle);
 	}
 	while (fs->dir_handles)
-		dir_handle_close(fs, fs->dir_handles);
+		dir_handle_close(fs, list_entry(fs->dir_handles, struct dir_handle, link));
 }
