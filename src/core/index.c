@@ -163,6 +163,9 @@ enum stmt_id {
 	STMT_COUNT
 };
 
+/* The audit columns read_audit_row() decodes, in its order. */
+#define AUDIT_COLUMNS "time_ns, client, action, run, filename, size, sha256, error, reason"
+
 static const char *const stmt_sql[STMT_COUNT] = {
 	/* IMMEDIATE: take the write lock now, so that no other daemon can
 	 * make our read of the old rows stale before we write. */
@@ -240,7 +243,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	" WHERE client = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
 	/* The newest ?2 rows (audit_client, backwards), then oldest first. */
 	[STMT_LIST_AUDIT] =
-	"SELECT time_ns, action, run, filename, size, sha256, error, reason"
+	"SELECT " AUDIT_COLUMNS
 	" FROM (SELECT * FROM audit WHERE client = ?1 ORDER BY id DESC"
 	" LIMIT ?2) ORDER BY id",
 	[STMT_USAGE] =
@@ -1704,12 +1707,28 @@ static enum index_action action_from_name(const char *action)
 	       strcmp(action, "delete") == 0 ? INDEX_ACTION_DELETE : INDEX_ACTION_REPAIR;
 }
 
+/* The row a statement selecting AUDIT_COLUMNS stands on; its strings live until the next step. */
+static struct index_audit read_audit_row(sqlite3_stmt *stmt)
+{
+	return (struct index_audit){
+		.time_ns = sqlite3_column_int64(stmt, 0),
+		.client = column_text(stmt, 1),
+		.action = action_from_name(column_text(stmt, 2)),
+		.run = column_text(stmt, 3),
+		.filename = column_text(stmt, 4),
+		.size = sqlite3_column_type(stmt, 5) == SQLITE_NULL ? -1 :
+			sqlite3_column_int64(stmt, 5),
+		.sha256 = column_text(stmt, 6),
+		.error = sqlite3_column_int(stmt, 7),
+		.reason = column_text(stmt, 8),
+	};
+}
+
 int index_list_audit(struct index *index, const char *client, size_t limit,
 		     int (*fn)(void *ctx, const struct index_audit *row), void *ctx)
 {
 	sqlite3_stmt *stmt = index->stmt[STMT_LIST_AUDIT];
 	struct index_audit row;
-	const char *action;
 	int rc, ret = 0;
 
 	pthread_mutex_lock(&index->lock);
@@ -1723,19 +1742,7 @@ int index_list_audit(struct index *index, const char *client, size_t limit,
 	 * keeps the strings valid): it must not call back into this index.
 	 */
 	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		action = column_text(stmt, 1);
-		row = (struct index_audit){
-			.time_ns = sqlite3_column_int64(stmt, 0),
-			.client = client,
-			.action = action_from_name(action),
-			.run = column_text(stmt, 2),
-			.filename = column_text(stmt, 3),
-			.size = sqlite3_column_type(stmt, 4) == SQLITE_NULL ?
-				-1 : sqlite3_column_int64(stmt, 4),
-			.sha256 = column_text(stmt, 5),
-			.error = sqlite3_column_int(stmt, 6),
-			.reason = column_text(stmt, 7),
-		};
+		row = read_audit_row(stmt);
 		ret = fn(ctx, &row);
 		if (ret)
 			break;
@@ -2015,18 +2022,7 @@ int index_find_artifacts(struct index *index, const struct index_artifact_query 
 
 static int audit_row(sqlite3_stmt *stmt, const struct visitor *visitor)
 {
-	const char *action = column_text(stmt, 2);
-	struct index_audit row = {
-		.time_ns = sqlite3_column_int64(stmt, 0),
-		.client = column_text(stmt, 1),
-		.action = action_from_name(action),
-		.run = column_text(stmt, 3),
-		.filename = column_text(stmt, 4),
-		.size = column_int64_or(stmt, 5, -1),
-		.sha256 = column_text(stmt, 6),
-		.error = sqlite3_column_int(stmt, 7),
-		.reason = column_text(stmt, 8),
-	};
+	struct index_audit row = read_audit_row(stmt);
 
 	return visitor->audit(visitor->ctx, &row);
 }
@@ -2037,8 +2033,7 @@ int index_for_each_audit(struct index *index, const char *client, int64_t since_
 	const char *texts[] = { client };
 
 	return for_each_row(index, "the audit",
-			    "SELECT time_ns, client, action, run, filename, size, sha256, error,"
-			    " reason FROM audit WHERE (?1 IS NULL OR client = ?1)"
+			    "SELECT " AUDIT_COLUMNS " FROM audit WHERE (?1 IS NULL OR client = ?1)"
 			    " AND time_ns >= ?2 ORDER BY id",
 			    texts, 1, since_ns, audit_row,
 			    &(struct visitor){ .audit = fn, .ctx = ctx });
