@@ -158,6 +158,13 @@ void store_lock(int fd, int operation);
  */
 #define STORE_PRIVATE_DIR ".artifactfs"
 
+/*
+ * Opens STORE_PRIVATE_DIR/<area>/<client> (O_RDONLY), making each level
+ * that is missing, private (0700): staging, kept copies of repairs.
+ * Returns the fd, -EINVAL for an invalid client id, or -errno.
+ */
+int store_make_private_dir(const struct store *store, const char *area, const char *client);
+
 /* The index's file in STORE_PRIVATE_DIR unless another is given. */
 #define STORE_INDEX_FILE "index.db"
 /* The key of the inode numbers shown (ino_cipher.h), in STORE_PRIVATE_DIR. */

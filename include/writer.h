@@ -30,7 +30,8 @@
 #include "view.h"
 
 /* The staging area of every tenant, below the store's private directory. */
-#define WRITER_STAGING_DIR STORE_PRIVATE_DIR "/staging"
+#define WRITER_STAGING_AREA "staging"
+#define WRITER_STAGING_DIR STORE_PRIVATE_DIR "/" WRITER_STAGING_AREA
 
 /*
  * The metadata.json a writer last wrote into a run, parsed, with what
@@ -53,6 +54,7 @@ struct writer {
 	/* Guards mime: writer_reload_mime() swaps it while landings read it. */
 	pthread_rwlock_t mime_lock;
 	struct mime_table *mime;
+	int staging_fd;		/* the tenant's staging area, holding the instances */
 	int instance_fd;	/* flock'ed for the life of the writer */
 	int runs_fd, requests_fd, work_fd;
 	char instance[64];

@@ -539,19 +539,13 @@ static int copy_sizes(const struct meta_run *meta, struct meta_run *copy)
  */
 static int keep_broken_metadata(struct writer *w, const char *run, int run_fd, char *reason)
 {
-	const char *path[] = { STORE_PRIVATE_DIR, CHECK_KEPT_DIR, w->view->client };
-	int dir_fd, next, broken = -1, copy = -1, ret = 0;
+	int dir_fd, broken = -1, copy = -1, ret = 0;
 	char kept[NAMES_ID_MAX + 64];
 	struct timespec now;
 	uint64_t copied;
 	struct stat st;
 
-	dir_fd = dup(w->view->store->root_fd);
-	for (size_t i = 0; dir_fd >= 0 && i < 3; i++) {
-		next = store_make_dir(dir_fd, path[i], 0700, NULL);
-		close(dir_fd);
-		dir_fd = next;
-	}
+	dir_fd = store_make_private_dir(w->view->store, CHECK_KEPT_DIR, w->view->client);
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(kept, sizeof(kept), "%s.%s.%lld.%09ld", run, NAMES_METADATA_FILE,
 		 (long long)now.tv_sec, now.tv_nsec);

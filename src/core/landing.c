@@ -700,23 +700,13 @@ unsigned int landing_recover(struct writer *w)
 {
 	unsigned int completed = 0;
 	struct dirent *entry;
-	int staging_fd, tenant_fd;
 	DIR *dir;
 
-	staging_fd = store_open_beneath(w->view->store->root_fd, WRITER_STAGING_DIR,
-					O_RDONLY | O_DIRECTORY, 0);
-	if (staging_fd < 0)
-		return 0;
-	tenant_fd = store_open_beneath(staging_fd, w->view->client, O_RDONLY | O_DIRECTORY, 0);
-	close(staging_fd);
-	if (tenant_fd < 0)
-		return 0;
-	if (store_open_dir(tenant_fd, &dir) == 0) {
+	if (store_open_dir(w->staging_fd, &dir) == 0) {
 		while ((entry = readdir(dir)))
 			if (entry->d_name[0] != '.' && strcmp(entry->d_name, w->instance) != 0)
-				completed += reclaim_instance(w, tenant_fd, entry->d_name);
+				completed += reclaim_instance(w, w->staging_fd, entry->d_name);
 		closedir(dir);
 	}
-	close(tenant_fd);
 	return completed;
 }

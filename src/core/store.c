@@ -243,6 +243,26 @@ static int make_durable_dir(int fd, const char *name)
 	return dir_fd;
 }
 
+int store_make_private_dir(const struct store *store, const char *area, const char *client)
+{
+	const char *const path[] = { STORE_PRIVATE_DIR, area, client };
+	int fd, next;
+
+	if (names_check_id(client, NULL) < 0)
+		return -EINVAL;
+	fd = dup(store->root_fd);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < 3; i++) {
+		next = store_make_dir(fd, path[i], 0700, NULL);
+		close(fd);
+		if (next < 0)
+			return next;
+		fd = next;
+	}
+	return fd;
+}
+
 int store_make_tenant(const struct store *store, const char *client)
 {
 	int artifacts_fd, tenant_fd;

@@ -17,41 +17,23 @@
 /* Where content types come from: the system's table. */
 #define WRITER_MIME_TYPES "/etc/mime.types"
 
-/* Makes STORE/.artifactfs/staging/<client>, private to the daemon's user. */
-static int make_tenant_staging(struct view *view)
-{
-	static const char *const path[] = { STORE_PRIVATE_DIR, "staging" };
-	int fd, next;
-
-	fd = dup(view->store->root_fd);
-	if (fd < 0)
-		return -errno;
-	for (size_t i = 0; i < 3; i++) {
-		next = store_make_dir(fd, i < 2 ? path[i] : view->client, 0700, NULL);
-		close(fd);
-		if (next < 0)
-			return next;
-		fd = next;
-	}
-	return fd;
-}
-
 static int make_instance(struct writer *w)
 {
 	struct timespec now;
-	int tenant_fd, ret = 0;
+	int ret = 0;
 
-	tenant_fd = make_tenant_staging(w->view);
-	if (tenant_fd < 0) {
+	w->staging_fd = store_make_private_dir(w->view->store, WRITER_STAGING_AREA,
+					       w->view->client);
+	if (w->staging_fd < 0) {
 		log_error("client %s: cannot make the staging directory %s/%s/%s: %s",
 			  w->view->client, w->view->store->path, WRITER_STAGING_DIR,
-			  w->view->client, strerror(-tenant_fd));
-		return tenant_fd;
+			  w->view->client, strerror(-w->staging_fd));
+		return w->staging_fd;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(w->instance, sizeof(w->instance), "%d.%lld", getpid(),
 		 (long long)now.tv_sec * 1000000000 + now.tv_nsec);
-	w->instance_fd = store_make_dir(tenant_fd, w->instance, 0700, NULL);
+	w->instance_fd = store_make_dir(w->staging_fd, w->instance, 0700, NULL);
 	if (w->instance_fd < 0 || flock(w->instance_fd, LOCK_EX | LOCK_NB) < 0) {
 		ret = w->instance_fd < 0 ? w->instance_fd : -errno;
 		goto out;
@@ -65,7 +47,6 @@ out:
 	if (ret < 0)
 		log_error("client %s: cannot make the staging directory: %s", w->view->client,
 			  strerror(-ret));
-	close(tenant_fd);
 	return ret;
 }
 
@@ -80,7 +61,7 @@ int writer_open(struct view *view, const struct promote_options *options,
 		return -ENOMEM;
 	w->view = view;
 	w->options = *options;
-	w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
+	w->staging_fd = w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
 	pthread_mutex_init(&w->cache_lock, NULL);
 	pthread_rwlock_init(&w->mime_lock, NULL);
 	ret = mime_table_load(WRITER_MIME_TYPES, &w->mime);
@@ -112,7 +93,6 @@ static unsigned int count_intents(int work_fd)
 void writer_close(struct writer *w)
 {
 	unsigned int intents;
-	int staging_fd;
 
 	if (!w)
 		return;
@@ -134,17 +114,10 @@ void writer_close(struct writer *w)
 	if (w->work_fd >= 0)
 		close(w->work_fd);
 	/* A clean stop leaves no staging behind. */
-	staging_fd = store_open_beneath(w->view->store->root_fd, WRITER_STAGING_DIR,
-					O_RDONLY | O_DIRECTORY, 0);
-	if (staging_fd >= 0) {
-		int tenant_fd = store_open_beneath(staging_fd, w->view->client,
-						   O_RDONLY | O_DIRECTORY, 0);
-		if (tenant_fd >= 0 && w->instance[0] && w->instance_fd >= 0 && !intents)
-			store_remove_tree(tenant_fd, w->instance);
-		if (tenant_fd >= 0)
-			close(tenant_fd);
-		close(staging_fd);
-	}
+	if (w->instance_fd >= 0 && !intents)
+		store_remove_tree(w->staging_fd, w->instance);
+	if (w->staging_fd >= 0)
+		close(w->staging_fd);
 	if (w->instance_fd >= 0)
 		close(w->instance_fd);
 	mime_table_free(w->mime);
