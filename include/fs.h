@@ -1,5 +1,6 @@
 /*
- * fs.h - the FUSE low-level operations of one tenant's mount.
+ * fs.h - the FUSE low-level operations of a mount: one tenant's view at
+ * the root, or (all_tenants) every tenant's in a directory of its own.
  *
  * fs.c is the only file that replies to the kernel: each operation decodes
  * its inode, asks the view, the store or the index, and replies once.
@@ -20,14 +21,20 @@
 #include "inode.h"
 #include "list.h"
 #include "promote.h"
-#include "view.h"
+#include "tenant.h"
 #include "watch.h"
 
 struct fs {
-	struct view *view;
+	/*
+	 * Whom the mount serves: single_tenant at the root, or, when it is
+	 * NULL, every tenant of the set in /<client>/.
+	 */
+	struct tenant_set *tenants;
+	struct tenant *single_tenant;
+	struct store *store;
 	struct inode_table *inodes;
 	struct fuse_session *session;	/* for cache invalidations */
-	uid_t uid;
+	uid_t uid;			/* owner of the all-tenants root */
 	gid_t gid;
 	/*
 	 * Kernel cache lifetime for entries and attributes, as configured
@@ -48,18 +55,6 @@ struct fs {
 	char bdi[32];		/* "MAJOR:MINOR" of the mount */
 	struct timespec mounted_at;
 	struct ino_cipher ino_cipher;	/* how backing inode numbers are shown */
-	/*
-	 * What was read through the mount, for operators and for proving
-	 * that an incremental backup read nothing: the root's unlisted
-	 * xattr "user.artifactfs.stats" shows them.
-	 */
-	struct fs_stats {
-		_Atomic uint64_t opens;		/* files opened for reading */
-		_Atomic uint64_t reads;		/* read requests */
-		_Atomic uint64_t read_bytes;	/* bytes asked for */
-	} stats;
-	/* promote/ and deletion; NULL on a read-only mount (-o ro). */
-	struct promoter *promoter;
 	/*
 	 * Open files and directories, for those the kernel never releases
 	 * (unmounted first, or stopped by a signal).  open_lock guards both
@@ -90,9 +85,16 @@ void fs_stop_pruner(struct fs *fs);
 
 /*
  * Closes the files and directories still open once the session is over
- * (before the promoter goes).
+ * (before the promoters go).
  */
 void fs_close_open_files(struct fs *fs);
+
+/*
+ * The tenant named client, made the first time it is asked for (and its
+ * directory exists, with all_tenants).  Returns 0 and *out, or -ENOENT
+ * for a name the mount does not serve, or -errno (logged).
+ */
+int fs_get_tenant(struct fs *fs, const char *client, struct tenant **out);
 
 /*
  * How store changes reach the kernel's caches and the index: the watcher

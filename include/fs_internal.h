@@ -48,13 +48,16 @@ struct dir_handle {
 /* --- fs.c ------------------------------------------------------------------ */
 
 /*
- * Fills *st as a directory of the view's own: ino, nlink, the mount's
- * times (which its caller replaces with the store's where it has them).
+ * Fills *st as a directory of tenant's own (NULL: the all-tenants root):
+ * ino, nlink, the mount's times (which its caller replaces with the
+ * store's where it has them).
  */
-void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink);
+void fs_set_virtual_dir(struct fs *fs, const struct tenant *tenant, struct stat *st, ino_t ino,
+			nlink_t nlink);
 
-/* Fills *st from a backing file or directory as the view shows it. */
-void fs_present_backing(struct fs *fs, struct stat *st, const struct stat *backing);
+/* Fills *st from a backing file or directory of tenant as the view shows it. */
+void fs_present_backing(struct fs *fs, const struct tenant *tenant, struct stat *st,
+			const struct stat *backing);
 
 /*
  * Adds a copy of name to a snapshot listing.  Returns 0 or -ENOMEM (the
@@ -67,12 +70,12 @@ int fs_dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
 void fs_dir_handle_release(struct dir_handle *handle);
 
 /*
- * Lists the root into handle: ".", "..", "promote" (unless read-only),
- * then every visible run.  tenant, if not NULL, gets the tenant
- * directory's stat (left alone when there is none yet).
+ * Lists tenant's directory into handle: ".", "..", "promote" (unless
+ * read-only), then every visible run.  backing, if not NULL, gets the
+ * store directory's stat (left alone when there is none yet).
  * Returns 0 or -errno (logged).
  */
-int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant);
+int fs_list_tenant(struct tenant *tenant, struct dir_handle *handle, struct stat *backing);
 
 /*
  * Opens the regular file path below dirfd for reading, only if it is still
@@ -120,21 +123,21 @@ int fs_promote_stat(struct fs *fs, struct inode *inode, struct stat *st);
  * only, requests in flight; making no staging) and of promote/<run>
  * (dir: the uploads in flight into that run).  Return 0 or -errno.
  */
-int fs_promote_list(struct fs *fs, struct dir_handle *handle);
-int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle);
+int fs_promote_list(struct tenant *tenant, struct dir_handle *handle);
+int fs_promote_list_run(struct inode *dir, struct dir_handle *handle);
 
 /*
  * Removes the idle staging of promote/<run> once the store has run (after
  * an upload into it was released): promote/ lists the store's runs, and
  * a staging left behind would outlive the run.
  */
-void fs_promote_tidy_run(struct fs *fs, const char *run);
+void fs_promote_tidy_run(struct tenant *tenant, const char *run);
 
 /*
  * rmdir of promote/<run>: removes its staging if idle.  Returns 0,
  * -EBUSY (uploads in flight), -ENOENT or -errno.
  */
-int fs_promote_rmdir(struct fs *fs, const char *run);
+int fs_promote_rmdir(struct tenant *tenant, const char *run);
 
 /*
  * Starts an upload of name in parent (promote/ or promote/<run>) for an
@@ -197,13 +200,15 @@ int fs_promote_setxattr(struct fs *fs, struct inode *inode, const char *name,
 /* --- fs_notify.c ------------------------------------------------------------ */
 
 /*
- * Drop what the kernel caches of run/file (entry: its name and the run's
- * listing too), or of run (its entry, and the root's listing).  ctx is
- * the struct fs: these are also fs_watch_handler's.  Never with the inode
- * table locked: the kernel may call us back (FORGET) meanwhile.
+ * Drop what the kernel caches of client's run/file (entry: its name and
+ * the run's listing too), or of its run (its entry, and the tenant's
+ * listing).  ctx is the struct fs: these are also fs_watch_handler's.
+ * Never with the inode table locked: the kernel may call us back (FORGET)
+ * meanwhile.
  */
-void fs_notify_file(void *ctx, const char *run, const char *file, bool entry);
-void fs_notify_run(void *ctx, const char *run);
+void fs_notify_file(void *ctx, const char *client, const char *run, const char *file,
+		    bool entry);
+void fs_notify_run(void *ctx, const char *client, const char *run);
 
 /* Asks the pruner to run; cheap enough for every lookup over the limit. */
 void fs_wake_pruner(struct fs *fs);

@@ -48,4 +48,10 @@ uint64_t ino_cipher_apply(const struct ino_cipher *cipher, uint64_t ino);
 /* SipHash-2-4 of an 8-byte little-endian message: the round function. */
 uint64_t ino_cipher_siphash(const struct ino_cipher *cipher, uint64_t message);
 
+/*
+ * A keyed hash of a string, the same on every host: what numbers a name
+ * (promote/<run>) and derives one tenant's key from another.
+ */
+uint64_t ino_cipher_hash_name(const struct ino_cipher *cipher, const char *name);
+
 #endif

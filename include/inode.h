@@ -23,8 +23,11 @@
 
 #include "ino_cipher.h"
 
+struct tenant;
+
 enum inode_kind {
-	INODE_ROOT,		/* the tenant: lists runs and promote/ */
+	INODE_TENANTS,		/* the root with all_tenants: lists the tenants */
+	INODE_TENANT,		/* a tenant (the root without): lists runs and promote/ */
 	INODE_PROMOTE,		/* promote/ */
 	INODE_RUN,		/* a run dir */
 	INODE_FILE,		/* a regular file in a run dir */
@@ -33,7 +36,11 @@ enum inode_kind {
 	INODE_UPLOAD,		/* promote/<run>/<file> or promote/<request> */
 };
 
-/* Numbers of what has no backing file, shown as they are. */
+/*
+ * Numbers of what has no backing file, shown as they are: the root, and a
+ * single tenant's promote/ and promote/.status (with all_tenants, each
+ * tenant has its own: see tenant.h).
+ */
 #define INODE_ROOT_INO ((ino_t)INO_CIPHER_ROOT)
 #define INODE_PROMOTE_INO ((ino_t)INO_CIPHER_PROMOTE)
 #define INODE_STATUS_INO ((ino_t)INO_CIPHER_STATUS)
@@ -41,6 +48,7 @@ enum inode_kind {
 struct inode {
 	struct inode *parent;	/* NULL for the root */
 	enum inode_kind kind;
+	struct tenant *tenant;	/* whose it is; NULL for INODE_TENANTS */
 	ino_t ino;		/* the backing st_ino; one of the above for the rest */
 	int fd;			/* INODE_RUN: O_PATH fd of the run dir; else -1 */
 	/*
@@ -57,28 +65,30 @@ struct inode {
 struct inode_table;
 
 /*
- * Makes a table holding the root and promote/.  max_files bounds the file
- * inodes kept (see inode_collect_stale()).  Returns 0 or -ENOMEM.
+ * Makes a table holding the root: INODE_TENANT of tenant, or with tenant
+ * NULL, INODE_TENANTS.  max_files bounds the file inodes kept (see
+ * inode_collect_stale()).  Returns 0 or -ENOMEM.
  */
-int inode_table_new(size_t max_files, struct inode_table **out);
+int inode_table_new(size_t max_files, struct tenant *tenant, struct inode_table **out);
 void inode_table_free(struct inode_table *table);
 
 struct inode *inode_root(struct inode_table *table);
-struct inode *inode_promote(struct inode_table *table);
 
 /* Node ids and inodes, both ways.  A node id must be one the kernel holds. */
 fuse_ino_t inode_to_nodeid(const struct inode *inode);
 struct inode *inode_from_nodeid(struct inode_table *table, fuse_ino_t nodeid);
 
 /*
- * Finds or makes the inode for (parent, name) standing for backing inode
- * ino, and counts one kernel reference to it.  Takes ownership of fd (an
- * INODE_RUN's O_PATH fd, or -1): it is closed when an inode already held it.
- * For promote/ and the root, pass the existing inode's identity.
- * Returns 0 and *out, or -ENOMEM (fd closed).
+ * Finds or makes the inode for (parent, name) standing for inode number
+ * ino, of parent's tenant, and counts one kernel reference to it.  Takes
+ * ownership of fd (an INODE_RUN's O_PATH fd, or -1): it is closed when an
+ * inode already held it.  Returns 0 and *out, or -ENOMEM (fd closed).
  */
 int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind kind,
 	      const char *name, ino_t ino, int fd, struct inode **out);
+
+/* inode_get() of tenant's directory in the INODE_TENANTS root. */
+int inode_get_tenant(struct inode_table *table, struct tenant *tenant, struct inode **out);
 
 /* Counts one more kernel reference to an inode the kernel already holds. */
 void inode_ref(struct inode_table *table, struct inode *inode);

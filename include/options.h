@@ -20,7 +20,8 @@
 
 struct options {
 	char *store;		/* STORE, as given */
-	char *client;		/* -o client=ID or --client=ID */
+	char *client;		/* -o client=ID or --client=ID; NULL with all_tenants */
+	int all_tenants;	/* -o all_tenants: every tenant in /<client>/ */
 	char *index_path;	/* -o index=PATH, NULL for the default */
 	unsigned int uid, gid;	/* -o uid=N,gid=N */
 	int uid_set, gid_set;

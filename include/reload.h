@@ -13,16 +13,17 @@
 #define ARTIFACTFS_RELOAD_H
 
 #include "log.h"
-#include "promote.h"
 
 struct reload;
 
 /*
  * Installs the handlers (after fuse_set_signal_handlers()) and starts the
- * thread.  promoter may be NULL (a read-only mount); level is the level
- * logging starts at.  Returns 0 and *out, or -errno (logged).
+ * thread, which calls reload_config(ctx) on SIGHUP to read the system's
+ * configuration again; level is the level logging starts at.  Returns 0
+ * and *out, or -errno (logged).
  */
-int reload_start(struct promoter *promoter, enum log_level level, struct reload **out);
+int reload_start(void (*reload_config)(void *ctx), void *ctx, enum log_level level,
+		 struct reload **out);
 
 /* Ignores SIGHUP, SIGUSR1 and SIGUSR2 from now on and stops the thread.  NULL is a no-op. */
 void reload_stop(struct reload *reload);

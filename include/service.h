@@ -10,10 +10,10 @@
 #include <stdbool.h>
 
 /*
- * READY=1 with a STATUS= line naming the tenant, the store and the mount
+ * READY=1 with a STATUS= line naming whom it serves, the store and the mount
  * point.  Call once the mount is served, where -o ready_fd is written.
  */
-void service_notify_ready(const char *client, const char *store, const char *mountpoint);
+void service_notify_ready(const char *whom, const char *store, const char *mountpoint);
 
 /* STOPPING=1: the loop has ended and the mount is about to go away. */
 void service_notify_stopping(void);

@@ -57,13 +57,19 @@ int store_open_tenant(const struct store *store, const char *client, int flags);
 int store_open_run(const struct store *store, const char *client, const char *run, int flags);
 /* Also -ENOENT for a directory without metadata.json (a tenant's area). */
 int store_open_legacy_run(const struct store *store, const char *run, int flags);
+/*
+ * Whether name, directly under artifacts/, is a legacy run dir (it holds
+ * metadata.json itself) rather than a tenant's area.
+ */
+bool store_is_legacy_run(const struct store *store, const char *name);
 int store_open_session_output(const struct store *store, const char *run, int flags);
 
 /*
  * Calls fn for each tenant area of the store (a directory
  * artifacts/<client>/ with a valid id that is not a legacy run), each
  * legacy run, or each run dir of client (a directory whose name passes
- * names_check_run(): promote/ is never a run), in name order.  The names are read first, so fn may change the directory.
+ * names_check_run(): promote/ is never a run), in name order.  The names
+ * are read first, so fn may change the directory.
  * Symlinks and other files are skipped.  Returns 0 (also when there is
  * nothing), the first non-zero value fn returned, or -errno.
  */

@@ -10,6 +10,8 @@
  */
 #include <stdbool.h>
 
+#include <string.h>
+
 #include "ino_cipher.h"
 
 #define FEISTEL_ROUNDS 4
@@ -100,4 +102,19 @@ uint64_t ino_cipher_apply(const struct ino_cipher *cipher, uint64_t ino)
 	for (int walks = 0; !shown_in_range(shown) && walks < 4096; walks++)
 		shown = encrypt(cipher, shown);
 	return shown;
+}
+
+uint64_t ino_cipher_hash_name(const struct ino_cipher *cipher, const char *name)
+{
+	size_t len = strlen(name);
+	uint64_t hash = 0;
+
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t chunk = 0;	/* little-endian, the same on every host */
+
+		for (size_t j = 0; j < 8 && i + j < len; j++)
+			chunk |= (uint64_t)(unsigned char)name[i + j] << (8 * j);
+		hash = ino_cipher_siphash(cipher, hash ^ chunk);
+	}
+	return hash;
 }

@@ -189,7 +189,7 @@ static int for_each_directory(const struct store *store, int dir_fd,
 	return ret;
 }
 
-static bool is_legacy_run(const struct store *store, const char *name)
+bool store_is_legacy_run(const struct store *store, const char *name)
 {
 	int fd = store_open_legacy_run(store, name, O_PATH);
 
@@ -201,13 +201,13 @@ static bool is_legacy_run(const struct store *store, const char *name)
 int store_for_each_tenant(const struct store *store,
 			  int (*fn)(void *ctx, const char *client), void *ctx)
 {
-	return for_each_directory(store, store_open_artifacts(store, O_RDONLY), is_legacy_run,
+	return for_each_directory(store, store_open_artifacts(store, O_RDONLY), store_is_legacy_run,
 				  fn, ctx);
 }
 
 static bool is_tenant(const struct store *store, const char *name)
 {
-	return !is_legacy_run(store, name);
+	return !store_is_legacy_run(store, name);
 }
 
 int store_for_each_legacy_run(const struct store *store,

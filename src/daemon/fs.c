@@ -1,5 +1,5 @@
 /*
- * fs.c - the FUSE low-level operations on the tenant's runs, and the
+ * fs.c - the FUSE low-level operations on the tenants' runs, and the
  * dispatch of every operation: the only file that replies to the kernel.
  *
  * Each operation decodes its inode, asks the view, the store or the index
@@ -25,10 +25,10 @@
 #include "names.h"
 
 #define XATTR_PREFIX "user.artifact."
-/* The root's statistics attribute: not listed, so no backup copies it. */
+/* A tenant's statistics attribute: not listed, so no backup copies it. */
 #define XATTR_STATS "user.artifactfs.stats"
-/* Seconds the kernel may keep the root's attributes. */
-#define ROOT_TIMEOUT 1.0
+/* Seconds the kernel may keep a tenant directory's attributes. */
+#define TENANT_TIMEOUT 1.0
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -40,13 +40,18 @@ static struct inode *inode_of(fuse_req_t req, fuse_ino_t nodeid)
 	return inode_from_nodeid(fs_of(req)->inodes, nodeid);
 }
 
-/* What every entry shows, whatever backs it. */
-static void set_owner_and_mode(struct fs *fs, struct stat *st, mode_t type, mode_t backing_mode)
+/*
+ * What every entry of tenant shows, whatever backs it.  The all-tenants
+ * root (tenant NULL) can be crossed but not listed by its owner's others:
+ * a user given one tenant's path learns no other tenant's name.
+ */
+static void set_owner_and_mode(struct fs *fs, const struct tenant *tenant, struct stat *st,
+			       mode_t type, mode_t backing_mode)
 {
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
+	st->st_uid = tenant ? tenant->uid : fs->uid;
+	st->st_gid = tenant ? tenant->gid : fs->gid;
 	if (type == S_IFDIR) {
-		st->st_mode = S_IFDIR | 0755;
+		st->st_mode = S_IFDIR | (tenant ? 0755 : 0711);
 	} else {
 		/* Read-only content, but a script artifact stays runnable. */
 		st->st_mode = S_IFREG | 0644 | (backing_mode & 0111);
@@ -54,7 +59,8 @@ static void set_owner_and_mode(struct fs *fs, struct stat *st, mode_t type, mode
 	}
 }
 
-void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink)
+void fs_set_virtual_dir(struct fs *fs, const struct tenant *tenant, struct stat *st, ino_t ino,
+			nlink_t nlink)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -62,7 +68,7 @@ void fs_set_virtual_dir(struct fs *fs, struct stat *st, ino_t ino, nlink_t nlink
 	st->st_size = 4096;
 	st->st_blksize = 4096;
 	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
-	set_owner_and_mode(fs, st, S_IFDIR, 0);
+	set_owner_and_mode(fs, tenant, st, S_IFDIR, 0);
 }
 
 /* How long the kernel may cache entries and attributes now. */
@@ -81,7 +87,7 @@ static bool keeps_cache(struct fs *fs)
  * The number the kernel is shown for an inode number of ours: backing
  * numbers go through the cipher (they would count other tenants' files),
  * the view's own (the root, and promote/'s from INO_CIPHER_VIEW_FIRST
- * up) and 0 (a negative entry) as they are.  Applied only
+ * up: see tenant.h) and 0 (a negative entry) as they are.  Applied only
  * where a reply is built, so every number inside the daemon stays the
  * backing one it can compare with the store.
  */
@@ -104,7 +110,7 @@ static void reply_attr(fuse_req_t req, struct stat *st, double timeout)
 	fuse_reply_attr(req, st, timeout);
 }
 
-/* --- the root listing ---------------------------------------------------- */
+/* --- listings ------------------------------------------------------------- */
 
 void fs_dir_handle_release(struct dir_handle *handle)
 {
@@ -164,31 +170,31 @@ int fs_dir_handle_add(struct dir_handle *handle, const char *name, ino_t ino,
 }
 
 /*
- * Lists the root: ".", "..", "promote", then every visible run.  Also the
- * source of the root's link count, so both always agree.
+ * Lists a tenant's directory: ".", "..", "promote", then every visible
+ * run.  Also the source of its link count, so both always agree.
  */
-int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
+int fs_list_tenant(struct tenant *tenant, struct dir_handle *handle, struct stat *backing)
 {
 	struct dirent *entry;
 	DIR *dir = NULL;
 	int fd, ret;
 
-	if ((ret = fs_dir_handle_add(handle, ".", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	if ((ret = fs_dir_handle_add(handle, ".", tenant->dir_ino, DT_DIR)) < 0 ||
 	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0)
 		return ret;
-	if (fs->promoter &&
-	    (ret = fs_dir_handle_add(handle, NAMES_PROMOTE_DIR, INODE_PROMOTE_INO, DT_DIR)) < 0)
+	if (tenant->promoter &&
+	    (ret = fs_dir_handle_add(handle, NAMES_PROMOTE_DIR, tenant->promote_ino, DT_DIR)) < 0)
 		return ret;
 
-	fd = store_open_tenant(fs->view->store, fs->view->client, O_RDONLY);
+	fd = store_open_tenant(tenant->view.store, tenant->client, O_RDONLY);
 	if (fd == -ENOENT)
 		return 0;	/* no runs yet: an empty view, not an error */
 	if (fd < 0) {
 		log_error("client %s: cannot open the tenant directory: %s",
-			  fs->view->client, strerror(-fd));
+			  tenant->client, strerror(-fd));
 		return fd;
 	}
-	if (tenant && fstat(fd, tenant) < 0) {
+	if (backing && fstat(fd, backing) < 0) {
 		ret = -errno;
 		close(fd);
 		return ret;
@@ -201,7 +207,7 @@ int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
 	}
 	while ((errno = 0, entry = readdir(dir))) {
 		if (store_entry_type(dir, entry) != DT_DIR ||
-		    !view_run_visible(fs->view, entry->d_name))
+		    !view_run_visible(&tenant->view, entry->d_name))
 			continue;
 		ret = fs_dir_handle_add(handle, entry->d_name, entry->d_ino, DT_DIR);
 		if (ret < 0)
@@ -210,41 +216,111 @@ int fs_list_root(struct fs *fs, struct dir_handle *handle, struct stat *tenant)
 	ret = -errno;
 	if (ret < 0)
 		log_error("client %s: cannot list the tenant directory: %s",
-			  fs->view->client, strerror(-ret));
+			  tenant->client, strerror(-ret));
 out:
 	closedir(dir);
 	return ret;
 }
 
-/* --- attributes ----------------------------------------------------------- */
-
-static int stat_root(struct fs *fs, struct stat *st)
+static int add_tenant_entry(void *ctx, const char *client)
 {
-	struct dir_handle listing = { 0 };
-	struct stat tenant = { 0 };
+	struct fs *fs = ((void **)ctx)[0];
+	struct stat st;
+	int fd = tenant_open_dir(fs->tenants, client, &st);
+
+	if (fd < 0)
+		return 0;	/* gone meanwhile */
+	close(fd);
+	return fs_dir_handle_add(((void **)ctx)[1], client, st.st_ino, DT_DIR);
+}
+
+/* Lists the all-tenants root: ".", "..", then every tenant directory. */
+static int list_tenants(struct fs *fs, struct dir_handle *handle)
+{
+	void *ctx[] = { fs, handle };
 	int ret;
 
-	ret = fs_list_root(fs, &listing, &tenant);
-	/* ".", ".." and every subdirectory's ".." link here: 2 + subdirs. */
-	fs_set_virtual_dir(fs, st, INODE_ROOT_INO, listing.count);
-	if (ret == 0 && tenant.st_ino) {
-		st->st_atim = tenant.st_atim;
-		st->st_mtim = tenant.st_mtim;
-		st->st_ctim = tenant.st_ctim;
-		/* du counts the root too: the tenant dir's own size and blocks. */
-		st->st_size = tenant.st_size;
-		st->st_blocks = tenant.st_blocks;
-		st->st_blksize = tenant.st_blksize;
+	if ((ret = fs_dir_handle_add(handle, ".", INODE_ROOT_INO, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0)
+		return ret;
+	ret = store_for_each_tenant(fs->store, add_tenant_entry, ctx);
+	if (ret < 0)
+		log_error("cannot list the tenants of %s: %s", fs->store->path, strerror(-ret));
+	return ret;
+}
+
+int fs_get_tenant(struct fs *fs, const char *client, struct tenant **out)
+{
+	struct stat st;
+	int fd;
+
+	if (fs->single_tenant) {
+		if (strcmp(client, fs->single_tenant->client) != 0)
+			return -ENOENT;
+		*out = fs->single_tenant;
+		return 0;
 	}
+	fd = tenant_open_dir(fs->tenants, client, &st);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return tenant_get(fs->tenants, client, &st, out);
+}
+
+/* --- attributes ----------------------------------------------------------- */
+
+/* Its times, size and blocks, if dir (a store directory's) was read. */
+static void take_backing_times(struct stat *st, const struct stat *dir)
+{
+	if (!dir->st_ino)
+		return;
+	st->st_atim = dir->st_atim;
+	st->st_mtim = dir->st_mtim;
+	st->st_ctim = dir->st_ctim;
+	/* du counts directories too: the backing dir's own size and blocks. */
+	st->st_size = dir->st_size;
+	st->st_blocks = dir->st_blocks;
+	st->st_blksize = dir->st_blksize;
+}
+
+/* The listing's size is the link count: 2 + subdirectories, as they link here. */
+static int stat_tenant(struct fs *fs, struct tenant *tenant, struct stat *st)
+{
+	struct dir_handle listing = { 0 };
+	struct stat backing = { 0 };
+	int ret;
+
+	ret = fs_list_tenant(tenant, &listing, &backing);
+	fs_set_virtual_dir(fs, tenant, st, tenant->dir_ino, listing.count);
+	if (ret == 0)
+		take_backing_times(st, &backing);
+	fs_dir_handle_release(&listing);
+	return ret;
+}
+
+static int stat_tenants(struct fs *fs, struct stat *st)
+{
+	struct dir_handle listing = { 0 };
+	struct stat backing = { 0 };
+	int ret, fd;
+
+	ret = list_tenants(fs, &listing);
+	fs_set_virtual_dir(fs, NULL, st, INODE_ROOT_INO, listing.count);
+	fd = store_open_artifacts(fs->store, O_PATH);
+	if (ret == 0 && fd >= 0 && fstat(fd, &backing) == 0)
+		take_backing_times(st, &backing);
+	if (fd >= 0)
+		close(fd);
 	fs_dir_handle_release(&listing);
 	return ret;
 }
 
 /* Fills *st from a backing file or directory as the view shows it. */
-void fs_present_backing(struct fs *fs, struct stat *st, const struct stat *backing)
+void fs_present_backing(struct fs *fs, const struct tenant *tenant, struct stat *st,
+			const struct stat *backing)
 {
 	*st = *backing;
-	set_owner_and_mode(fs, st, backing->st_mode & S_IFMT, backing->st_mode);
+	set_owner_and_mode(fs, tenant, st, backing->st_mode & S_IFMT, backing->st_mode);
 	if (S_ISDIR(backing->st_mode))
 		st->st_nlink = 2;	/* a run dir shows no subdirectories */
 }
@@ -254,8 +330,10 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	struct stat backing;
 
 	switch (inode->kind) {
-	case INODE_ROOT:
-		return stat_root(fs, st);
+	case INODE_TENANTS:
+		return stat_tenants(fs, st);
+	case INODE_TENANT:
+		return stat_tenant(fs, inode->tenant, st);
 	case INODE_PROMOTE:
 	case INODE_STATUS:
 	case INODE_STAGED_RUN:
@@ -278,7 +356,7 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
 	default:
 		return -ENOENT;
 	}
-	fs_present_backing(fs, st, &backing);
+	fs_present_backing(fs, inode->tenant, st, &backing);
 	return 0;
 }
 
@@ -288,13 +366,12 @@ static int stat_inode(struct fs *fs, struct inode *inode, struct stat *st)
  * Expiry is a matter of time, not of a change anyone could notice: the
  * kernel must look a run up again when it expires, so it vanishes then.
  */
-static void limit_to_expiry(struct fs *fs, const char *run, struct fuse_entry_param *e)
+static void limit_to_expiry(struct view *view, const char *run, struct fuse_entry_param *e)
 {
 	int64_t expires_at;
 	double left;
 
-	if (fs->view->show_expired ||
-	    index_get_run_expiry(fs->view->index, fs->view->client, run, &expires_at) < 0)
+	if (view->show_expired || index_get_run_expiry(view->index, view->client, run, &expires_at) < 0)
 		return;
 	left = (double)(expires_at - (int64_t)time(NULL));
 	if (left < e->entry_timeout)
@@ -317,19 +394,37 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	e->entry_timeout = cache_timeout(fs);
 
 	switch (parent->kind) {
-	case INODE_ROOT:
-		if (strcmp(name, NAMES_PROMOTE_DIR) == 0 && fs->promoter) {
-			inode_get(fs->inodes, parent, INODE_PROMOTE, name, INODE_PROMOTE_INO, -1, &inode);
+	case INODE_TENANTS: {
+		struct tenant *tenant;
+
+		ret = fs_get_tenant(fs, name, &tenant);
+		if (ret == 0)
+			ret = inode_get_tenant(fs->inodes, tenant, &inode);
+		if (ret < 0)
+			return ret;
+		e->ino = inode_to_nodeid(inode);
+		e->attr_timeout = e->attr_timeout < TENANT_TIMEOUT ? e->attr_timeout : TENANT_TIMEOUT;
+		ret = stat_tenant(fs, tenant, &e->attr);
+		if (ret < 0)
+			inode_forget(fs->inodes, inode, 1);
+		return ret;
+	}
+	case INODE_TENANT:
+		if (strcmp(name, NAMES_PROMOTE_DIR) == 0 && parent->tenant->promoter) {
+			ret = inode_get(fs->inodes, parent, INODE_PROMOTE, name,
+					parent->tenant->promote_ino, -1, &inode);
+			if (ret < 0)
+				return ret;
 			e->ino = inode_to_nodeid(inode);
 			ret = fs_promote_stat(fs, inode, &e->attr);
 			if (ret < 0)
 				inode_forget(fs->inodes, inode, 1);
 			return ret;
 		}
-		fd = view_open_run(fs->view, name, &backing);
+		fd = view_open_run(&parent->tenant->view, name, &backing);
 		if (fd < 0)
 			return fd;
-		limit_to_expiry(fs, name, e);
+		limit_to_expiry(&parent->tenant->view, name, e);
 		ret = inode_get(fs->inodes, parent, INODE_RUN, name, backing.st_ino, fd, &inode);
 		break;
 	case INODE_RUN:
@@ -349,7 +444,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	}
 	if (ret < 0)
 		return ret;
-	fs_present_backing(fs, &e->attr, &backing);
+	fs_present_backing(fs, inode->tenant, &e->attr, &backing);
 	e->ino = inode_to_nodeid(inode);
 	return 0;
 }
@@ -414,7 +509,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		/* fstat() of an open file: ask the file itself, not its name. */
 		ret = fstat(handle_of(fi)->fd, &backing) < 0 ? -errno : 0;
 		if (ret == 0)
-			fs_present_backing(fs, &st, &backing);
+			fs_present_backing(fs, inode->tenant, &st, &backing);
 	} else {
 		ret = stat_inode(fs, inode, &st);
 	}
@@ -423,8 +518,12 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	else if (is_promote_dir(inode) || inode->kind == INODE_STATUS ||
 		 inode->kind == INODE_UPLOAD)
 		reply_attr(req, &st, 0);
-	else	/* the root's link count follows runs expiring: keep it short */
-		reply_attr(req, &st, inode->kind == INODE_ROOT ? ROOT_TIMEOUT : cache_timeout(fs));
+	else if (inode->kind == INODE_TENANT || inode->kind == INODE_TENANTS)
+		/* a link count that follows runs expiring: kept short */
+		reply_attr(req, &st, TENANT_TIMEOUT < cache_timeout(fs) ? TENANT_TIMEOUT :
+								     cache_timeout(fs));
+	else
+		reply_attr(req, &st, cache_timeout(fs));
 }
 
 /* --- files ---------------------------------------------------------------- */
@@ -561,7 +660,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	if (inode->kind != INODE_STATUS)
 		handle->fd = fd;
 	fi->noflush = 1;
-	fs->stats.opens++;
+	inode->tenant->stats.opens++;
 	reply_open(req, fi, handle);
 }
 
@@ -570,7 +669,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct inode *dir = inode_of(req, parent);
 
-	if (!is_promote_dir(dir) || !fs_of(req)->promoter) {
+	if (!is_promote_dir(dir) || !dir->tenant->promoter) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -582,10 +681,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 {
 	struct open_file *handle = handle_of(fi);
 	struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
-	struct fs *fs = fs_of(req);
+	struct tenant_stats *stats = &inode_of(req, nodeid)->tenant->stats;
 
-	fs->stats.reads++;
-	fs->stats.read_bytes += size;
+	stats->reads++;
+	stats->read_bytes += size;
 	handle->refs++;
 	if (handle->fd < 0) {
 		/* promote/.status, as of open */
@@ -637,7 +736,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 
 	fs_open_file_put(handle_of(fi));
 	if (upload && fs_promote_upload_run(inode))
-		fs_promote_tidy_run(fs_of(req), fs_promote_upload_run(inode));
+		fs_promote_tidy_run(inode->tenant, fs_promote_upload_run(inode));
 	fuse_reply_err(req, 0);
 }
 
@@ -674,14 +773,17 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		return;
 	}
 	switch (inode->kind) {
-	case INODE_ROOT:
-		ret = fs_list_root(fs, handle, NULL);
+	case INODE_TENANTS:
+		ret = list_tenants(fs, handle);
+		break;
+	case INODE_TENANT:
+		ret = fs_list_tenant(inode->tenant, handle, NULL);
 		break;
 	case INODE_PROMOTE:
-		ret = fs_promote_list(fs, handle);
+		ret = fs_promote_list(inode->tenant, handle);
 		break;
 	case INODE_STAGED_RUN:
-		ret = fs_promote_list_run(fs, inode, handle);
+		ret = fs_promote_list_run(inode, handle);
 		break;
 	case INODE_RUN:
 		ret = store_open_dir(inode->fd, &handle->stream);
@@ -696,7 +798,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	}
 	fi->fh = (uintptr_t)handle;
 	/*
-	 * The root's listing changes as runs expire, promote/'s with every
+	 * A tenant's listing changes as runs expire, promote/'s with every
 	 * upload: those are listed afresh each time.
 	 */
 	fi->keep_cache = keeps_cache(fs) && inode->kind == INODE_RUN;
@@ -880,15 +982,16 @@ static void blur_shared_figures(struct statvfs *st)
 static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 {
 	struct fs *fs = fs_of(req);
+	struct tenant *tenant = inode_of(req, nodeid)->tenant;
 	struct promote_usage usage;
 	struct statvfs st;
 
-	if (fstatvfs(fs->view->store->root_fd, &st) < 0) {
+	if (fstatvfs(fs->store->root_fd, &st) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
 	blur_shared_figures(&st);
-	if (fs->promoter && promote_get_usage(fs->promoter, &usage) == 0) {
+	if (tenant && tenant->promoter && promote_get_usage(tenant->promoter, &usage) == 0) {
 		if (usage.quota_bytes) {
 			uint64_t left = usage.quota_bytes > usage.used_bytes ?
 					usage.quota_bytes - usage.used_bytes : 0;
@@ -912,21 +1015,22 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t nodeid)
 /* --- extended attributes ------------------------------------------------------ */
 
 /* Reads the index attributes of a run or file; none for the others. */
-static int read_attrs(struct fs *fs, struct inode *inode, struct index_attrs *attrs)
+static int read_attrs(struct inode *inode, struct index_attrs *attrs)
 {
+	const struct view *view = inode->tenant ? &inode->tenant->view : NULL;
+
 	memset(attrs, 0, sizeof(*attrs));
 	switch (inode->kind) {
 	case INODE_RUN:
-		return index_get_run_attrs(fs->view->index, fs->view->client, inode->name, attrs);
-	case INODE_FILE:
-		return index_get_file_attrs(fs->view->index, fs->view->client,
-					    inode->parent->name, inode->name, attrs);
 	case INODE_STAGED_RUN:
-		return index_get_run_attrs(fs->view->index, fs->view->client, inode->name, attrs);
+		return index_get_run_attrs(view->index, view->client, inode->name, attrs);
+	case INODE_FILE:
+		return index_get_file_attrs(view->index, view->client, inode->parent->name,
+					    inode->name, attrs);
 	case INODE_UPLOAD:
 		if (!fs_promote_upload_run(inode))
 			return -ENOENT;
-		return index_get_file_attrs(fs->view->index, fs->view->client,
+		return index_get_file_attrs(view->index, view->client,
 					    fs_promote_upload_run(inode), inode->name, attrs);
 	default:
 		return -ENOENT;
@@ -946,24 +1050,40 @@ static void reply_xattr_value(fuse_req_t req, const char *value, size_t size)
 		fuse_reply_buf(req, value, strlen(value));
 }
 
-static void reply_stats(fuse_req_t req, size_t size)
+static void add_stats(void *ctx, struct tenant *tenant)
 {
-	struct fs *fs = fs_of(req);
+	uint64_t *sums = ctx;
+
+	sums[0] += tenant->stats.opens;
+	sums[1] += tenant->stats.reads;
+	sums[2] += tenant->stats.read_bytes;
+}
+
+/* A tenant's figures, or (tenant NULL: the all-tenants root) every tenant's summed. */
+static void reply_stats(fuse_req_t req, struct tenant *tenant, size_t size)
+{
+	uint64_t sums[3] = { 0 };
 	char text[128];
 
+	if (tenant)
+		add_stats(sums, tenant);
+	else
+		tenant_for_each(fs_of(req)->tenants, add_stats, sums);
 	snprintf(text, sizeof(text), "{\"opens\":%llu,\"reads\":%llu,\"read_bytes\":%llu}",
-		 (unsigned long long)fs->stats.opens, (unsigned long long)fs->stats.reads,
-		 (unsigned long long)fs->stats.read_bytes);
+		 (unsigned long long)sums[0], (unsigned long long)sums[1],
+		 (unsigned long long)sums[2]);
 	reply_xattr_value(req, text, size);
 }
 
 static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
 {
+	struct inode *inode = inode_of(req, nodeid);
 	struct index_attrs attrs;
 	int ret;
 
-	if (nodeid == FUSE_ROOT_ID && strcmp(name, XATTR_STATS) == 0) {
-		reply_stats(req, size);
+	if ((inode->kind == INODE_TENANT || inode->kind == INODE_TENANTS) &&
+	    strcmp(name, XATTR_STATS) == 0) {
+		reply_stats(req, inode->tenant, size);
 		return;
 	}
 	/*
@@ -980,7 +1100,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 		fuse_reply_err(req, ENODATA);	/* no index query for those */
 		return;
 	}
-	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);
+	ret = read_attrs(inode, &attrs);
 	if (ret < 0 && ret != -ENOENT) {
 		fuse_reply_err(req, -ret);
 		goto out;
@@ -997,7 +1117,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size)
 	size_t len = 0;
 	int ret;
 
-	ret = read_attrs(fs_of(req), inode_of(req, nodeid), &attrs);
+	ret = read_attrs(inode_of(req, nodeid), &attrs);
 	if (ret < 0 && ret != -ENOENT) {
 		fuse_reply_err(req, -ret);
 		goto out;
@@ -1053,7 +1173,7 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct fuse_entry_param e = { 0 };
 	int ret;
 
-	if (dir->kind != INODE_STAGED_RUN && (dir->kind != INODE_PROMOTE || !fs->promoter)) {
+	if (dir->kind != INODE_STAGED_RUN && (dir->kind != INODE_PROMOTE || !dir->tenant->promoter)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -1067,13 +1187,13 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 /* rm of an artifact (or of metadata.json) in a run, or of a temporary in promote/<run>. */
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fs *fs = fs_of(req);
 	struct inode *dir = inode_of(req, parent);
+	struct promoter *promoter = dir->tenant ? dir->tenant->promoter : NULL;
 
-	if (dir->kind == INODE_RUN && fs->promoter)
-		fuse_reply_err(req, -promote_delete_file(fs->promoter, dir->name, name));
+	if (dir->kind == INODE_RUN && promoter)
+		fuse_reply_err(req, -promote_delete_file(promoter, dir->name, name));
 	else if (dir->kind == INODE_STAGED_RUN)
-		fuse_reply_err(req, -promote_discard_upload(fs->promoter, dir->name, name));
+		fuse_reply_err(req, -promote_discard_upload(promoter, dir->name, name));
 	else
 		fuse_reply_err(req, is_promote_dir(dir) ? EPERM : EROFS);
 }
@@ -1081,18 +1201,20 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* rmdir of a run (the end of rm -r), or of an idle promote/<run>. */
 static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fs *fs = fs_of(req);
 	struct inode *dir = inode_of(req, parent);
+	struct promoter *promoter = dir->tenant ? dir->tenant->promoter : NULL;
 	int ret = -EROFS;
 
-	if (!fs->promoter)
+	if (dir->kind == INODE_TENANTS)
+		ret = -EACCES;	/* tenants come and go with the store only */
+	else if (!promoter)
 		ret = -EROFS;
-	else if (dir->kind == INODE_ROOT && strcmp(name, NAMES_PROMOTE_DIR) == 0)
+	else if (dir->kind == INODE_TENANT && strcmp(name, NAMES_PROMOTE_DIR) == 0)
 		ret = -EPERM;
-	else if (dir->kind == INODE_ROOT)
-		ret = promote_delete_run(fs->promoter, name);
+	else if (dir->kind == INODE_TENANT)
+		ret = promote_delete_run(promoter, name);
 	else if (dir->kind == INODE_PROMOTE)
-		ret = fs_promote_rmdir(fs, name);
+		ret = fs_promote_rmdir(dir->tenant, name);
 	fuse_reply_err(req, -ret);
 }
 
@@ -1144,10 +1266,10 @@ static void fs_access(fuse_req_t req, fuse_ino_t nodeid, int mask)
 
 	if (!(mask & W_OK))
 		fuse_reply_err(req, 0);
-	else if (inode->kind == INODE_STATUS)
+	else if (inode->kind == INODE_STATUS || inode->kind == INODE_TENANTS)
 		fuse_reply_err(req, EACCES);
 	else
-		fuse_reply_err(req, fs_of(req)->promoter ? 0 : EROFS);
+		fuse_reply_err(req, inode->tenant->promoter ? 0 : EROFS);
 }
 
 /* The largest request whose spliced reply fits in a pipe (see fs_init). */

@@ -32,12 +32,39 @@ static void invalidate_inode(struct fs *fs, fuse_ino_t nodeid)
  * why), and never with the table locked: the kernel may call us back
  * (FORGET) while we notify.
  */
-void fs_notify_file(void *ctx, const char *run, const char *file, bool entry)
+
+/* The tenant made for client, if any: none is made for a change. */
+static struct tenant *find_tenant(struct fs *fs, const char *client)
+{
+	if (fs->single_tenant)
+		return strcmp(client, fs->single_tenant->client) == 0 ? fs->single_tenant : NULL;
+	return tenant_find(fs->tenants, client);
+}
+
+/* Holds the inode of client's directory (the root for a single tenant), or NULL. */
+static struct inode *hold_tenant_dir(struct fs *fs, const char *client)
+{
+	struct inode *root = inode_root(fs->inodes);
+
+	if (!fs->single_tenant)
+		return inode_hold_child(fs->inodes, root, client);
+	if (strcmp(client, fs->single_tenant->client) != 0)
+		return NULL;
+	inode_ref(fs->inodes, root);
+	return root;
+}
+
+void fs_notify_file(void *ctx, const char *client, const char *run, const char *file,
+		    bool entry)
 {
 	struct fs *fs = ctx;
-	struct inode *run_inode, *file_inode;
+	struct inode *tenant_inode, *run_inode, *file_inode;
 
-	run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
+	tenant_inode = hold_tenant_dir(fs, client);
+	if (!tenant_inode)
+		return;	/* nothing below an unknown tenant can be cached */
+	run_inode = inode_hold_child(fs->inodes, tenant_inode, run);
+	inode_release(fs->inodes, tenant_inode);	/* the run holds it */
 	if (!run_inode)
 		return;	/* nothing below an unknown run can be cached */
 	file_inode = inode_hold_child(fs->inodes, run_inode, file);
@@ -52,17 +79,21 @@ void fs_notify_file(void *ctx, const char *run, const char *file, bool entry)
 	inode_release(fs->inodes, run_inode);
 }
 
-void fs_notify_run(void *ctx, const char *run)
+void fs_notify_run(void *ctx, const char *client, const char *run)
 {
 	struct fs *fs = ctx;
-	struct inode *run_inode = inode_hold_child(fs->inodes, inode_root(fs->inodes), run);
+	struct inode *tenant_inode = hold_tenant_dir(fs, client), *run_inode;
 
-	invalidate_entry(fs, FUSE_ROOT_ID, run);
+	if (!tenant_inode)
+		return;
+	run_inode = inode_hold_child(fs->inodes, tenant_inode, run);
+	invalidate_entry(fs, inode_to_nodeid(tenant_inode), run);
 	if (run_inode) {
 		invalidate_inode(fs, inode_to_nodeid(run_inode));
 		inode_release(fs->inodes, run_inode);
 	}
-	invalidate_inode(fs, FUSE_ROOT_ID);	/* listing and link count */
+	invalidate_inode(fs, inode_to_nodeid(tenant_inode));	/* listing and link count */
+	inode_release(fs->inodes, tenant_inode);
 }
 
 /* Drops every cached entry and attribute below dir, then dir's own. */
@@ -86,10 +117,13 @@ static void invalidate_below(struct fs *fs, struct inode *dir, int depth)
 	invalidate_inode(fs, inode_to_nodeid(dir));
 }
 
-/* Anything may have changed: drop every entry, attribute and page the kernel holds. */
+/*
+ * Anything may have changed: drop every entry, attribute and page the
+ * kernel holds (below the root: tenants with all_tenants, runs, files).
+ */
 static void invalidate_all(struct fs *fs)
 {
-	invalidate_below(fs, inode_root(fs->inodes), 1);	/* runs, then their files */
+	invalidate_below(fs, inode_root(fs->inodes), fs->single_tenant ? 1 : 2);
 }
 
 static void degrade(void *ctx)
@@ -99,32 +133,67 @@ static void degrade(void *ctx)
 	if (!atomic_exchange(&fs->degraded, true) && fs->timeout > 1.0)
 		log_warning("client %s: store changes can no longer all be watched; "
 			    "kernel caches now expire after 1 second",
-			    fs->view->client);
+			    fs->single_tenant ? fs->single_tenant->client : "(all tenants)");
 	invalidate_all(fs);
 }
 
-static void notify_tenant(void *ctx)
+static void reconcile_tenant(void *ctx, struct tenant *tenant)
 {
-	struct fs *fs = ctx;
-
-	view_reconcile(fs->view);
-	invalidate_all(fs);
+	view_reconcile(&tenant->view);
 }
 
-static unsigned int settle_run(void *ctx, const char *run, bool content)
+/*
+ * A tenant dir came or went, or events were lost: the index catches up
+ * with the store (for tenants made so far: the others do when made), and
+ * the kernel drops what it cached.
+ */
+static void notify_tenant(void *ctx, const char *client)
 {
 	struct fs *fs = ctx;
-	bool was_visible = view_run_visible(fs->view, run), incomplete;
+	struct inode *tenant_inode;
+	struct tenant *tenant;
+
+	if (!client) {
+		if (fs->single_tenant)
+			reconcile_tenant(fs, fs->single_tenant);
+		else
+			tenant_for_each(fs->tenants, reconcile_tenant, fs);
+		invalidate_all(fs);
+		return;
+	}
+	tenant = find_tenant(fs, client);
+	if (tenant)
+		view_reconcile(&tenant->view);
+	if (!fs->single_tenant) {
+		invalidate_entry(fs, FUSE_ROOT_ID, client);
+		invalidate_inode(fs, FUSE_ROOT_ID);	/* listing and link count */
+	}
+	tenant_inode = hold_tenant_dir(fs, client);
+	if (tenant_inode) {
+		invalidate_below(fs, tenant_inode, 1);
+		inode_release(fs->inodes, tenant_inode);
+	}
+}
+
+static unsigned int settle_run(void *ctx, const char *client, const char *run, bool content)
+{
+	struct fs *fs = ctx;
+	struct tenant *tenant = find_tenant(fs, client);
 	unsigned int again = 0;
+	bool was_visible, incomplete;
 
+	if (!tenant)
+		return 0;	/* indexed when it is made */
+	was_visible = view_run_visible(&tenant->view, run);
 	/* A commit of ours already indexed what it did: its stamp then matches. */
-	if (view_sync_run(fs->view, run, content ? VIEW_SYNC_FORCE : 0, &incomplete) == -EAGAIN)
+	if (view_sync_run(&tenant->view, run, content ? VIEW_SYNC_FORCE : 0, &incomplete) ==
+	    -EAGAIN)
 		again = METAFILE_SETTLE_MS / 4;	/* caught half written: look again */
-	else if (incomplete && fs->promoter)
-		again = promote_repair_run(fs->promoter, run);
+	else if (incomplete && tenant->promoter)
+		again = promote_repair_run(tenant->promoter, run);
 	/* A rewritten metadata.json may have moved the run's expiry. */
-	if (view_run_visible(fs->view, run) != was_visible)
-		fs_notify_run(fs, run);
+	if (view_run_visible(&tenant->view, run) != was_visible)
+		fs_notify_run(fs, client, run);
 	return again;
 }
 
@@ -192,8 +261,7 @@ int fs_start_pruner(struct fs *fs)
 	pthread_cond_init(&fs->pruner.wake, NULL);
 	ret = pthread_create(&fs->pruner.thread, NULL, prune, fs);
 	if (ret) {
-		log_error("client %s: cannot start the pruner thread: %s", fs->view->client,
-			  strerror(ret));
+		log_error("cannot start the pruner thread: %s", strerror(ret));
 		return -ret;
 	}
 	fs->pruner.running = true;

@@ -18,32 +18,22 @@
 #include "names.h"
 
 /*
- * The number promote/<run> shows: a keyed hash of the run's name in the
- * view's own range, so it never meets a backing file's, stays the same
- * across remounts, and does not change when the run's first file lands
- * (a number from the run dir would: a tool copying into a run made with
- * mkdir would see its directory replaced).  Two of n runs share one with
- * a chance of about n^2 / 2^33.
+ * The number promote/<run> shows: tenant_view_ino(), a keyed hash of the
+ * run's name in the view's own range, so it never meets a backing file's,
+ * stays the same across remounts, and does not change when the run's
+ * first file lands (a number from the run dir would: a tool copying into
+ * a run made with mkdir would see its directory replaced).  Two of n runs
+ * share one with a chance of about n^2 / 2^33.
  */
-static ino_t staged_run_ino(struct fs *fs, const char *run)
+static ino_t staged_run_ino(const struct tenant *tenant, const char *run)
 {
-	size_t len = strlen(run);
-	uint64_t hash = 0;
-
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t chunk = 0;	/* little-endian, the same on every host */
-
-		for (size_t j = 0; j < 8 && i + j < len; j++)
-			chunk |= (uint64_t)(unsigned char)run[i + j] << (8 * j);
-		hash = ino_cipher_siphash(&fs->ino_cipher, hash ^ chunk);
-	}
-	return INO_CIPHER_VIEW_FIRST + hash % INO_CIPHER_STAGED_RUNS_COUNT;
+	return tenant_view_ino(tenant, run);
 }
 
 /* Whether the store has run, as the view shows it; *st its run dir. */
-static bool store_has_run(struct fs *fs, const char *run, struct stat *st)
+static bool store_has_run(struct tenant *tenant, const char *run, struct stat *st)
 {
-	int fd = view_open_run(fs->view, run, st);
+	int fd = view_open_run(&tenant->view, run, st);
 
 	if (fd < 0)
 		return false;
@@ -56,12 +46,12 @@ static bool store_has_run(struct fs *fs, const char *run, struct stat *st)
  * one, and it goes once idle, so that no staging outlives a run deleted
  * behind the daemon's back (a busy one goes at a later listing).
  */
-void fs_promote_tidy_run(struct fs *fs, const char *run)
+void fs_promote_tidy_run(struct tenant *tenant, const char *run)
 {
 	struct stat st;
 
-	if (store_has_run(fs, run, &st))
-		promote_unstage_run(fs->promoter, run);	/* -EBUSY: uploads in flight */
+	if (store_has_run(tenant, run, &st))
+		promote_unstage_run(tenant->promoter, run);	/* -EBUSY: uploads in flight */
 }
 
 /*
@@ -71,14 +61,14 @@ void fs_promote_tidy_run(struct fs *fs, const char *run)
  */
 static int add_staged_run(void *ctx, const char *run, const struct stat *st)
 {
-	struct fs *fs = ((void **)ctx)[0];
+	struct tenant *tenant = ((void **)ctx)[0];
 	struct stat stored;
 
-	if (store_has_run(fs, run, &stored)) {
-		promote_unstage_run(fs->promoter, run);
+	if (store_has_run(tenant, run, &stored)) {
+		promote_unstage_run(tenant->promoter, run);
 		return 0;
 	}
-	return fs_dir_handle_add(((void **)ctx)[1], run, staged_run_ino(fs, run), DT_DIR);
+	return fs_dir_handle_add(((void **)ctx)[1], run, staged_run_ino(tenant, run), DT_DIR);
 }
 
 static int add_upload(void *ctx, const char *name, const struct stat *st)
@@ -91,55 +81,55 @@ static int add_upload(void *ctx, const char *name, const struct stat *st)
  * runs one may promote into and each run staged here only, the requests
  * in flight.  Makes nothing.
  */
-int fs_promote_list(struct fs *fs, struct dir_handle *handle)
+int fs_promote_list(struct tenant *tenant, struct dir_handle *handle)
 {
 	struct dir_handle runs = { 0 };
-	void *staged_ctx[] = { fs, handle };
+	void *staged_ctx[] = { tenant, handle };
 	int ret;
 
-	if ((ret = fs_dir_handle_add(handle, ".", INODE_PROMOTE_INO, DT_DIR)) < 0 ||
-	    (ret = fs_dir_handle_add(handle, "..", INODE_ROOT_INO, DT_DIR)) < 0 ||
-	    (ret = fs_dir_handle_add(handle, PROMOTE_STATUS_FILE, INODE_STATUS_INO, DT_REG)) < 0)
+	if ((ret = fs_dir_handle_add(handle, ".", tenant->promote_ino, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, "..", tenant->dir_ino, DT_DIR)) < 0 ||
+	    (ret = fs_dir_handle_add(handle, PROMOTE_STATUS_FILE, tenant->status_ino,
+				     DT_REG)) < 0)
 		return ret;
-	ret = fs_list_root(fs, &runs, NULL);
+	ret = fs_list_tenant(tenant, &runs, NULL);
 	for (size_t i = 0; ret == 0 && i < runs.count; i++) {
 		const struct dir_entry *run = &runs.entries[i];
 
-		/* Not ".", ".." nor promote/ itself. */
-		if (run->ino != INODE_ROOT_INO && run->ino != INODE_PROMOTE_INO &&
-		    names_check_run(run->name, NULL) == 0 &&
-		    promote_check_run(fs->promoter, run->name) == 0)
-			ret = fs_dir_handle_add(handle, run->name, staged_run_ino(fs, run->name),
-						DT_DIR);
+		/* Not ".", ".." nor promote/ itself: no run is named so. */
+		if (names_check_run(run->name, NULL) == 0 &&
+		    promote_check_run(tenant->promoter, run->name) == 0)
+			ret = fs_dir_handle_add(handle, run->name,
+						staged_run_ino(tenant, run->name), DT_DIR);
 	}
 	fs_dir_handle_release(&runs);
 	if (ret == 0)
-		ret = promote_list_staged_runs(fs->promoter, add_staged_run, staged_ctx);
+		ret = promote_list_staged_runs(tenant->promoter, add_staged_run, staged_ctx);
 	if (ret == 0)
-		ret = promote_list_uploads(fs->promoter, NULL, add_upload, handle);
+		ret = promote_list_uploads(tenant->promoter, NULL, add_upload, handle);
 	return ret;
 }
 
-int fs_promote_list_run(struct fs *fs, struct inode *dir, struct dir_handle *handle)
+int fs_promote_list_run(struct inode *dir, struct dir_handle *handle)
 {
 	int ret;
 
 	if ((ret = fs_dir_handle_add(handle, ".", dir->ino, DT_DIR)) < 0 ||
-	    (ret = fs_dir_handle_add(handle, "..", INODE_PROMOTE_INO, DT_DIR)) < 0)
+	    (ret = fs_dir_handle_add(handle, "..", dir->tenant->promote_ino, DT_DIR)) < 0)
 		return ret;
-	return promote_list_uploads(fs->promoter, dir->name, add_upload, handle);
+	return promote_list_uploads(dir->tenant->promoter, dir->name, add_upload, handle);
 }
 
 /*
  * rmdir promote/<run>: its staging goes if idle; a run the store has
  * but nothing staged has none to remove, and is done as well.
  */
-int fs_promote_rmdir(struct fs *fs, const char *run)
+int fs_promote_rmdir(struct tenant *tenant, const char *run)
 {
 	struct stat st;
-	int ret = promote_unstage_run(fs->promoter, run);
+	int ret = promote_unstage_run(tenant->promoter, run);
 
-	return ret == -ENOENT && store_has_run(fs, run, &st) ? 0 : ret;
+	return ret == -ENOENT && store_has_run(tenant, run, &st) ? 0 : ret;
 }
 
 /* --- attributes ----------------------------------------------------------- */
@@ -159,36 +149,36 @@ static void take_times(struct stat *st, const struct timespec *time)
 }
 
 /* promote/'s times: the tenant dir's (the epoch before it has one). */
-static void take_tenant_times(struct fs *fs, struct stat *st)
+static void take_tenant_times(struct tenant *tenant, struct stat *st)
 {
-	struct stat tenant;
-	int fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+	struct stat dir;
+	int fd = store_open_tenant(tenant->view.store, tenant->client, O_PATH);
 
 	take_times(st, &(struct timespec){ 0 });
 	if (fd < 0)
 		return;
-	if (fstat(fd, &tenant) == 0) {
-		st->st_atim = tenant.st_atim;
-		st->st_mtim = tenant.st_mtim;
-		st->st_ctim = tenant.st_ctim;
+	if (fstat(fd, &dir) == 0) {
+		st->st_atim = dir.st_atim;
+		st->st_mtim = dir.st_mtim;
+		st->st_ctim = dir.st_ctim;
 	}
 	close(fd);
 }
 
 /* promote/: one link for itself, one from the root, one per directory it lists. */
-static int stat_promote_dir(struct fs *fs, struct stat *st)
+static int stat_promote_dir(struct fs *fs, struct tenant *tenant, struct stat *st)
 {
 	struct dir_handle listing = { 0 };
 	nlink_t dirs = 0;
-	int ret = fs_promote_list(fs, &listing);
+	int ret = fs_promote_list(tenant, &listing);
 
 	for (size_t i = 0; i < listing.count; i++)
 		dirs += listing.entries[i].type == DT_DIR;
 	fs_dir_handle_release(&listing);
 	if (ret < 0)
 		return ret;
-	fs_set_virtual_dir(fs, st, INODE_PROMOTE_INO, dirs);
-	take_tenant_times(fs, st);
+	fs_set_virtual_dir(fs, tenant, st, tenant->promote_ino, dirs);
+	take_tenant_times(tenant, st);
 	return 0;
 }
 
@@ -202,15 +192,15 @@ static int take_newest_audit_time(void *ctx, const struct index_audit *row)
  * promote/.status changes when the audit does: its times are the
  * tenant's newest audit row's (the epoch while there is none).
  */
-static int stat_status(struct fs *fs, struct stat *st)
+static int stat_status(struct fs *fs, struct tenant *tenant, struct stat *st)
 {
 	int64_t newest_ns = 0;
-	int ret = index_list_audit(fs->view->index, fs->view->client, 1,
+	int ret = index_list_audit(tenant->view.index, tenant->client, 1,
 				   take_newest_audit_time, &newest_ns);
 
 	if (ret < 0)
 		return ret;
-	fs_set_virtual_dir(fs, st, INODE_STATUS_INO, 1);
+	fs_set_virtual_dir(fs, tenant, st, tenant->status_ino, 1);
 	st->st_mode = S_IFREG | 0444;
 	st->st_size = 0;	/* made at open; read it to its end */
 	take_times(st, &(struct timespec){ .tv_sec = newest_ns / 1000000000,
@@ -223,21 +213,22 @@ static int stat_status(struct fs *fs, struct stat *st)
  * promote/'s own; a run only staged here (mkdir), with promote/'s times.
  * Makes nothing.  Returns 0, -ENOENT or -errno.
  */
-static int stat_staged_run(struct fs *fs, const char *run, struct stat *st)
+static int stat_staged_run(struct fs *fs, struct tenant *tenant, const char *run,
+			   struct stat *st)
 {
 	struct stat backing;
 	int ret;
 
-	if (store_has_run(fs, run, &backing)) {
-		fs_present_backing(fs, st, &backing);
+	if (store_has_run(tenant, run, &backing)) {
+		fs_present_backing(fs, tenant, st, &backing);
 	} else {
-		ret = promote_stage_run(fs->promoter, run, false, &backing);
+		ret = promote_stage_run(tenant->promoter, run, false, &backing);
 		if (ret < 0)
 			return ret == -ENOTDIR || ret == -ELOOP ? -ENOENT : ret;
-		fs_present_backing(fs, st, &backing);
-		take_tenant_times(fs, st);
+		fs_present_backing(fs, tenant, st, &backing);
+		take_tenant_times(tenant, st);
 	}
-	st->st_ino = staged_run_ino(fs, run);
+	st->st_ino = staged_run_ino(tenant, run);
 	return 0;
 }
 
@@ -248,23 +239,23 @@ static int stat_staged_run(struct fs *fs, const char *run, struct stat *st)
  * artifact it became (so a tool that sets times or modes after close
  * finds it), then nothing.
  */
-static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *run,
-			      const char *name, struct stat *st)
+static int stat_promote_entry(struct fs *fs, struct tenant *tenant, enum inode_kind kind,
+			      const char *run, const char *name, struct stat *st)
 {
 	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
 	struct stat backing;
 	int tenant_fd, ret;
 
 	if (kind == INODE_PROMOTE)
-		return stat_promote_dir(fs, st);
+		return stat_promote_dir(fs, tenant, st);
 	if (kind == INODE_STATUS)
-		return stat_status(fs, st);
+		return stat_status(fs, tenant, st);
 	if (kind == INODE_STAGED_RUN)
-		return stat_staged_run(fs, name, st);
-	ret = promote_stat_upload(fs->promoter, run, name, &backing);
+		return stat_staged_run(fs, tenant, name, st);
+	ret = promote_stat_upload(tenant->promoter, run, name, &backing);
 	if (ret == -ENOENT && run) {
 		snprintf(path, sizeof(path), "%s/%s", run, name);
-		tenant_fd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+		tenant_fd = store_open_tenant(tenant->view.store, tenant->client, O_PATH);
 		if (tenant_fd < 0)
 			return tenant_fd;
 		ret = fstatat(tenant_fd, path, &backing, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
@@ -276,7 +267,7 @@ static int stat_promote_entry(struct fs *fs, enum inode_kind kind, const char *r
 	}
 	if (ret < 0)
 		return ret;
-	fs_present_backing(fs, st, &backing);
+	fs_present_backing(fs, tenant, st, &backing);
 	return 0;
 }
 
@@ -284,7 +275,7 @@ int fs_promote_stat(struct fs *fs, struct inode *inode, struct stat *st)
 {
 	const char *run = inode->kind == INODE_UPLOAD ? fs_promote_upload_run(inode) : NULL;
 
-	return stat_promote_entry(fs, inode->kind, run, inode->name, st);
+	return stat_promote_entry(fs, inode->tenant, inode->kind, run, inode->name, st);
 }
 
 /* --- lookup --------------------------------------------------------------- */
@@ -293,6 +284,7 @@ int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
 		      struct fuse_entry_param *e)
 {
 	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	struct tenant *tenant = parent->tenant;
 	enum inode_kind kind = INODE_UPLOAD;
 	struct inode *inode;
 	struct stat st;
@@ -301,26 +293,26 @@ int fs_promote_lookup(struct fs *fs, struct inode *parent, const char *name,
 	e->attr_timeout = e->entry_timeout = 0;
 	if (!run && strcmp(name, PROMOTE_STATUS_FILE) == 0) {
 		kind = INODE_STATUS;
-	} else if (!run && promote_stat_upload(fs->promoter, NULL, name, &st) < 0) {
+	} else if (!run && promote_stat_upload(tenant->promoter, NULL, name, &st) < 0) {
 		/*
 		 * Not a request in flight: promote/<run> of a run one may
 		 * promote into, the store's or one staged here, found without
 		 * making its staging.  Whether it is there comes first, so
 		 * that no other tenant's run is told by EACCES.
 		 */
-		if (!promote_serves_run(fs->promoter, name))
+		if (!promote_serves_run(tenant->promoter, name))
 			return -ENOENT;
-		ret = stat_staged_run(fs, name, &e->attr);
+		ret = stat_staged_run(fs, tenant, name, &e->attr);
 		if (ret < 0)
 			return -ENOENT;
 		/* Staged here, but another tenant promoted into it first. */
-		ret = promote_check_run(fs->promoter, name);
+		ret = promote_check_run(tenant->promoter, name);
 		if (ret < 0)
 			return ret == -EACCES ? ret : -ENOENT;
 		kind = INODE_STAGED_RUN;
 	}
 	if (kind != INODE_STAGED_RUN) {
-		ret = stat_promote_entry(fs, kind, run, name, &e->attr);
+		ret = stat_promote_entry(fs, tenant, kind, run, name, &e->attr);
 		if (ret < 0)
 			return ret;
 	}
@@ -368,6 +360,7 @@ int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name
 			   struct open_file **handle, struct fuse_entry_param *e)
 {
 	const char *run = parent->kind == INODE_STAGED_RUN ? parent->name : NULL;
+	struct tenant *tenant = parent->tenant;
 	struct open_file *writer;
 	struct stat st;
 	struct inode *inode;
@@ -376,7 +369,7 @@ int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name
 	writer = fs_open_file_new(fs);
 	if (!writer)
 		return -ENOMEM;
-	ret = promote_begin_upload(fs->promoter, run, name, truncate, caller_process(caller),
+	ret = promote_begin_upload(tenant->promoter, run, name, truncate, caller_process(caller),
 				   &writer->upload, &st);
 	if (ret < 0) {
 		fs_open_file_put(writer);
@@ -392,7 +385,7 @@ int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name
 			fs_open_file_put(writer);
 			return ret;
 		}
-		fs_present_backing(fs, &e->attr, &st);
+		fs_present_backing(fs, tenant, &e->attr, &st);
 		e->ino = inode_to_nodeid(inode);
 	}
 	*handle = writer;
@@ -403,18 +396,19 @@ int fs_promote_open_read(struct fs *fs, struct inode *inode, struct open_file *h
 			 struct fuse_file_info *fi)
 {
 	const char *run = fs_promote_upload_run(inode);
+	struct tenant *tenant = inode->tenant;
 	char path[NAMES_ID_MAX + NAMES_FILE_MAX + 2];
 	int fd, dirfd;
 
 	if (inode->kind == INODE_STATUS) {
 		fi->direct_io = 1;	/* its size is known only now */
-		return promote_format_status(fs->promoter, &handle->text, &handle->len);
+		return promote_format_status(tenant->promoter, &handle->text, &handle->len);
 	}
 	/* Reading back: the staged file, or the artifact it became. */
-	fd = promote_open_staged(fs->promoter, run, inode->name);
+	fd = promote_open_staged(tenant->promoter, run, inode->name);
 	if (fd == -ENOENT && run) {
 		snprintf(path, sizeof(path), "%s/%s", run, inode->name);
-		dirfd = store_open_tenant(fs->view->store, fs->view->client, O_PATH);
+		dirfd = store_open_tenant(tenant->view.store, tenant->client, O_PATH);
 		fd = dirfd < 0 ? dirfd : fs_open_backing(dirfd, path, fi->flags, inode->ino);
 		if (dirfd >= 0)
 			close(dirfd);
@@ -432,11 +426,12 @@ int fs_promote_setattr(struct fs *fs, struct inode *inode, struct upload *upload
 		       const struct stat *attr, int to_set)
 {
 	struct timespec times[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+	struct tenant *tenant = inode->tenant;
 	int ret = 0, fd = -1;
 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (!upload)
-			return promote_stat_upload(fs->promoter, fs_promote_upload_run(inode),
+			return promote_stat_upload(tenant->promoter, fs_promote_upload_run(inode),
 						   inode->name, &(struct stat){ 0 }) == 0 ?
 			       -EBUSY : -EROFS;
 		ret = promote_upload_truncate(upload, attr->st_size);
@@ -453,7 +448,7 @@ int fs_promote_setattr(struct fs *fs, struct inode *inode, struct upload *upload
 		return 0;
 	/* Times land on the staged file, so the artifact keeps them. */
 	fd = upload ? dup(promote_upload_fd(upload)) :
-	     promote_open_staged(fs->promoter, fs_promote_upload_run(inode), inode->name);
+	     promote_open_staged(tenant->promoter, fs_promote_upload_run(inode), inode->name);
 	if (fd >= 0) {
 		ret = futimens(fd, times) < 0 ? -errno : 0;
 		close(fd);
@@ -487,10 +482,11 @@ static bool killed_by_signal(pid_t pid)
 }
 
 /* A file landed in run: the view shows it, and the run if it is new, now. */
-static void notify_landing(struct fs *fs, const char *run, const char *name)
+static void notify_landing(struct fs *fs, struct tenant *tenant, const char *run,
+			   const char *name)
 {
-	fs_notify_file(fs, run, name, true);
-	fs_notify_run(fs, run);
+	fs_notify_file(fs, tenant->client, run, name, true);
+	fs_notify_run(fs, tenant->client, run);
 }
 
 /*
@@ -509,7 +505,7 @@ int fs_promote_flush(struct fs *fs, struct inode *inode, struct upload *upload,
 	}
 	ret = promote_commit_upload(upload);
 	if (ret == 0 && fs_promote_upload_run(inode))
-		notify_landing(fs, fs_promote_upload_run(inode), inode->name);
+		notify_landing(fs, inode->tenant, fs_promote_upload_run(inode), inode->name);
 	return ret;
 }
 
@@ -519,15 +515,16 @@ int fs_promote_flush(struct fs *fs, struct inode *inode, struct upload *upload,
 int fs_promote_mkdir(struct fs *fs, struct inode *dir, const char *name,
 		     struct fuse_entry_param *e)
 {
+	struct tenant *tenant = dir->tenant;
 	struct inode *inode;
 	struct stat st;
 	int ret;
 
 	if (dir->kind == INODE_STAGED_RUN)
-		return promote_refuse_directory(fs->promoter, dir->name, name);
-	ret = promote_stage_run(fs->promoter, name, true, &st);
+		return promote_refuse_directory(tenant->promoter, dir->name, name);
+	ret = promote_stage_run(tenant->promoter, name, true, &st);
 	if (ret == 0)
-		ret = stat_staged_run(fs, name, &e->attr);
+		ret = stat_staged_run(fs, tenant, name, &e->attr);
 	if (ret == 0)
 		ret = inode_get(fs->inodes, dir, INODE_STAGED_RUN, name, e->attr.st_ino, -1, &inode);
 	if (ret < 0)
@@ -543,15 +540,17 @@ int fs_promote_mkdir(struct fs *fs, struct inode *dir, const char *name,
 int fs_promote_rename(struct fs *fs, struct inode *dir, const char *name,
 		      const char *newname, unsigned int flags)
 {
+	struct tenant *tenant = dir->tenant;
 	int ret;
 
 	if (flags & ~RENAME_NOREPLACE)
 		return -EINVAL;	/* RENAME_EXCHANGE, RENAME_WHITEOUT */
-	ret = promote_rename_upload(fs->promoter, dir->name, name, newname,
+	ret = promote_rename_upload(tenant->promoter, dir->name, name, newname,
 				    flags & RENAME_NOREPLACE);
 	if (ret == 0 && !names_is_temporary(newname)) {
-		fs_notify_file(fs, dir->name, name, true);	/* an artifact renamed away */
-		notify_landing(fs, dir->name, newname);
+		/* an artifact renamed away */
+		fs_notify_file(fs, tenant->client, dir->name, name, true);
+		notify_landing(fs, tenant, dir->name, newname);
 	}
 	return ret;
 }
@@ -565,12 +564,13 @@ int fs_promote_setxattr(struct fs *fs, struct inode *inode, const char *name,
 			const char *value, size_t size)
 {
 	const char *run = fs_promote_upload_run(inode);
+	struct tenant *tenant = inode->tenant;
 	int ret;
 
 	if (inode->kind == INODE_STAGED_RUN)
-		ret = promote_set_run_attr(fs->promoter, inode->name, name, value, size);
+		ret = promote_set_run_attr(tenant->promoter, inode->name, name, value, size);
 	else
-		ret = promote_set_file_attr(fs->promoter, run ? run : "", inode->name, name,
+		ret = promote_set_file_attr(tenant->promoter, run ? run : "", inode->name, name,
 					    value, size);
 	return ret == -ENOENT ? -EROFS : ret;
 }

@@ -14,12 +14,12 @@
 #include <unistd.h>
 
 #include "inode.h"
+#include "tenant.h"
 
 struct inode_table {
 	pthread_mutex_t lock;
 	void *tree;		/* inodes by (parent, name); see compare_inodes() */
-	struct inode *root;
-	struct inode *promote;
+	struct inode *root;	/* never freed before the table */
 	/* File inodes, most recently looked up first. */
 	struct inode *lru_first, *lru_last;
 	size_t files, max_files;
@@ -67,7 +67,7 @@ static int compare_inodes(const void *a, const void *b)
 }
 
 static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
-			       const char *name, ino_t ino, int fd)
+			       struct tenant *tenant, const char *name, ino_t ino, int fd)
 {
 	size_t len = strlen(name);
 	struct inode *inode = malloc(sizeof(*inode) + len + 1);
@@ -76,6 +76,7 @@ static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
 		return NULL;
 	inode->parent = parent;
 	inode->kind = kind;
+	inode->tenant = tenant;
 	inode->ino = ino;
 	inode->fd = fd;
 	inode->lookups = 0;
@@ -91,7 +92,7 @@ static void inode_free(struct inode *inode)
 	free(inode);
 }
 
-int inode_table_new(size_t max_files, struct inode_table **out)
+int inode_table_new(size_t max_files, struct tenant *tenant, struct inode_table **out)
 {
 	struct inode_table *table = calloc(1, sizeof(*table));
 
@@ -99,10 +100,9 @@ int inode_table_new(size_t max_files, struct inode_table **out)
 		return -ENOMEM;
 	table->max_files = max_files;
 	pthread_mutex_init(&table->lock, NULL);
-	table->root = inode_new(NULL, INODE_ROOT, "", INODE_ROOT_INO, -1);
-	table->promote = inode_new(table->root, INODE_PROMOTE, "promote",
-				   INODE_PROMOTE_INO, -1);
-	if (!table->root || !table->promote) {
+	table->root = inode_new(NULL, tenant ? INODE_TENANT : INODE_TENANTS, tenant, "",
+				INODE_ROOT_INO, -1);
+	if (!table->root) {
 		inode_table_free(table);
 		return -ENOMEM;
 	}
@@ -112,10 +112,7 @@ int inode_table_new(size_t max_files, struct inode_table **out)
 
 static void free_node(void *node)
 {
-	struct inode *inode = node;
-
-	if (inode->kind != INODE_ROOT && inode->kind != INODE_PROMOTE)
-		inode_free(inode);
+	inode_free(node);
 }
 
 void inode_table_free(struct inode_table *table)
@@ -129,7 +126,6 @@ void inode_table_free(struct inode_table *table)
 	 */
 	tdestroy(table->tree, free_node);
 	free(table->root);
-	free(table->promote);
 	pthread_mutex_destroy(&table->lock);
 	free(table);
 }
@@ -139,14 +135,9 @@ struct inode *inode_root(struct inode_table *table)
 	return table->root;
 }
 
-struct inode *inode_promote(struct inode_table *table)
-{
-	return table->promote;
-}
-
 fuse_ino_t inode_to_nodeid(const struct inode *inode)
 {
-	return inode->kind == INODE_ROOT ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)inode;
+	return inode->parent ? (fuse_ino_t)(uintptr_t)inode : FUSE_ROOT_ID;
 }
 
 struct inode *inode_from_nodeid(struct inode_table *table, fuse_ino_t nodeid)
@@ -162,19 +153,16 @@ static bool in_tree(struct inode_table *table, struct inode *inode)
 	return found && *(struct inode **)found == inode;
 }
 
-int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind kind,
-	      const char *name, ino_t ino, int fd, struct inode **out)
+static int get_inode(struct inode_table *table, struct inode *parent, enum inode_kind kind,
+		     struct tenant *tenant, const char *name, ino_t ino, int fd,
+		     struct inode **out)
 {
-	struct inode *inode, *fresh = NULL;
+	struct inode *inode, *fresh;
 	void *slot;
-	int ret = 0;
+	int ret;
 
-	if (kind == INODE_ROOT || kind == INODE_PROMOTE) {
-		inode = kind == INODE_ROOT ? table->root : table->promote;
-		goto found;
-	}
 	/* Allocate before locking: the common case of a new name pays no wait. */
-	fresh = inode_new(parent, kind, name, ino, fd);
+	fresh = inode_new(parent, kind, tenant, name, ino, fd);
 	if (!fresh) {
 		if (fd >= 0)
 			close(fd);
@@ -206,14 +194,18 @@ int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind k
 		inode_free(fresh);	/* closes the caller's duplicate fd */
 	*out = inode;
 	return 0;
-found:
-	pthread_mutex_lock(&table->lock);
-	inode->lookups++;
-	pthread_mutex_unlock(&table->lock);
-	if (fd >= 0)
-		close(fd);
-	*out = inode;
-	return ret;
+}
+
+int inode_get(struct inode_table *table, struct inode *parent, enum inode_kind kind,
+	      const char *name, ino_t ino, int fd, struct inode **out)
+{
+	return get_inode(table, parent, kind, parent->tenant, name, ino, fd, out);
+}
+
+int inode_get_tenant(struct inode_table *table, struct tenant *tenant, struct inode **out)
+{
+	return get_inode(table, table->root, INODE_TENANT, tenant, tenant->client,
+			 tenant->dir_ino, -1, out);
 }
 
 void inode_ref(struct inode_table *table, struct inode *inode)
@@ -231,8 +223,7 @@ void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n)
 
 		pthread_mutex_lock(&table->lock);
 		inode->lookups = n > inode->lookups ? 0 : inode->lookups - n;
-		if (inode->lookups == 0 && inode->kind != INODE_ROOT &&
-		    inode->kind != INODE_PROMOTE) {
+		if (inode->lookups == 0 && inode->parent) {
 			if (in_tree(table, inode))
 				tdelete(inode, &table->tree, compare_inodes);
 			lru_unlink(table, inode);
@@ -250,7 +241,7 @@ void inode_forget(struct inode_table *table, struct inode *inode, uint64_t n)
 struct inode *inode_hold_child(struct inode_table *table, struct inode *parent,
 			       const char *name)
 {
-	struct inode *key = inode_new(parent, INODE_FILE, name, 0, -1);
+	struct inode *key = inode_new(parent, INODE_FILE, NULL, name, 0, -1);
 	struct inode *held = NULL;
 	void *slot;
 

@@ -28,6 +28,7 @@
 #include "reload.h"
 #include "service.h"
 #include "store.h"
+#include "tenant.h"
 #include "view.h"
 #include "watch.h"
 
@@ -103,6 +104,23 @@ static void announce_ready(int fd)
 	close(fd);
 }
 
+static void reload_tenant(void *ctx, struct tenant *tenant)
+{
+	if (tenant->promoter)
+		promote_reload(tenant->promoter);
+}
+
+/* SIGHUP: every promoter reads the MIME table again. */
+static void reload_config(void *ctx)
+{
+	tenant_for_each(ctx, reload_tenant, NULL);
+}
+
+static void reconcile_tenant(void *ctx, struct tenant *tenant)
+{
+	view_reconcile(&tenant->view);
+}
+
 static int run_loop(struct fuse_session *session, const struct options *opts)
 {
 	struct fuse_loop_config *config;
@@ -131,13 +149,14 @@ int main(int argc, char *argv[])
 	struct fuse_session *session = NULL;
 	struct index *index = NULL;
 	struct watch *watch = NULL;
-	struct promoter *promoter = NULL;
+	struct tenant_set *tenants = NULL;
+	struct tenant *single_tenant = NULL;
 	struct reload *reload = NULL;
+	struct tenant_config tenancy;
 	struct options opts;
-	struct view view;
 	struct fs fs = { 0 };
 	uint8_t inode_key[INO_CIPHER_KEY_SIZE];
-	char *index_path = NULL, *real_mountpoint = NULL;
+	char *index_path = NULL, *real_mountpoint = NULL, whom[NAMES_ID_MAX + 16];
 	bool mounted = false;
 	int ret, status = EXIT_FAILURE;
 
@@ -155,34 +174,45 @@ int main(int argc, char *argv[])
 	if (!index_path || index_open(index_path, &index) < 0)
 		goto out;
 
-	view = (struct view){
-		.client = opts.client,
+	if (store_load_key(&store, STORE_INODE_KEY_FILE, inode_key, sizeof(inode_key)) < 0)
+		goto out;
+	tenancy = (struct tenant_config){
 		.store = &store,
 		.index = index,
+		.inode_key = inode_key,
+		.promote = opts.read_only ? NULL : &opts.promote,
 		.show_expired = opts.show_expired,
+		.all_tenants = opts.all_tenants,
+		.owner_from_store = opts.all_tenants && !opts.uid_set && !opts.gid_set,
+		.uid = opts.uid,
+		.gid = opts.gid,
 	};
-	if (view_reconcile(&view) < 0)
+	if (tenant_set_new(&tenancy, &tenants) < 0) {
+		log_error("out of memory");
 		goto out;
-	if (!opts.read_only) {
-		if (promote_open(&view, &opts.promote, &promoter) < 0)
-			goto out;
 	}
+	/* All tenants: each is made (indexed, its staging recovered) when first asked for. */
+	if (!opts.all_tenants && tenant_get(tenants, opts.client, NULL, &single_tenant) < 0)
+		goto out;
+	if (opts.all_tenants)
+		snprintf(whom, sizeof(whom), "every tenant");
+	else
+		snprintf(whom, sizeof(whom), "client %s", opts.client);
 
 	fs = (struct fs){
-		.view = &view,
+		.tenants = tenants,
+		.single_tenant = single_tenant,
+		.store = &store,
 		.uid = opts.uid,
 		.gid = opts.gid,
 		.timeout = opts.cache_timeout,
 		.keep_cache = opts.cache_timeout > 0,
 		.read_ahead_kb = opts.read_ahead_kb,
-		.promoter = promoter,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
-	if (store_load_key(&store, STORE_INODE_KEY_FILE, inode_key, sizeof(inode_key)) < 0)
-		goto out;
 	ino_cipher_init(&fs.ino_cipher, inode_key);
 	pthread_mutex_init(&fs.open_lock, NULL);
-	if (inode_table_new(opts.max_cached_files, &fs.inodes) < 0) {
+	if (inode_table_new(opts.max_cached_files, single_tenant, &fs.inodes) < 0) {
 		log_error("out of memory");
 		goto out;
 	}
@@ -195,7 +225,7 @@ int main(int argc, char *argv[])
 		goto out;
 	real_mountpoint = realpath(opts.fuse.mountpoint, NULL);
 	if (fuse_session_mount(session, opts.fuse.mountpoint) < 0) {
-		log_error("cannot mount client %s on %s", opts.client, opts.fuse.mountpoint);
+		log_error("cannot mount %s on %s", whom, opts.fuse.mountpoint);
 		goto out;
 	}
 	mounted = true;
@@ -206,14 +236,15 @@ int main(int argc, char *argv[])
 		log_use_syslog();
 
 	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0 ||
-	    fs_start_pruner(&fs) < 0 || reload_start(promoter, opts.log_level, &reload) < 0)
+	    fs_start_pruner(&fs) < 0 ||
+	    reload_start(reload_config, tenants, opts.log_level, &reload) < 0)
 		goto out;
 	/* Catch what changed between the first reconcile and the watch. */
-	view_reconcile(&view);
+	tenant_for_each(tenants, reconcile_tenant, NULL);
 	announce_ready(opts.ready_fd);
 	opts.ready_fd = -1;
-	service_notify_ready(opts.client, store.path, opts.fuse.mountpoint);
-	log_info("serving client %s of %s on %s", opts.client, store.path, opts.fuse.mountpoint);
+	service_notify_ready(whom, store.path, opts.fuse.mountpoint);
+	log_info("serving %s of %s on %s", whom, store.path, opts.fuse.mountpoint);
 
 	ret = run_loop(session, &opts);
 	service_notify_stopping();
@@ -239,7 +270,7 @@ out:
 		close(opts.ready_fd);	/* closed unwritten: startup failed */
 	inode_table_free(fs.inodes);
 	fs_close_open_files(&fs);
-	promote_close(promoter);
+	tenant_set_free(tenants);
 	index_close(index);
 	free(index_path);
 	free(real_mountpoint);

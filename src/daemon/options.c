@@ -24,6 +24,7 @@ enum { KEY_READ_ONLY = 1 };
 static const struct fuse_opt option_spec[] = {
 	OPTION("client=%s", client, 0),
 	OPTION("--client=%s", client, 0),
+	OPTION("all_tenants", all_tenants, 1),
 	OPTION("index=%s", index_path, 0),
 	OPTION("uid=%u", uid, 0),
 	OPTION("uid=", uid_set, 1),
@@ -88,14 +89,17 @@ void options_print_help(const char *program)
 {
 	printf("usage: %s [options] STORE MOUNTPOINT\n"
 	       "\n"
-	       "Mounts one tenant's view of a RARO artifact store.\n"
+	       "Mounts one tenant's view of a RARO artifact store, or every tenant's.\n"
 	       "\n"
 	       "artifactfs options:\n"
-	       "    -o client=ID           the tenant whose runs are shown (required;\n"
-	       "                           also --client=ID)\n"
+	       "    -o client=ID           the tenant whose runs are shown at the root\n"
+	       "                           (also --client=ID)\n"
+	       "    -o all_tenants         instead, every tenant in /<client>/, each with\n"
+	       "                           its own promote/ (bind-mount one per sandbox)\n"
 	       "    -o index=PATH          SQLite index (default STORE/.artifactfs/index.db)\n"
 	       "    -o uid=N,gid=N         owner shown for every entry (default: the\n"
-	       "                           user who mounts)\n"
+	       "                           user who mounts; with all_tenants, the owner\n"
+	       "                           of each tenant's directory in the store)\n"
 	       "    -o show_expired        also show runs past their expires_at\n"
 	       "    -o cache_timeout=S     kernel attribute and entry cache, seconds\n"
 	       "                           (default 3600; changes are pushed out at once)\n"
@@ -177,11 +181,21 @@ int options_parse(struct fuse_args *args, struct options *opts)
 		log_error("no MOUNTPOINT given; usage: artifactfs [options] STORE MOUNTPOINT");
 		return -EINVAL;
 	}
-	if (!opts->client) {
-		log_error("no client id given: use -o client=ID");
+	if (!opts->client && !opts->all_tenants) {
+		log_error("no client id given: use -o client=ID (or -o all_tenants)");
 		return -EINVAL;
 	}
-	if (names_check_id(opts->client, &reason) < 0) {
+	if (opts->client && opts->all_tenants) {
+		log_error("-o client=%s and -o all_tenants exclude each other: one tenant "
+			  "at the root, or every tenant in a directory of its own", opts->client);
+		return -EINVAL;
+	}
+	if (opts->only_run && opts->all_tenants) {
+		log_error("-o run=%s serves one run of one tenant: it needs -o client=ID, "
+			  "not -o all_tenants", opts->only_run);
+		return -EINVAL;
+	}
+	if (opts->client && names_check_id(opts->client, &reason) < 0) {
 		log_error("invalid client id '%s': it %s", opts->client, reason);
 		return -EINVAL;
 	}

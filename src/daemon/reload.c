@@ -13,7 +13,8 @@
 #include "service.h"
 
 struct reload {
-	struct promoter *promoter;
+	void (*reload_config)(void *ctx);	/* SIGHUP's work beyond syslog */
+	void *ctx;
 	enum log_level level;	/* the thread's alone once started */
 	int pipe[2];		/* [1] written by the handlers, [0] read by the thread */
 	pthread_t thread;
@@ -57,8 +58,7 @@ static void *serve(void *arg)
 		if (signum == SIGHUP) {
 			service_notify_reloading(false);
 			log_reopen();
-			if (r->promoter)
-				promote_reload(r->promoter);
+			r->reload_config(r->ctx);
 			log_info("reloaded on SIGHUP: syslog reconnected, content types read again");
 			service_notify_reloading(true);
 			continue;
@@ -76,14 +76,16 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-int reload_start(struct promoter *promoter, enum log_level level, struct reload **out)
+int reload_start(void (*reload_config)(void *ctx), void *ctx, enum log_level level,
+		 struct reload **out)
 {
 	struct reload *r = calloc(1, sizeof(*r));
 	int ret;
 
 	if (!r)
 		return -ENOMEM;
-	r->promoter = promoter;
+	r->reload_config = reload_config;
+	r->ctx = ctx;
 	r->level = level;
 	if (pipe2(r->pipe, O_CLOEXEC) < 0) {
 		ret = -errno;

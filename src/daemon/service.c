@@ -20,10 +20,10 @@ static void warn_if_failed(int ret, const char *what)
 		log_warning("cannot tell the service manager %s: %s", what, strerror(-ret));
 }
 
-void service_notify_ready(const char *client, const char *store, const char *mountpoint)
+void service_notify_ready(const char *whom, const char *store, const char *mountpoint)
 {
-	warn_if_failed(sd_notifyf(0, "READY=1\nSTATUS=serving client %s of %s on %s", client,
-				  store, mountpoint),
+	warn_if_failed(sd_notifyf(0, "READY=1\nSTATUS=serving %s of %s on %s", whom, store,
+				  mountpoint),
 		       "the mount is ready");
 }
 
@@ -40,7 +40,7 @@ void service_notify_reloading(bool done)
 
 #else
 
-void service_notify_ready(const char *client, const char *store, const char *mountpoint)
+void service_notify_ready(const char *whom, const char *store, const char *mountpoint)
 {
 }
 

@@ -1,9 +1,10 @@
 /*
- * watch.c - the inotify thread that follows a tenant's part of the store.
+ * watch.c - the inotify thread that follows a tenant's part of the store,
+ * or every tenant's.
  *
- * Watched: the store root (for artifacts/ appearing), artifacts/ (for the
- * tenant dir appearing or going), the tenant dir (runs) and every run dir
- * (files).  Each event is reported at once (cache invalidation must be
+ * Watched: the store root (for artifacts/ appearing), artifacts/ (for
+ * tenant dirs appearing or going), each tenant dir followed (runs) and
+ * every run dir in it (files).  Each event is reported at once (cache invalidation must be
  * quick); each run that changed is reported once more when it has been
  * quiet for SETTLE_QUIET_MS, or SETTLE_MAX_MS after its first change if
  * it never is: re-indexing a run costs as much as the run is big, and a
@@ -51,12 +52,13 @@ static const uint32_t level_masks[] = {
 struct watched {
 	int wd;
 	enum level level;
+	char client[NAMES_ID_MAX + 1];	/* LEVEL_TENANT and LEVEL_RUN */
 	char run[NAMES_ID_MAX + 1];	/* LEVEL_RUN only */
 };
 
 struct watch {
 	const struct store *store;
-	const char *client;
+	const char *client;	/* the tenant followed; NULL: every tenant */
 	const struct watch_handler *handler;
 	void *ctx;
 	int inotify_fd;
@@ -66,6 +68,7 @@ struct watch {
 	bool degraded;
 	/* Runs changed and not settled yet. */
 	struct dirty_run {
+		char client[NAMES_ID_MAX + 1];
 		char run[NAMES_ID_MAX + 1];
 		bool content;	/* a file's bytes or attributes, not just names */
 		int64_t first_ms, last_ms;	/* CLOCK_MONOTONIC */
@@ -103,7 +106,7 @@ static void forget_watched(struct watch *watch, struct watched *watched)
  * it does not exist).
  */
 static int add_watch(struct watch *watch, int fd, const char *what, enum level level,
-		     const char *run)
+		     const char *client, const char *run)
 {
 	char proc_path[64];
 	struct watched *watched;
@@ -120,7 +123,7 @@ static int add_watch(struct watch *watch, int fd, const char *what, enum level l
 		if (!watch->degraded && ret != -ENOENT) {
 			watch->degraded = true;
 			log_warning("client %s: cannot watch %s for changes: %s",
-				    watch->client, what, strerror(-ret));
+				    client ? client : "(all)", what, strerror(-ret));
 			watch->handler->degraded(watch->ctx);
 		}
 		return ret;
@@ -138,42 +141,55 @@ static int add_watch(struct watch *watch, int fd, const char *what, enum level l
 		}
 	}
 	watched->level = level;
+	snprintf(watched->client, sizeof(watched->client), "%s", client ? client : "");
 	snprintf(watched->run, sizeof(watched->run), "%s", run ? run : "");
 	return 0;
 }
 
-static int watch_run(struct watch *watch, const char *run)
+static int watch_run(struct watch *watch, const char *client, const char *run)
 {
-	return add_watch(watch, store_open_run(watch->store, watch->client, run, O_PATH),
-			 run, LEVEL_RUN, run);
+	return add_watch(watch, store_open_run(watch->store, client, run, O_PATH),
+			 run, LEVEL_RUN, client, run);
+}
+
+/* Watches client's tenant dir, if it exists, and each run dir in it. */
+static int establish_tenant(void *ctx, const char *client)
+{
+	struct watch *watch = ctx;
+	struct dirent *entry;
+	DIR *dir;
+	int fd;
+
+	if (add_watch(watch, store_open_tenant(watch->store, client, O_PATH),
+		      "the tenant's directory", LEVEL_TENANT, client, NULL) < 0)
+		return 0;
+	fd = store_open_tenant(watch->store, client, O_PATH);
+	if (fd < 0)
+		return 0;
+	if (store_open_dir(fd, &dir) == 0) {
+		while ((entry = readdir(dir)))
+			if (names_check_run(entry->d_name, NULL) == 0 &&
+			    store_entry_type(dir, entry) == DT_DIR)
+				watch_run(watch, client, entry->d_name);
+		closedir(dir);
+	}
+	close(fd);
+	return 0;
 }
 
 /* Watches every level that exists now, down to each run dir. */
 static void establish(struct watch *watch)
 {
-	struct dirent *entry;
-	DIR *dir;
-	int fd;
-
 	if (add_watch(watch, store_open_beneath(watch->store->root_fd, ".",
 						O_PATH | O_DIRECTORY, 0),
-		      "the store root", LEVEL_ROOT, NULL) < 0 ||
+		      "the store root", LEVEL_ROOT, NULL, NULL) < 0 ||
 	    add_watch(watch, store_open_artifacts(watch->store, O_PATH),
-		      STORE_ARTIFACTS_DIR "/", LEVEL_ARTIFACTS, NULL) < 0 ||
-	    add_watch(watch, store_open_tenant(watch->store, watch->client, O_PATH),
-		      "the tenant's directory", LEVEL_TENANT, NULL) < 0)
+		      STORE_ARTIFACTS_DIR "/", LEVEL_ARTIFACTS, NULL, NULL) < 0)
 		return;
-	fd = store_open_tenant(watch->store, watch->client, O_PATH);
-	if (fd < 0)
-		return;
-	if (store_open_dir(fd, &dir) == 0) {
-		while ((entry = readdir(dir)))
-			if (names_check_run(entry->d_name, NULL) == 0 &&
-			    store_entry_type(dir, entry) == DT_DIR)
-				watch_run(watch, entry->d_name);
-		closedir(dir);
-	}
-	close(fd);
+	if (watch->client)
+		establish_tenant(watch, watch->client);
+	else
+		store_for_each_tenant(watch->store, establish_tenant, watch);
 }
 
 static int64_t now_ms(void)
@@ -184,12 +200,13 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void mark_dirty(struct watch *watch, const char *run, bool content)
+static void mark_dirty(struct watch *watch, const char *client, const char *run, bool content)
 {
 	int64_t now = now_ms();
 
 	for (size_t i = 0; i < watch->n_dirty; i++)
-		if (strcmp(watch->dirty[i].run, run) == 0) {
+		if (strcmp(watch->dirty[i].run, run) == 0 &&
+		    strcmp(watch->dirty[i].client, client) == 0) {
 			watch->dirty[i].content |= content;
 			watch->dirty[i].last_ms = now;
 			watch->dirty[i].retry_ms = 0;	/* changed again: wait for quiet */
@@ -200,7 +217,7 @@ static void mark_dirty(struct watch *watch, const char *run, bool content)
 		void *grown = realloc(watch->dirty, bigger * sizeof(*watch->dirty));
 		if (!grown) {
 			/* Without a place to note it, treat it as everything changed. */
-			watch->handler->tenant_changed(watch->ctx);
+			watch->handler->tenant_changed(watch->ctx, client);
 			return;
 		}
 		watch->dirty = grown;
@@ -209,6 +226,7 @@ static void mark_dirty(struct watch *watch, const char *run, bool content)
 	watch->dirty[watch->n_dirty] = (struct dirty_run){
 		.content = content, .first_ms = now, .last_ms = now,
 	};
+	snprintf(watch->dirty[watch->n_dirty].client, sizeof(watch->dirty->client), "%s", client);
 	snprintf(watch->dirty[watch->n_dirty++].run, sizeof(watch->dirty->run), "%s", run);
 }
 
@@ -235,8 +253,8 @@ static int settle_due_runs(struct watch *watch)
 		int64_t due = settle_due_ms(dirty);
 
 		if (due <= now) {
-			unsigned int again = watch->handler->run_settled(watch->ctx, dirty->run,
-									 dirty->content);
+			unsigned int again = watch->handler->run_settled(watch->ctx, dirty->client,
+									 dirty->run, dirty->content);
 			if (!again)
 				continue;
 			/* Asked back later: then parsed again whatever its stamp says. */
@@ -278,8 +296,15 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 			*rescan = true;
 		break;
 	case LEVEL_ARTIFACTS:
-		if (strcmp(name, watch->client) == 0)
-			*rescan = true;
+		if (watch->client) {
+			*rescan |= strcmp(name, watch->client) == 0;
+		} else if (names_check_id(name, NULL) == 0) {
+			/* A tenant came (or went: its own watch then reports that too). */
+			log_debug("client %s: changed in the store (inotify 0x%x)", name,
+				  event->mask);
+			establish_tenant(watch, name);
+			watch->handler->tenant_changed(watch->ctx, name);
+		}
 		break;
 	case LEVEL_TENANT:
 		if (event->mask & SELF_EVENTS) {
@@ -289,20 +314,21 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 		if (names_check_run(name, NULL) < 0)
 			break;
 		if ((event->mask & (IN_CREATE | IN_MOVED_TO)) && (event->mask & IN_ISDIR))
-			watch_run(watch, name);
-		log_debug("client %s run %s: changed in the store (inotify 0x%x)", watch->client,
-			  name, event->mask);
-		watch->handler->run_changed(watch->ctx, name);
-		mark_dirty(watch, name, false);
+			watch_run(watch, watched->client, name);
+		log_debug("client %s run %s: changed in the store (inotify 0x%x)",
+			  watched->client, name, event->mask);
+		watch->handler->run_changed(watch->ctx, watched->client, name);
+		mark_dirty(watch, watched->client, name, false);
 		break;
 	case LEVEL_RUN:
 		if (!event->len || (event->mask & IN_ISDIR))
 			break;	/* the dir itself, or a subdirectory: not shown */
 		log_debug("client %s run %s file %s: changed in the store (inotify 0x%x)",
-			  watch->client, watched->run, name, event->mask);
-		watch->handler->file_changed(watch->ctx, watched->run, name,
+			  watched->client, watched->run, name, event->mask);
+		watch->handler->file_changed(watch->ctx, watched->client, watched->run, name,
 					     (event->mask & ENTRY_EVENTS) != 0);
-		mark_dirty(watch, watched->run, (event->mask & ENTRY_EVENTS) == 0);
+		mark_dirty(watch, watched->client, watched->run,
+			   (event->mask & ENTRY_EVENTS) == 0);
 		break;
 	}
 }
@@ -335,7 +361,7 @@ static void *watch_thread(void *arg)
 		}
 		if (rescan) {
 			establish(watch);
-			watch->handler->tenant_changed(watch->ctx);
+			watch->handler->tenant_changed(watch->ctx, watch->client);
 		}
 		timeout = settle_due_runs(watch);
 	}
@@ -359,22 +385,19 @@ int watch_start(const struct store *store, const char *client,
 	watch->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (watch->inotify_fd < 0) {
 		ret = -errno;
-		log_error("client %s: cannot watch the store: inotify: %s",
-			  client, strerror(errno));
+		log_error("cannot watch the store: inotify: %s", strerror(errno));
 		goto fail;
 	}
 	watch->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (watch->stop_fd < 0) {
 		ret = -errno;
-		log_error("client %s: cannot watch the store: eventfd: %s",
-			  client, strerror(errno));
+		log_error("cannot watch the store: eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	establish(watch);
 	ret = -pthread_create(&watch->thread, NULL, watch_thread, watch);
 	if (ret < 0) {
-		log_error("client %s: cannot start the watcher thread: %s",
-			  client, strerror(-ret));
+		log_error("cannot start the watcher thread: %s", strerror(-ret));
 		goto fail;
 	}
 	*out = watch;

@@ -10,7 +10,11 @@ is here:
 * ``Mount`` and the ``mounter`` fixture: start ``artifactfs -f`` with
   ``-o ready_fd=N``, wait for "ready", and at teardown always unmount, wait
   for the daemon and fail the test if it exited non-zero or logged an error
-  (or a warning) the test did not declare.
+  (or a warning) the test did not declare.  With
+  ``ARTIFACTFS_TEST_ALL_TENANTS=1`` in the environment, a tenant's mount is
+  instead an ``-o all_tenants`` daemon mounted beside it and the tenant's
+  directory bind-mounted where the test looks: every test then runs
+  against a bind-mounted subtree, as a sandbox sees one.
 * small helpers: polling (``wait_until``), /proc/mounts, raw readdir with
   d_ino/d_type, store snapshots, view walks.
 * promote/ helpers: the strict kernel-server schema check of a
@@ -50,6 +54,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("ARTIFACTFS_BIN") or REPO_ROOT / "build" / "artifactfs")
 FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
+
+# Mount each tenant as a bind-mounted subtree of an all-tenants daemon.
+ALL_TENANTS = os.environ.get("ARTIFACTFS_TEST_ALL_TENANTS") == "1"
 
 READY_TIMEOUT = 10.0   # daemon start until "ready"
 EXIT_TIMEOUT = 10.0    # unmount until the daemon has exited
@@ -463,6 +470,11 @@ def fusermount_u(path, lazy: bool = False) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30)
 
 
+def bind_mount(source, target) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", "--bind", str(source), str(target)],
+                          capture_output=True, text=True, timeout=30)
+
+
 def read_bytes(path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -865,7 +877,11 @@ class DaemonFailed(AssertionError):
 
 
 class Mount:
-    """One artifactfs daemon in the foreground, mounted on self.mnt."""
+    """One artifactfs daemon in the foreground, mounted on self.mnt.
+
+    With ALL_TENANTS, a tenant's daemon serves every tenant on daemon_mnt
+    (a hidden sibling of mnt) and mnt is a bind mount of its tenant's
+    directory there: what a sandbox given one tenant sees."""
 
     def __init__(self, store_root: Path, mnt: Path, client: str | None, options: list[str],
                  *, log_dir: Path, name: str, expect_errors=(), expect_warnings=(),
@@ -874,6 +890,11 @@ class Mount:
         self.mnt = Path(mnt)
         self.client = client
         self.options = [str(o) for o in options]
+        # -o run= confines one tenant's promote/ to a run: single-tenant only.
+        self.bound = ALL_TENANTS and client is not None and not any(
+            part.startswith("run=") for o in self.options for part in o.split(","))
+        self.daemon_mnt = (self.mnt.parent / f".{self.mnt.name}.all-tenants" if self.bound
+                           else self.mnt)
         self.name = name
         self.stderr_path = Path(log_dir) / f"{name}.stderr"
         self.stdout_path = Path(log_dir) / f"{name}.stdout"
@@ -892,12 +913,15 @@ class Mount:
 
     def command(self, ready_fd: int) -> list[str]:
         cmd = [*self.cmd_prefix, str(BIN), "-f", "-o", f"ready_fd={ready_fd}"]
-        if self.client is not None:
+        if self.bound:
+            cmd += ["-o", "all_tenants"]
+        elif self.client is not None:
             cmd += ["-o", f"client={self.client}"]
-        return cmd + self.options + [str(self.store_root), str(self.mnt)]
+        return cmd + self.options + [str(self.store_root), str(self.daemon_mnt)]
 
     def start(self) -> "Mount":
         self.mnt.mkdir(parents=True, exist_ok=True)
+        self.daemon_mnt.mkdir(parents=True, exist_ok=True)
         r, w = os.pipe()
         self.cmd = self.command(w)
         with open(self.stderr_path, "ab") as err, open(self.stdout_path, "ab") as out:
@@ -916,6 +940,12 @@ class Mount:
                 f"artifactfs did not become ready ({status}; ready pipe got {data!r}); "
                 f"exit status {self.proc.returncode}\ncommand: {self.cmd}\n"
                 f"stderr:\n{self.stderr()}")
+        if self.bound:
+            r = bind_mount(self.daemon_mnt / self.client, self.mnt)
+            if r.returncode != 0:
+                self._abort()
+                raise DaemonFailed(f"cannot bind {self.daemon_mnt / self.client} on "
+                                   f"{self.mnt}: {r.stderr.strip()}\nstderr:\n{self.stderr()}")
         if not is_mounted(self.mnt):
             self._abort()
             raise DaemonFailed(f"artifactfs said ready but {self.mnt} is not in /proc/mounts\n"
@@ -930,11 +960,26 @@ class Mount:
                 self.proc.wait(EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
-        if is_mounted(self.mnt):
-            if fusermount_u(self.mnt).returncode != 0:
-                fusermount_u(self.mnt, lazy=True)
+        for mnt in self._mounts():
+            if is_mounted(mnt):
+                if fusermount_u(mnt).returncode != 0:
+                    fusermount_u(mnt, lazy=True)
         self._close_pipe()
         self.state = "stopped"
+
+    def _mounts(self) -> list[Path]:
+        """What to unmount, in order: the bind first, then the daemon's own."""
+        return [self.mnt, self.daemon_mnt] if self.bound else [self.mnt]
+
+    def _unbind(self, lazy: bool = False) -> list[str]:
+        """Unmounts the bind mount (ALL_TENANTS), returning what went wrong."""
+        if not self.bound or not is_mounted(self.mnt):
+            return []
+        r = fusermount_u(self.mnt, lazy=lazy)
+        if r.returncode == 0:
+            return []
+        fusermount_u(self.mnt, lazy=True)
+        return [f"unmounting the bind mount {self.mnt} failed: {r.stderr.strip()}"]
 
     def _close_pipe(self):
         if self.rfd is not None:
@@ -980,13 +1025,17 @@ class Mount:
             return []
         problems = []
         if self.state == "running":
-            if is_mounted(self.mnt):
-                r = fusermount_u(self.mnt)
-                if r.returncode != 0:
-                    problems.append(f"fusermount3 -u {self.mnt} failed: {r.stderr.strip()}")
-                    fusermount_u(self.mnt, lazy=True)
-            else:
+            if self.bound and not is_mounted(self.mnt):
                 problems.append(f"{self.mnt} was no longer mounted at teardown")
+            problems += self._unbind()
+            if is_mounted(self.daemon_mnt):
+                r = fusermount_u(self.daemon_mnt)
+                if r.returncode != 0:
+                    problems.append(f"fusermount3 -u {self.daemon_mnt} failed: "
+                                    f"{r.stderr.strip()}")
+                    fusermount_u(self.daemon_mnt, lazy=True)
+            else:
+                problems.append(f"{self.daemon_mnt} was no longer mounted at teardown")
             try:
                 rc = self.proc.wait(EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -995,9 +1044,10 @@ class Mount:
                 rc = self.proc.wait()
             if rc != 0:
                 problems.append(f"daemon exited with status {rc}")
-        if is_mounted(self.mnt):
-            problems.append(f"{self.mnt} still mounted after teardown; lazily unmounted")
-            fusermount_u(self.mnt, lazy=True)
+        for mnt in self._mounts():
+            if is_mounted(mnt):
+                problems.append(f"{mnt} still mounted after teardown; lazily unmounted")
+                fusermount_u(mnt, lazy=True)
         self._close_pipe()
         problems += self.log_problems()
         self.state = "stopped"
@@ -1014,9 +1064,10 @@ class Mount:
     def kill9(self) -> None:
         """kill -9 of the daemon, then fusermount3 -u of the dead mount."""
         self.sigkill()
-        r = fusermount_u(self.mnt)
-        assert r.returncode == 0, f"fusermount3 -u after kill -9 failed: {r.stderr}"
-        assert not is_mounted(self.mnt)
+        for mnt in self._mounts():
+            r = fusermount_u(mnt)
+            assert r.returncode == 0, f"fusermount3 -u {mnt} after kill -9 failed: {r.stderr}"
+            assert not is_mounted(mnt)
 
     def sigkill(self) -> None:
         """kill -9 of the daemon only: the mount stays, dead (ENOTCONN),
@@ -1031,13 +1082,14 @@ class Mount:
         still holds a file open on it.  Returns "clean" or "lazy"."""
         assert self.state == "killed"
         how = "clean"
-        if is_mounted(self.mnt):
-            r = fusermount_u(self.mnt)
-            if r.returncode != 0:
-                r = fusermount_u(self.mnt, lazy=True)
-                assert r.returncode == 0, f"fusermount3 -uz failed: {r.stderr}"
-                how = "lazy"
-        assert not is_mounted(self.mnt)
+        for mnt in self._mounts():
+            if is_mounted(mnt):
+                r = fusermount_u(mnt)
+                if r.returncode != 0:
+                    r = fusermount_u(mnt, lazy=True)
+                    assert r.returncode == 0, f"fusermount3 -uz {mnt} failed: {r.stderr}"
+                    how = "lazy"
+            assert not is_mounted(mnt)
         return how
 
 
