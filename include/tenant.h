@@ -31,6 +31,12 @@ struct tenant {
 	uid_t uid;			/* owner of everything it shows */
 	gid_t gid;
 	/*
+	 * Its directory's permissions: 0700 when each tenant has an owner of
+	 * its own (then, with default_permissions, no other user enters it
+	 * through the all-tenants root), else 0755 like every directory.
+	 */
+	mode_t dir_mode;
+	/*
 	 * The numbers of its own entries: its directory (the mount's root
 	 * number when it is the root, else the image of its backing one),
 	 * promote/, promote/.status, and the key of its promote/<run>

@@ -292,6 +292,7 @@ static int stat_tenant(struct fs *fs, struct tenant *tenant, struct stat *st)
 
 	ret = fs_list_tenant(tenant, &listing, &backing);
 	fs_set_virtual_dir(fs, tenant, st, tenant->dir_ino, listing.count);
+	st->st_mode = S_IFDIR | tenant->dir_mode;
 	if (ret == 0)
 		take_backing_times(st, &backing);
 	fs_dir_handle_release(&listing);

@@ -123,6 +123,7 @@ static int make_tenant(struct tenant_set *set, const char *client, const struct 
 	};
 	tenant->uid = config->owner_from_store && backing ? backing->st_uid : config->uid;
 	tenant->gid = config->owner_from_store && backing ? backing->st_gid : config->gid;
+	tenant->dir_mode = config->owner_from_store ? 0700 : 0755;
 	number_tenant(set, tenant, backing);
 	ret = view_reconcile(&tenant->view);
 	if (ret == 0 && config->promote)

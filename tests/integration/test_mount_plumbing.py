@@ -224,31 +224,34 @@ def test_fstab_lines_mount_a_and_mount_T(store, tmp_path, mount_ns):
 # --------------------------------------------------------------------------
 
 BUILD_DIR = BIN.parent
-UNIT = "artifactfs@.service"
+UNIT = "artifactfs@.service"           # one tenant per instance
+ALL_UNIT = "artifactfs-all.service"    # every tenant, one daemon
 
 
-def configured_unit() -> Path:
-    unit = BUILD_DIR / "systemd" / UNIT
+def configured_unit(name: str = UNIT) -> Path:
+    unit = BUILD_DIR / "systemd" / name
     if not unit.exists():
         pytest.fail(f"{unit} missing: is {BIN} in a meson build dir of this tree?")
     return unit
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("name,instance", [(UNIT, "artifactfs@acme.service"),
+                                           (ALL_UNIT, ALL_UNIT)])
+def test_unit_passes_systemd_analyze_verify(tmp_path, name, instance):
     """The unit as meson configured it, its ExecStart pointed at the build
     (the installed path need not exist here) and its man page found where
     meson install would put it."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing: run tools/install-deps"
-    text = configured_unit().read_text()
+    text = configured_unit(name).read_text()
     execs = [line for line in text.splitlines() if line.startswith("ExecStart=")]
     assert len(execs) == 1 and execs[0].split()[0].endswith("/sbin/artifactfs")
-    (tmp_path / UNIT).write_text(
+    (tmp_path / name).write_text(
         text.replace(execs[0].split()[0], f"ExecStart={BIN}", 1))
     man8 = tmp_path / "man" / "man8"
     man8.mkdir(parents=True)
     (man8 / "artifactfs.8").symlink_to(REPO_ROOT / "docs" / "artifactfs.8")
-    r = subprocess.run([analyze, "verify", str(tmp_path / "artifactfs@acme.service")],
+    r = subprocess.run([analyze, "verify", str(tmp_path / instance)],
                        capture_output=True, text=True, timeout=60,
                        env={**os.environ, "MANPATH": str(tmp_path / "man")})
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
@@ -300,6 +303,24 @@ def test_unit_commands_serve_the_instance_tenant(store, tmp_path):
 
     [start] = unit_commands(text, "ExecStart", ALICE, env)
     assert start[-2:] == [str(store.root), str(mnt)] and "ro" in start
+
+    def check_served(status):
+        assert status == f"STATUS=serving client {ALICE} of {store.root} on {mnt}"
+        assert all(os.path.isdir(mnt / run) for run in expected_runs(store, ALICE, True))
+        assert not os.path.exists(mnt / "promote"), "-o ro from ARTIFACTFS_OPTIONS"
+
+    serve_as_systemd_would(start, env, mnt, tmp_path, check_served)
+    # After a clean stop there is nothing to detach: the failure is ignored
+    # ("-" in the unit).
+    [post] = unit_commands(text, "ExecStopPost", ALICE, env)
+    assert post[0] == "fusermount3" and post[-1] == str(mnt)
+    assert subprocess.run(post, capture_output=True, timeout=30).returncode != 0
+
+
+def serve_as_systemd_would(start, env, mnt, tmp_path, check_served):
+    """Runs ExecStart's command line with a fake NOTIFY_SOCKET: READY=1,
+    then check_served(its STATUS= line) while mounted, then SIGTERM:
+    STOPPING=1, exit 0, unmounted, nothing logged above info."""
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -309,9 +330,9 @@ def test_unit_commands_serve_the_instance_tenant(store, tmp_path):
         proc = subprocess.Popen(start, env={**env, "NOTIFY_SOCKET": str(sock_path)},
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     try:
-        assert sock.recv(4096).decode().startswith("READY=1\n")
-        assert all(os.path.isdir(mnt / run) for run in expected_runs(store, ALICE, True))
-        assert not os.path.exists(mnt / "promote"), "-o ro from ARTIFACTFS_OPTIONS"
+        ready = sock.recv(4096).decode().splitlines()
+        assert ready[0] == "READY=1"
+        check_served(ready[1])
         proc.send_signal(signal.SIGTERM)
         assert sock.recv(4096).decode().startswith("STOPPING=1\n")
         assert proc.wait(EXIT_TIMEOUT) == 0
@@ -325,11 +346,34 @@ def test_unit_commands_serve_the_instance_tenant(store, tmp_path):
             fusermount_u(mnt, lazy=True)
     log = stderr.read_text()
     assert not re.search(r"(error|warning):|Sanitizer|runtime error", log), log
-    # After a clean stop there is nothing to detach: the failure is ignored
-    # ("-" in the unit).
-    [post] = unit_commands(text, "ExecStopPost", ALICE, env)
-    assert post[0] == "fusermount3" and post[-1] == str(mnt)
-    assert subprocess.run(post, capture_output=True, timeout=30).returncode != 0
+
+
+def test_all_tenants_unit_serves_every_tenant(store, tmp_path):
+    """artifactfs-all.service's commands, run as systemd would: one daemon
+    on ARTIFACTFS_MOUNT_ROOT, each tenant at ARTIFACTFS_MOUNT_ROOT/<client>
+    (where artifactfs@<client> would mount it), options from
+    ARTIFACTFS_ALL_OPTIONS; SIGTERM stops it cleanly."""
+    text = configured_unit(ALL_UNIT).read_text()
+    [[daemon, *_]] = unit_commands(text, "ExecStart", "", {})
+    text = text.replace(daemon, str(BIN))
+    root = tmp_path / "mounts"
+    env = {**os.environ, "ARTIFACTFS_STORE": str(store.root),
+           "ARTIFACTFS_MOUNT_ROOT": str(root), "ARTIFACTFS_ALL_OPTIONS": "-o show_expired"}
+    [pre] = unit_commands(text, "ExecStartPre", "", env)
+    subprocess.run(pre, env=env, check=True, timeout=30)
+    [start] = unit_commands(text, "ExecStart", "", env)
+    assert start[-2:] == [str(store.root), str(root)] and "all_tenants" in start
+
+    def check_served(status):
+        assert status == f"STATUS=serving every tenant of {store.root} on {root}"
+        for client in (ALICE, BOB):
+            assert all(os.path.isdir(root / client / run)
+                       for run in expected_runs(store, client, True))
+            assert os.path.isdir(root / client / "promote")
+
+    serve_as_systemd_would(start, env, root, tmp_path, check_served)
+    [post] = unit_commands(text, "ExecStopPost", "", env)
+    assert post[0] == "fusermount3" and post[-1] == str(root)
 
 
 def test_meson_install_puts_the_units_beside_the_daemon(tmp_path):
@@ -340,10 +384,11 @@ def test_meson_install_puts_the_units_beside_the_daemon(tmp_path):
                         "--destdir", str(dest), "--quiet"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    units = list(dest.rglob(UNIT))
-    assert len(units) == 1 and units[0].parent.match("lib/systemd/system")
-    daemon = units[0].read_text().split("ExecStart=", 1)[1].split()[0]
-    assert (dest / daemon.lstrip("/")).is_file(), f"ExecStart={daemon} not installed"
+    for name in (UNIT, ALL_UNIT):
+        units = list(dest.rglob(name))
+        assert len(units) == 1 and units[0].parent.match("lib/systemd/system")
+        daemon = units[0].read_text().split("ExecStart=", 1)[1].split()[0]
+        assert (dest / daemon.lstrip("/")).is_file(), f"ExecStart={daemon} not installed"
 
 
 def test_sd_notify_ready_reloading_and_stopping(store, mounter, tmp_path):

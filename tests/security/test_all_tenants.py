@@ -13,14 +13,13 @@ tools/test.)
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
-import time
 
 import pytest
 
@@ -260,7 +259,8 @@ def test_two_sandboxes_on_one_daemon(world, public_dir, mounter):
 def test_other_users_cannot_list_the_root(world, public_dir, mounter):
     """On the host, a user who reaches the all-tenants mount (allow_other,
     default_permissions) cannot list the tenants, nor enter a tenant
-    directory owned by someone else to write into its promote/."""
+    directory owned by someone else (0700), to read or to write into its
+    promote/; its owner can."""
     own_tenant_dirs(world)
     top = os.path.join(public_dir, "all")
     m = mounter(world, None, "-o", f"all_tenants,{SANDBOX_OPTIONS}", mnt=top)
@@ -272,6 +272,11 @@ def test_other_users_cannot_list_the_root(world, public_dir, mounter):
 
     r = as_user(BOB_UID, "ls", str(m.mnt))
     assert r.returncode != 0 and "Permission denied" in r.stderr, (r.returncode, r.stdout)
+    assert stat.S_IMODE(os.stat(m.mnt / ALICE).st_mode) == 0o700
+    r = as_user(BOB_UID, "ls", str(m.mnt / ALICE))
+    assert r.returncode != 0 and "Permission denied" in r.stderr, (r.returncode, r.stdout)
+    r = as_user(ALICE_UID, "ls", str(m.mnt / ALICE))
+    assert r.returncode == 0 and ALICE_RUN in r.stdout, r.stderr
     r = as_user(BOB_UID, "sh", "-c", f"echo x > {m.mnt}/{ALICE}/promote/{ALICE_RUN}/x.txt")
     assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
     assert not (world.root / "artifacts" / ALICE / ALICE_RUN / "x.txt").exists()
@@ -310,3 +315,41 @@ def test_conflicting_options_refused(world, tmp_path, options, message):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert not is_mounted(mnt)
+
+
+def test_many_tenants_made_at_once(world, mounter):
+    """Twelve new tenants, each looked up and promoted into by four
+    processes at once: every tenant is made once (one "now served" line
+    each), every promotion lands in its own tenant, nothing is logged
+    above info (under ThreadSanitizer too: tools/test)."""
+    runs = {f"t{i:02d}": f"{i:08d}-0000-4000-8000-000000000000" for i in range(12)}
+    for client, run in runs.items():
+        world.add_run(client, run, {"seed.txt": client.encode()})
+    m = mounter(world, None, "-o", "all_tenants")
+    code = r"""
+import os, sys
+mnt, worker = sys.argv[1], sys.argv[2]
+pairs = sys.argv[3:]
+for client, run in zip(pairs[::2], pairs[1::2]):
+    assert run in os.listdir(os.path.join(mnt, client)), client
+    path = os.path.join(mnt, client, "promote", run, f"w{worker}.txt")
+    with open(path, "wb") as f:
+        f.write(f"{client} {worker}\n".encode())
+print("ok")
+"""
+    pairs = [x for item in runs.items() for x in item]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(m.mnt), str(w), *pairs],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "ok", err
+    for client, run in runs.items():
+        run_dir = world.root / "artifacts" / client / run
+        for w in range(4):
+            assert read_bytes(run_dir / f"w{w}.txt") == f"{client} {w}\n".encode()
+        doc = strict_metadata(read_bytes(run_dir / "metadata.json"), run)
+        assert sorted(a["filename"] for a in doc["artifacts"]) == \
+            ["seed.txt", *[f"w{w}.txt" for w in range(4)]]
+    served = [line for line in m.log_lines("info") if "now served" in line]
+    assert sorted(served) == sorted(set(served)) and len(served) == len(runs), served
