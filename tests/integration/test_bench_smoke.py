@@ -120,3 +120,22 @@ def test_smoke_json_describes_the_run(smoke):
     daemons = data["daemons"]
     assert {d["kind"] for d in daemons} == {"artifactfs", "bindfs"}
     assert all(d.get("exit") == 0 for d in daemons), daemons
+
+
+def test_bench_tenants_smoke(tmp_path):
+    """tools/bench-tenants with 3 tiny tenants: both ways of serving them
+    are mounted, walked, measured and unmounted; the figures are there."""
+    out = tmp_path / "tenants.json"
+    work = tmp_path / "work"
+    r = subprocess.run(["/usr/bin/python3", str(REPO_ROOT / "tools" / "bench-tenants"),
+                        "--bin", str(BIN), "--tenants", "3", "--runs", "1", "--files", "2",
+                        "--idle", "0.5", "--workdir", str(work), "--json", str(out)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not [m for m in fuse_mounts() if m.startswith(str(work))]
+    results = json.loads(out.read_text())["results"]
+    assert results["all"]["daemons"] == 1 and results["each"]["daemons"] == 3
+    for way in ("all", "each"):
+        assert results[way]["files_walked"] == 3 * 1 * 3    # 2 files + metadata.json
+        assert results[way]["rss_mib"] > 0 and results[way]["idle_cpu_ticks"] >= 0
+    assert "resident memory (MiB)" in r.stdout
