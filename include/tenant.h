@@ -38,9 +38,9 @@ struct tenant {
 	mode_t dir_mode;
 	/*
 	 * The numbers of its own entries: its directory (the mount's root
-	 * number when it is the root, else the image of its backing one),
-	 * promote/, promote/.status, and the key of its promote/<run>
-	 * numbers (tenant_view_ino()): one tenant's never meet another's.
+	 * number when it is the root), promote/, promote/.status, and the key
+	 * of its promote/<run> numbers (tenant_view_ino()): one tenant's never
+	 * meet another's.
 	 */
 	ino_t dir_ino, promote_ino, status_ino;
 	struct ino_cipher names;
@@ -90,9 +90,8 @@ void tenant_set_free(struct tenant_set *set);
  * Finds client's tenant, making it the first time: brings the index up to
  * date with its directory and opens its promoter (staging, recovery of
  * what died staged).  client must be valid by names_check_id().  backing
- * is the tenant directory's stat (for its owner and, with all_tenants, its
- * number), NULL when it is served at the root.  Returns 0 and *out, or
- * -errno (logged).
+ * is the tenant directory's stat (for its owner), NULL when it is served
+ * at the root.  Returns 0 and *out, or -errno (logged).
  */
 int tenant_get(struct tenant_set *set, const char *client, const struct stat *backing,
 	       struct tenant **out);
@@ -116,5 +115,8 @@ struct tenant *tenant_find(struct tenant_set *set, const char *client);
  * hash of name in the view's own range, the same across remounts.
  */
 ino_t tenant_view_ino(const struct tenant *tenant, const char *name);
+
+/* The number client's directory shows in the all-tenants root, made or not. */
+ino_t tenant_dir_ino(struct tenant_set *set, const char *client);
 
 #endif

@@ -9,7 +9,6 @@
  * the input's own cycle, which holds the input itself, so it ends.
  */
 #include <stdbool.h>
-
 #include <string.h>
 
 #include "ino_cipher.h"

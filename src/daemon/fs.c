@@ -225,13 +225,9 @@ out:
 static int add_tenant_entry(void *ctx, const char *client)
 {
 	struct fs *fs = ((void **)ctx)[0];
-	struct stat st;
-	int fd = tenant_open_dir(fs->tenants, client, &st);
 
-	if (fd < 0)
-		return 0;	/* gone meanwhile */
-	close(fd);
-	return fs_dir_handle_add(((void **)ctx)[1], client, st.st_ino, DT_DIR);
+	return fs_dir_handle_add(((void **)ctx)[1], client, tenant_dir_ino(fs->tenants, client),
+				 DT_DIR);
 }
 
 /* Lists the all-tenants root: ".", "..", then every tenant directory. */

@@ -58,13 +58,29 @@ ino_t tenant_view_ino(const struct tenant *tenant, const char *name)
 	       ino_cipher_hash_name(&tenant->names, name) % INO_CIPHER_STAGED_RUNS_COUNT;
 }
 
+/* The key of client's own numbers in an all-tenants mount: the store's key and its name. */
+static void derive_names_key(struct tenant_set *set, const char *client,
+			     struct ino_cipher *names)
+{
+	names->k0 = ino_cipher_hash_name(&set->cipher, client);
+	names->k1 = ino_cipher_siphash(&set->cipher, names->k0);
+}
+
+ino_t tenant_dir_ino(struct tenant_set *set, const char *client)
+{
+	struct tenant numbered;
+
+	derive_names_key(set, client, &numbered.names);
+	return tenant_view_ino(&numbered, "/");
+}
+
 /*
  * A tenant's own numbers.  At the root, those every single-tenant mount
  * always showed; in a directory of its own, numbers keyed by its name,
- * which no run name can give ('/' is in no name).
+ * which no run name can give ('/' is in no name): the same for as long as
+ * the store keeps its key, whatever becomes of the backing directory.
  */
-static void number_tenant(struct tenant_set *set, struct tenant *tenant,
-			  const struct stat *backing)
+static void number_tenant(struct tenant_set *set, struct tenant *tenant)
 {
 	if (!set->config.all_tenants) {
 		tenant->names = set->cipher;
@@ -73,9 +89,8 @@ static void number_tenant(struct tenant_set *set, struct tenant *tenant,
 		tenant->status_ino = INODE_STATUS_INO;
 		return;
 	}
-	tenant->names.k0 = ino_cipher_hash_name(&set->cipher, tenant->client);
-	tenant->names.k1 = ino_cipher_siphash(&set->cipher, tenant->names.k0);
-	tenant->dir_ino = backing->st_ino;
+	derive_names_key(set, tenant->client, &tenant->names);
+	tenant->dir_ino = tenant_view_ino(tenant, "/");
 	tenant->promote_ino = tenant_view_ino(tenant, "/promote");
 	tenant->status_ino = tenant_view_ino(tenant, "/status");
 }
@@ -124,7 +139,7 @@ static int make_tenant(struct tenant_set *set, const char *client, const struct 
 	tenant->uid = config->owner_from_store && backing ? backing->st_uid : config->uid;
 	tenant->gid = config->owner_from_store && backing ? backing->st_gid : config->gid;
 	tenant->dir_mode = config->owner_from_store ? 0700 : 0755;
-	number_tenant(set, tenant, backing);
+	number_tenant(set, tenant);
 	ret = view_reconcile(&tenant->view);
 	if (ret == 0 && config->promote)
 		ret = promote_open(&tenant->view, config->promote, &tenant->promoter);

@@ -73,7 +73,8 @@ def test_root_lists_tenants_only(world, mounter):
 
 def test_numbers_are_per_tenant_and_stable(world, mounter):
     """Each tenant's directory, promote/ and promote/.status have numbers
-    of their own, never another tenant's, and the same after a remount."""
+    of their own, never another tenant's, the same in the root's listing
+    as in stat, and the same after a remount."""
     def numbers(mnt):
         out = {}
         for client in (ALICE, BOB):
@@ -85,6 +86,9 @@ def test_numbers_are_per_tenant_and_stable(world, mounter):
     m = mounter(world, None, "-o", "all_tenants")
     first = numbers(m.mnt)
     assert len(set(first.values())) == len(first), first
+    # The root's listing says the numbers stat says (find, tar and du compare them).
+    assert {e.name: e.inode() for e in os.scandir(m.mnt)} == \
+        {c: first[f"{c}/"] for c in (ALICE, BOB)}
     m.unmount()
     m2 = mounter(world, None, "-o", "all_tenants")
     assert numbers(m2.mnt) == first
