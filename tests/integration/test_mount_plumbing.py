@@ -143,9 +143,10 @@ def mount_ns(tmp_path):
         pytest.fail("mount namespace teardown:\n" + "\n".join(problems), pytrace=False)
 
 
-def assert_serves(ns: MountNamespace, store, mnt, client):
-    """mnt is an artifactfs mount showing exactly client's runs."""
-    fstype, _ = ns.fuse_mounts()[str(mnt)]
+def assert_serves(ns: MountNamespace, store, mnt, client, mounted=None):
+    """mnt is (in) an artifactfs mount (mounted, by default mnt itself)
+    showing exactly client's runs."""
+    fstype, _ = ns.fuse_mounts()[str(mounted or mnt)]
     assert fstype == FUSE_TYPE
     view = ns.path(mnt)
     assert sorted(os.listdir(view)) == sorted(expected_runs(store, client) + ["promote"])
@@ -216,6 +217,23 @@ def test_fstab_lines_mount_a_and_mount_T(store, tmp_path, mount_ns):
     # umount(8), natural for fstab mounts, ends the daemons too.
     mount_ns.unmount(manual, command=["umount"])
     mount_ns.unmount(auto, command=["umount"])
+    assert mount_ns.fuse_mounts() == {}
+
+
+def test_fstab_line_for_all_tenants(store, tmp_path, mount_ns):
+    """One fstab line serves every tenant: each in its own directory,
+    each as a single-tenant mount of it would show it."""
+    every = tmp_path / "all"
+    every.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{store.root} {every} {FUSE_TYPE} all_tenants,allow_other,{HARMLESS} 0 0\n")
+    r = mount_ns.run("mount", "-T", fstab, every)
+    assert r.returncode == 0, r.stderr
+    view = mount_ns.path(every)
+    assert sorted(os.listdir(view)) == [ALICE, BOB]
+    for client in (ALICE, BOB):
+        assert_serves(mount_ns, store, every / client, client, mounted=every)
+    mount_ns.unmount(every, command=["umount"])
     assert mount_ns.fuse_mounts() == {}
 
 
