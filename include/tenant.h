@@ -107,7 +107,13 @@ int tenant_open_dir(struct tenant_set *set, const char *client, struct stat *st)
 void tenant_for_each(struct tenant_set *set, void (*fn)(void *ctx, struct tenant *tenant),
 		     void *ctx);
 
-/* The tenant made for client, or NULL when there is none yet. */
+/*
+ * Brings every tenant made so far up to date with its directory (see
+ * view_reconcile()); the others are when they are made.
+ */
+void tenant_reconcile_all(struct tenant_set *set);
+
+/* The tenant made for client, or NULL when there is none (yet). */
 struct tenant *tenant_find(struct tenant_set *set, const char *client);
 
 /*

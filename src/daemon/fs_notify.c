@@ -28,20 +28,11 @@ static void invalidate_inode(struct fs *fs, fuse_ino_t nodeid)
 }
 
 /*
- * The notifications below name inodes the daemon holds (inode.h says
- * why), and never with the table locked: the kernel may call us back
+ * Holds the inode of client's directory (the root for a single tenant),
+ * or NULL.  The notifications below name inodes the daemon holds (inode.h
+ * says why), and never with the table locked: the kernel may call us back
  * (FORGET) while we notify.
  */
-
-/* The tenant made for client, if any: none is made for a change. */
-static struct tenant *find_tenant(struct fs *fs, const char *client)
-{
-	if (fs->single_tenant)
-		return strcmp(client, fs->single_tenant->client) == 0 ? fs->single_tenant : NULL;
-	return tenant_find(fs->tenants, client);
-}
-
-/* Holds the inode of client's directory (the root for a single tenant), or NULL. */
 static struct inode *hold_tenant_dir(struct fs *fs, const char *client)
 {
 	struct inode *root = inode_root(fs->inodes);
@@ -137,11 +128,6 @@ static void degrade(void *ctx)
 	invalidate_all(fs);
 }
 
-static void reconcile_tenant(void *ctx, struct tenant *tenant)
-{
-	view_reconcile(&tenant->view);
-}
-
 /*
  * A tenant dir came or went, or events were lost: the index catches up
  * with the store (for tenants made so far: the others do when made), and
@@ -154,14 +140,12 @@ static void notify_tenant(void *ctx, const char *client)
 	struct tenant *tenant;
 
 	if (!client) {
-		if (fs->single_tenant)
-			reconcile_tenant(fs, fs->single_tenant);
-		else
-			tenant_for_each(fs->tenants, reconcile_tenant, fs);
+		tenant_reconcile_all(fs->tenants);
 		invalidate_all(fs);
 		return;
 	}
-	tenant = find_tenant(fs, client);
+	/* None is made for a change: a tenant is indexed when it is made. */
+	tenant = tenant_find(fs->tenants, client);
 	if (tenant)
 		view_reconcile(&tenant->view);
 	if (!fs->single_tenant) {
@@ -178,7 +162,7 @@ static void notify_tenant(void *ctx, const char *client)
 static unsigned int settle_run(void *ctx, const char *client, const char *run, bool content)
 {
 	struct fs *fs = ctx;
-	struct tenant *tenant = find_tenant(fs, client);
+	struct tenant *tenant = tenant_find(fs->tenants, client);
 	unsigned int again = 0;
 	bool was_visible, incomplete;
 

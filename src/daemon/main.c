@@ -116,11 +116,6 @@ static void reload_config(void *ctx)
 	tenant_for_each(ctx, reload_tenant, NULL);
 }
 
-static void reconcile_tenant(void *ctx, struct tenant *tenant)
-{
-	view_reconcile(&tenant->view);
-}
-
 static int run_loop(struct fuse_session *session, const struct options *opts)
 {
 	struct fuse_loop_config *config;
@@ -240,7 +235,7 @@ int main(int argc, char *argv[])
 	    reload_start(reload_config, tenants, opts.log_level, &reload) < 0)
 		goto out;
 	/* Catch what changed between the first reconcile and the watch. */
-	tenant_for_each(tenants, reconcile_tenant, NULL);
+	tenant_reconcile_all(tenants);
 	announce_ready(opts.ready_fd);
 	opts.ready_fd = -1;
 	service_notify_ready(whom, store.path, opts.fuse.mountpoint);

@@ -223,6 +223,16 @@ int tenant_open_dir(struct tenant_set *set, const char *client, struct stat *st)
 	return fd;
 }
 
+static void reconcile_tenant(void *ctx, struct tenant *tenant)
+{
+	view_reconcile(&tenant->view);
+}
+
+void tenant_reconcile_all(struct tenant_set *set)
+{
+	tenant_for_each(set, reconcile_tenant, NULL);
+}
+
 void tenant_for_each(struct tenant_set *set, void (*fn)(void *ctx, struct tenant *tenant),
 		     void *ctx)
 {
