@@ -56,6 +56,19 @@ struct fs {
 	struct timespec mounted_at;
 	struct ino_cipher ino_cipher;	/* how backing inode numbers are shown */
 	/*
+	 * FUSE passthrough: the kernel reads artifacts from their backing
+	 * files itself, and no READ reaches the daemon.  passthrough_off says
+	 * why it is not asked for (set before mounting; NULL: it is), and
+	 * passthrough whether it is in use: set once the kernel granted it,
+	 * cleared for good if the kernel refuses a backing file.
+	 * backing_lock guards every inode's backing_id and backing_opens; it
+	 * is held across the kernel's backing open and close (ioctls on
+	 * /dev/fuse, no disk I/O), never with the inode table locked.
+	 */
+	const char *passthrough_off;
+	_Atomic bool passthrough;
+	pthread_mutex_t backing_lock;
+	/*
 	 * Open files and directories, for those the kernel never releases
 	 * (unmounted first, or stopped by a signal).  open_lock guards both
 	 * lists.

@@ -59,6 +59,13 @@ struct inode {
 	uint64_t lookups;
 	/* INODE_FILE: least recently looked up last; guarded by the table. */
 	struct inode *lru_prev, *lru_next;
+	/*
+	 * INODE_FILE read through FUSE passthrough: the kernel's id of the
+	 * backing file (0: none), which its open files share, and how many
+	 * share it.  Guarded by fs->backing_lock.
+	 */
+	int backing_id;
+	unsigned int backing_opens;
 	char name[];		/* in the parent; "" for the root */
 };
 

@@ -30,6 +30,8 @@ struct options {
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
 	unsigned long max_cached_files;	/* -o max_cached_files=N */
 	unsigned int read_ahead_kb;	/* -o read_ahead_kb=N, 0: the kernel's */
+	char *passthrough_name;	/* -o passthrough=auto|off */
+	bool passthrough;	/* that, parsed: auto (true, the default) or off */
 	char *log_level_name;	/* -o loglevel=error|warning|info|debug */
 	enum log_level log_level;	/* that, parsed (info; debug with -d) */
 	/*

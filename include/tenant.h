@@ -53,6 +53,8 @@ struct tenant {
 		_Atomic uint64_t opens;		/* files opened for reading */
 		_Atomic uint64_t reads;		/* read requests */
 		_Atomic uint64_t read_bytes;	/* bytes asked for */
+		/* opens whose reads the kernel serves itself: counted in none above */
+		_Atomic uint64_t passthrough_opens;
 	} stats;
 };
 

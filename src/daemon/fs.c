@@ -551,6 +551,66 @@ int fs_open_backing(int dirfd, const char *path, int flags, ino_t ino)
 	return fd;
 }
 
+/*
+ * Hands the kernel the backing file of an artifact opened for reading, so
+ * that it serves the reads itself (FUSE passthrough).  The file's opens
+ * share one backing id: the kernel takes one backing file per inode.
+ * Where passthrough is not in use or the kernel refuses the file, the
+ * daemon serves the reads (fs_read) and nothing else changes.
+ */
+static void open_passthrough(fuse_req_t req, struct inode *inode, int fd,
+			     struct fuse_file_info *fi, struct open_file *handle)
+{
+#ifdef HAVE_PASSTHROUGH
+	struct fs *fs = fs_of(req);
+	int id;
+
+	if (!atomic_load(&fs->passthrough))
+		return;
+	pthread_mutex_lock(&fs->backing_lock);
+	if (!inode->backing_id) {
+		id = fuse_passthrough_open(req, fd);
+		if (id <= 0) {
+			pthread_mutex_unlock(&fs->backing_lock);
+			if (atomic_exchange(&fs->passthrough, false))
+				log_warning("client %s run %s file %s: the kernel refuses it as a "
+					    "passthrough backing file; from now on the daemon serves "
+					    "every read", inode->tenant->client, inode->parent->name,
+					    inode->name);
+			return;
+		}
+		inode->backing_id = id;
+	}
+	inode->backing_opens++;
+	fi->backing_id = inode->backing_id;
+	pthread_mutex_unlock(&fs->backing_lock);
+	handle->passthrough = true;
+	/* The kernel caches the backing file's pages, not the FUSE file's. */
+	fi->keep_cache = 0;
+	inode->tenant->stats.passthrough_opens++;
+#endif
+}
+
+/*
+ * The release of an open that open_passthrough() served: the last one of
+ * the inode gives its backing id back.  (An open whose reply never reached
+ * its opener keeps the id registered until the inode's next release, or
+ * the unmount.)
+ */
+static void release_passthrough(fuse_req_t req, struct inode *inode)
+{
+#ifdef HAVE_PASSTHROUGH
+	struct fs *fs = fs_of(req);
+
+	pthread_mutex_lock(&fs->backing_lock);
+	if (inode->backing_opens > 0 && --inode->backing_opens == 0 && inode->backing_id) {
+		fuse_passthrough_close(req, inode->backing_id);
+		inode->backing_id = 0;
+	}
+	pthread_mutex_unlock(&fs->backing_lock);
+#endif
+}
+
 /* A new open file, counted once, on the list fs_close_open_files() empties. */
 struct open_file *fs_open_file_new(struct fs *fs)
 {
@@ -641,6 +701,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	case INODE_FILE:
 		fd = fs_open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
 		fi->keep_cache = keeps_cache(fs);
+		if (fd >= 0)
+			open_passthrough(req, inode, fd, fi, handle);
 		break;
 	case INODE_STATUS:
 	case INODE_UPLOAD:
@@ -731,6 +793,8 @@ static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	struct inode *inode = inode_of(req, nodeid);
 	bool upload = handle_of(fi)->upload != NULL;
 
+	if (handle_of(fi)->passthrough)
+		release_passthrough(req, inode);
 	fs_open_file_put(handle_of(fi));
 	if (upload && fs_promote_upload_run(inode))
 		fs_promote_tidy_run(inode->tenant, fs_promote_upload_run(inode));
@@ -1054,21 +1118,25 @@ static void add_stats(void *ctx, struct tenant *tenant)
 	sums[0] += tenant->stats.opens;
 	sums[1] += tenant->stats.reads;
 	sums[2] += tenant->stats.read_bytes;
+	sums[3] += tenant->stats.passthrough_opens;
 }
 
 /* A tenant's figures, or (tenant NULL: the all-tenants root) every tenant's summed. */
 static void reply_stats(fuse_req_t req, struct tenant *tenant, size_t size)
 {
-	uint64_t sums[3] = { 0 };
-	char text[128];
+	uint64_t sums[4] = { 0 };
+	char text[192];
 
 	if (tenant)
 		add_stats(sums, tenant);
 	else
 		tenant_for_each(fs_of(req)->tenants, add_stats, sums);
-	snprintf(text, sizeof(text), "{\"opens\":%llu,\"reads\":%llu,\"read_bytes\":%llu}",
+	snprintf(text, sizeof(text),
+		 "{\"opens\":%llu,\"reads\":%llu,\"read_bytes\":%llu,"
+		 "\"passthrough_opens\":%llu,\"passthrough\":%s}",
 		 (unsigned long long)sums[0], (unsigned long long)sums[1],
-		 (unsigned long long)sums[2]);
+		 (unsigned long long)sums[2], (unsigned long long)sums[3],
+		 atomic_load(&fs_of(req)->passthrough) ? "true" : "false");
 	reply_xattr_value(req, text, size);
 }
 
@@ -1316,9 +1384,30 @@ static void set_read_ahead(struct fs *fs, struct fuse_conn_info *conn)
 		close(fd);
 }
 
+/*
+ * Asks for FUSE passthrough where it may be used, and says once, at start,
+ * how reads of artifacts will be served.
+ */
+static void negotiate_passthrough(struct fs *fs, struct fuse_conn_info *conn)
+{
+#ifdef HAVE_PASSTHROUGH
+	if (!fs->passthrough_off && !(conn->capable & FUSE_CAP_PASSTHROUGH))
+		fs->passthrough_off = "the kernel does not offer it";
+	if (!fs->passthrough_off) {
+		/* Passthrough excludes the writeback cache, which is never asked for. */
+		conn->want |= FUSE_CAP_PASSTHROUGH;
+		atomic_store(&fs->passthrough, true);
+		log_info("reads of artifacts: FUSE passthrough (the kernel reads the store)");
+		return;
+	}
+#endif
+	log_info("reads of artifacts: through the daemon; passthrough %s", fs->passthrough_off);
+}
+
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	set_read_ahead(userdata, conn);
+	negotiate_passthrough(userdata, conn);
 	/* Reads splice from the backing fd to the kernel without a copy. */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;

@@ -81,6 +81,8 @@ static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
 	inode->fd = fd;
 	inode->lookups = 0;
 	inode->lru_prev = inode->lru_next = NULL;
+	inode->backing_id = 0;
+	inode->backing_opens = 0;
 	memcpy(inode->name, name, len + 1);
 	return inode;
 }

@@ -10,12 +10,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,6 +104,29 @@ static void announce_ready(int fd)
 	if (write(fd, ready, sizeof(ready) - 1) != (ssize_t)sizeof(ready) - 1)
 		log_warning("cannot write the readiness signal to fd %d: %s", fd, strerror(errno));
 	close(fd);
+}
+
+/*
+ * Why FUSE passthrough cannot be asked for, or NULL when it can (the
+ * kernel then says in INIT whether it offers it).  Registering a backing
+ * file takes CAP_SYS_ADMIN, so it is checked here, at start, not at the
+ * first open.
+ */
+static const char *passthrough_off_reason(const struct options *opts)
+{
+#ifdef HAVE_PASSTHROUGH
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+
+	if (!opts->passthrough)
+		return "is off (-o passthrough=off)";
+	if (syscall(SYS_capget, &header, caps) < 0 ||
+	    !(caps[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN)))
+		return "needs CAP_SYS_ADMIN, which the daemon lacks";
+	return NULL;
+#else
+	return "is not built in (libfuse older than 3.16, or -Dpassthrough=disabled)";
+#endif
 }
 
 static void reload_tenant(void *ctx, struct tenant *tenant)
@@ -203,10 +228,12 @@ int main(int argc, char *argv[])
 		.timeout = opts.cache_timeout,
 		.keep_cache = opts.cache_timeout > 0,
 		.read_ahead_kb = opts.read_ahead_kb,
+		.passthrough_off = passthrough_off_reason(&opts),
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
 	ino_cipher_init(&fs.ino_cipher, inode_key);
 	pthread_mutex_init(&fs.open_lock, NULL);
+	pthread_mutex_init(&fs.backing_lock, NULL);
 	if (inode_table_new(opts.max_cached_files, single_tenant, &fs.inodes) < 0) {
 		log_error("out of memory");
 		goto out;

@@ -36,6 +36,7 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("max_cached_files=%lu", max_cached_files, 0),
 	OPTION("read_ahead_kb=%u", read_ahead_kb, 0),
 	OPTION("loglevel=%s", log_level_name, 0),
+	OPTION("passthrough=%s", passthrough_name, 0),
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
@@ -110,6 +111,9 @@ void options_print_help(const char *program)
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
 	       "    -o loglevel=LEVEL      error, warning, info (default) or debug; SIGUSR1\n"
 	       "                           and SIGUSR2 turn it up and down while mounted\n"
+	       "    -o passthrough=MODE    auto (default): the kernel reads artifacts from\n"
+	       "                           the store itself (FUSE passthrough) where it and\n"
+	       "                           the daemon can; off: every read through the daemon\n"
 	       "\n"
 	       "promotion and deletion:\n"
 	       "    -o agent=ID            agent_id of direct uploads (default artifactfs)\n"
@@ -152,6 +156,7 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	opts->read_ahead_kb = 4096;
 	promote_options_init(&opts->promote);
 	opts->log_level = LOG_LEVEL_INFO;
+	opts->passthrough = true;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -173,6 +178,14 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	}
 	if (opts->fuse.debug)
 		opts->log_level = LOG_LEVEL_DEBUG;
+	if (opts->passthrough_name) {
+		if (strcmp(opts->passthrough_name, "auto") != 0 &&
+		    strcmp(opts->passthrough_name, "off") != 0) {
+			log_error("invalid passthrough '%s': use auto or off", opts->passthrough_name);
+			return -EINVAL;
+		}
+		opts->passthrough = strcmp(opts->passthrough_name, "auto") == 0;
+	}
 	if (!opts->store) {
 		log_error("no STORE given; usage: artifactfs [options] STORE MOUNTPOINT");
 		return -EINVAL;
@@ -240,6 +253,7 @@ void options_release(struct options *opts)
 	free(opts->client);
 	free(opts->index_path);
 	free(opts->log_level_name);
+	free(opts->passthrough_name);
 	free(opts->agent_id);
 	free(opts->workflow_id);
 	free(opts->user_directive);

@@ -428,13 +428,16 @@ STATS_XATTR = "user.artifactfs.stats"
 
 
 def daemon_stats(mnt) -> dict:
-    """{"opens", "reads", "read_bytes"} of the daemon serving mnt, since it
-    mounted (the root's unlisted xattr)."""
+    """{"opens", "reads", "read_bytes", "passthrough_opens", "passthrough"}
+    of the daemon serving mnt, since it mounted (the root's unlisted
+    xattr).  Reads of a passthrough open reach the kernel, not the daemon:
+    they are in none of the counts."""
     return json.loads(os.getxattr(str(mnt), STATS_XATTR))
 
 
 def stats_delta(before: dict, after: dict) -> dict:
-    return {k: after[k] - before[k] for k in ("opens", "reads", "read_bytes")}
+    return {k: after[k] - before[k]
+            for k in ("opens", "reads", "read_bytes", "passthrough_opens")}
 
 
 def mount_ro(mounter, world: World, tenant: str, tmp_path: Path, **kw):

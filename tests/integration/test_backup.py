@@ -41,7 +41,7 @@ from backup_store import (
 
 pytestmark = pytest.mark.daemon_timeout(300)
 
-NO_READS = {"opens": 0, "reads": 0, "read_bytes": 0}
+NO_READS = {"opens": 0, "reads": 0, "read_bytes": 0, "passthrough_opens": 0}
 
 
 @pytest.fixture
@@ -377,7 +377,8 @@ def test_incremental_backups_read_nothing(backup_world, mounter, tmp_path, work,
         assert out.new == {new_file}, out.new
         assert out.changed == {meta}, out.changed
         assert delta["opens"] == 2, delta           # the new file and metadata.json
-        assert 0 < delta["read_bytes"], delta
+        # Read by the daemon, or by the kernel from the store (passthrough).
+        assert 0 < delta["read_bytes"] or delta["passthrough_opens"] == 2, delta
     if tool == "rsync":
         # rsync sets a directory's mtime before its receiver has written
         # the new files into it, so the directory may keep the time of the

@@ -17,11 +17,13 @@ BENCH = REPO_ROOT / "tools" / "bench"
 
 # Every measurement the tool takes, and who takes part in it (the others
 # are n/a: bindfs cannot promote, and has no index to mount).
+READS = {"native", "bindfs", "artifactfs", "afs-nopt"}    # afs-nopt: -o passthrough=off
 EXPECTED = {
-    "read_first": {"native", "bindfs", "artifactfs"},
-    "read_second": {"native", "bindfs", "artifactfs"},
-    "fio_1": {"native", "bindfs", "artifactfs"},
-    "fio_16": {"native", "bindfs", "artifactfs"},
+    "read_first": READS,
+    "read_second": READS,
+    "read_requests": {"artifactfs", "afs-nopt"},
+    "fio_1": READS,
+    "fio_16": READS,
     "walk_cold": {"native", "bindfs", "artifactfs"},
     "walk_warm": {"native", "bindfs", "artifactfs"},
     "ls_cold": {"native", "bindfs", "artifactfs"},
@@ -33,9 +35,11 @@ EXPECTED = {
     "index_rss_mount": {"artifactfs"},
     "index_walk": {"native", "artifactfs"},
     "index_rss_walk": {"artifactfs"},
-    "parallel": {"native", "bindfs", "artifactfs"},
+    "parallel": READS,
 }
-TARGETS = ("native", "bindfs", "artifactfs")
+TARGETS = ("native", "bindfs", "artifactfs", "afs-nopt")
+# Measurements whose figure may be 0: a count of what passthrough spared.
+COUNTS = {"read_requests"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,8 @@ def test_smoke_prints_the_table(smoke):
     lines = r.stdout.splitlines()
     header = [ln for ln in lines if ln.startswith("| measurement")]
     assert header, r.stdout
-    for col in ("native", "bindfs", "artifactfs", "afs/native", "afs/bindfs"):
+    for col in ("native", "bindfs", "artifactfs", "afs, passthrough off", "afs/native",
+                "afs/bindfs", "afs off/native"):
         assert col in header[0]
     data = json.loads(out.read_text())
     rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| measurement")]
@@ -72,8 +77,8 @@ def test_smoke_prints_the_table(smoke):
         row = [ln for ln in rows if ln.startswith(f"| {m['name']} ")]
         assert len(row) == 1, f"no table row for {m['name']!r}"
         cells = [c.strip() for c in row[0].strip("|").split("|")]
-        assert len(cells) == 6
-        for target, cell in zip(TARGETS, cells[1:4]):
+        assert len(cells) == 8
+        for target, cell in zip(TARGETS, cells[1:5]):
             if target in EXPECTED[m["id"]]:
                 assert cell not in ("n/a", "-"), row[0]
             else:
@@ -94,6 +99,9 @@ def test_smoke_writes_every_measurement(smoke):
                 assert res is None, (mid, target)
                 continue
             assert res["repeats"], (mid, target)
+            if mid in COUNTS:
+                assert all(v >= 0 for v in res["repeats"]), (mid, target, res)
+                continue
             assert all(v > 0 for v in res["repeats"]), (mid, target, res)
             assert res["median"] > 0, (mid, target, res)
         for other in ("native", "bindfs"):
@@ -104,6 +112,21 @@ def test_smoke_writes_every_measurement(smoke):
                 assert ratio == pytest.approx(expected)
             else:
                 assert ratio is None, (mid, other)
+
+
+def test_smoke_counts_the_reads_passthrough_spares(smoke):
+    """With passthrough off every read is a READ request to the daemon;
+    with passthrough in use (the daemons' statistics say), none is."""
+    _, out, _ = smoke
+    data = json.loads(out.read_text())
+    [m] = [m for m in data["measurements"] if m["id"] == "read_requests"]
+    assert m["results"]["afs-nopt"]["median"] > 0
+    assert all(counts["OPEN"] >= 2 for counts in m["extra"]["requests"]["afs-nopt"])
+    passthrough = any(d.get("stats", {}).get("passthrough") for d in data["daemons"])
+    if passthrough:
+        assert m["results"]["artifactfs"]["median"] == 0, m
+    else:
+        assert m["results"]["artifactfs"]["median"] > 0, m
 
 
 def test_smoke_json_describes_the_run(smoke):
