@@ -28,7 +28,7 @@ struct open_file {
 	struct list_link link;	/* in fs->open_files */
 	int fd;			/* backing or staged file; -1 for .status */
 	struct upload *upload;	/* an upload this handle writes, or NULL */
-	bool passthrough;	/* reads served by the kernel: fs_release_backing() */
+	bool passthrough;	/* reads served by the kernel: see release_passthrough() */
 	char *text;		/* promote/.status as of open */
 	size_t len;
 };

@@ -1392,7 +1392,7 @@ static void negotiate_passthrough(struct fs *fs, struct fuse_conn_info *conn)
 {
 #ifdef HAVE_PASSTHROUGH
 	if (!fs->passthrough_off && !(conn->capable & FUSE_CAP_PASSTHROUGH))
-		fs->passthrough_off = "the kernel does not offer it";
+		fs->passthrough_off = "is not offered by the kernel";
 	if (!fs->passthrough_off) {
 		/* Passthrough excludes the writeback cache, which is never asked for. */
 		conn->want |= FUSE_CAP_PASSTHROUGH;
