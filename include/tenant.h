@@ -99,11 +99,11 @@ int tenant_get(struct tenant_set *set, const char *client, const struct stat *ba
 	       struct tenant **out);
 
 /*
- * Opens client's directory in the store (O_PATH) and stats it, if client
- * is a tenant the all-tenants root shows: a valid client id whose entry is
- * a directory and not a legacy run.  Returns the fd, -ENOENT, or -errno.
+ * Stats client's directory in the store, if client is a tenant the
+ * all-tenants root shows: a valid client id whose entry is a directory
+ * and not a legacy run.  Returns 0, -ENOENT, or -errno.
  */
-int tenant_open_dir(struct tenant_set *set, const char *client, struct stat *st);
+int tenant_stat_dir(struct tenant_set *set, const char *client, struct stat *st);
 
 /* Calls fn for each tenant made so far, the set unlocked meanwhile. */
 void tenant_for_each(struct tenant_set *set, void (*fn)(void *ctx, struct tenant *tenant),

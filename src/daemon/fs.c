@@ -248,7 +248,7 @@ static int list_tenants(struct fs *fs, struct dir_handle *handle)
 int fs_get_tenant(struct fs *fs, const char *client, struct tenant **out)
 {
 	struct stat st;
-	int fd;
+	int ret;
 
 	if (fs->single_tenant) {
 		if (strcmp(client, fs->single_tenant->client) != 0)
@@ -256,11 +256,8 @@ int fs_get_tenant(struct fs *fs, const char *client, struct tenant **out)
 		*out = fs->single_tenant;
 		return 0;
 	}
-	fd = tenant_open_dir(fs->tenants, client, &st);
-	if (fd < 0)
-		return fd;
-	close(fd);
-	return tenant_get(fs->tenants, client, &st, out);
+	ret = tenant_stat_dir(fs->tenants, client, &st);
+	return ret < 0 ? ret : tenant_get(fs->tenants, client, &st, out);
 }
 
 /* --- attributes ----------------------------------------------------------- */

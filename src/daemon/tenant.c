@@ -52,10 +52,15 @@ void tenant_set_free(struct tenant_set *set)
 	free(set);
 }
 
+/* A number in the view's own range for name, keyed by names. */
+static ino_t view_ino(const struct ino_cipher *names, const char *name)
+{
+	return INO_CIPHER_VIEW_FIRST + ino_cipher_hash_name(names, name) % INO_CIPHER_STAGED_RUNS_COUNT;
+}
+
 ino_t tenant_view_ino(const struct tenant *tenant, const char *name)
 {
-	return INO_CIPHER_VIEW_FIRST +
-	       ino_cipher_hash_name(&tenant->names, name) % INO_CIPHER_STAGED_RUNS_COUNT;
+	return view_ino(&tenant->names, name);
 }
 
 /* The key of client's own numbers in an all-tenants mount: the store's key and its name. */
@@ -68,10 +73,10 @@ static void derive_names_key(struct tenant_set *set, const char *client,
 
 ino_t tenant_dir_ino(struct tenant_set *set, const char *client)
 {
-	struct tenant numbered;
+	struct ino_cipher names;
 
-	derive_names_key(set, client, &numbered.names);
-	return tenant_view_ino(&numbered, "/");
+	derive_names_key(set, client, &names);
+	return view_ino(&names, "/");
 }
 
 /*
@@ -206,21 +211,19 @@ struct tenant *tenant_find(struct tenant_set *set, const char *client)
 	return tenant;
 }
 
-int tenant_open_dir(struct tenant_set *set, const char *client, struct stat *st)
+int tenant_stat_dir(struct tenant_set *set, const char *client, struct stat *st)
 {
-	int fd;
+	int fd, ret = 0;
 
 	if (names_check_id(client, NULL) < 0 || store_is_legacy_run(set->config.store, client))
 		return -ENOENT;
 	fd = store_open_tenant(set->config.store, client, O_PATH);
 	if (fd < 0)
 		return fd == -ENOTDIR || fd == -ELOOP || fd == -EINVAL ? -ENOENT : fd;
-	if (fstat(fd, st) < 0) {
-		int ret = -errno;
-		close(fd);
-		return ret;
-	}
-	return fd;
+	if (fstat(fd, st) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
 }
 
 static void reconcile_tenant(void *ctx, struct tenant *tenant)
