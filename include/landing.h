@@ -2,14 +2,24 @@
  * landing.h - putting a file into a tenant's run for good, and finishing
  * what a crash cut short.
  *
- * A landing is: write an intent (what is about to land, with its
- * SHA-256) into the writer's work dir, durably; rename the staged file
- * (already fsync'd by the caller) into the run and fsync the run dir;
- * add its entry to metadata.json (metaedit.h) under the run lock; update
- * the index; drop the intent.  A crash after the rename leaves an intent
- * that landing_recover() completes, from this process or any other that
- * opens a writer for the tenant (artifactctl repair does); a crash before
- * leaves only staging, which landing_recover() removes.
+ * A landing, durable when landing_land_file() returns, is:
+ *  1. the staged file sealed (an xattr naming its run, name, generation
+ *     time, size and SHA-256) and fsync'd, by its own thread;
+ *  2. with every other landing into the same run that is waiting by then
+ *     (a group: their threads share the flushes below), under the run
+ *     lock: the new metadata.json drafted in work/ as an intent record
+ *     of the run, fsync'd, and work/ and the staging dirs fsync'd;
+ *  3. the files renamed into the run, the draft renamed over
+ *     metadata.json (drafted again if the kernel-server wrote it
+ *     meanwhile), one fsync of the run dir; the index updated; the
+ *     record dropped.
+ * A crash after step 2 leaves what landing_recover() completes, from this
+ * process or any other that opens a writer for the tenant (artifactctl
+ * repair does): files in the run whose entries the record holds, or
+ * staged files whose entries reached metadata.json.  A crash before
+ * leaves only staging, which landing_recover() removes.  Where the store
+ * keeps no user xattrs, a landing writes an intent of its own instead of
+ * a seal (two more flushes).  docs/promote.md argues each flush.
  *
  * Functions return 0 or a negative errno; those that take reason set it
  * (AUDIT_REASON_SIZE bytes) to one line for the audit trail on failure.
@@ -49,13 +59,14 @@ struct landing {
 int landing_check_run(struct writer *writer, const char *run);
 
 /*
- * Lands the staged file (staged_dir, staged_name; fsync'd) as
+ * Lands the staged file (staged_dir, staged_name) as
  * l->run/l->name with the writer's file_mode, claiming the run for the
  * tenant and making it when it is new (its fields from l and the
  * writer's retention).  An existing file of that name is replaced.
  * On failure the store is as before for that file, except after the
- * rename (a metadata.json that cannot be written): the intent then stays
- * for landing_recover().  Returns 0 or -errno with reason set.
+ * rename (a metadata.json that cannot be written): the record then stays
+ * for landing_recover().  Thread-safe: landings into one run from many
+ * threads are grouped.  Returns 0 or -errno with reason set.
  */
 int landing_land_file(struct writer *writer, int staged_dir, const char *staged_name,
 		      const struct landing *l, char *reason);
@@ -63,9 +74,10 @@ int landing_land_file(struct writer *writer, int staged_dir, const char *staged_
 /*
  * Copies src (from offset 0, at most limit bytes: the size a quota was
  * checked against, the source may grow meanwhile) into a new private
- * file of the writer's work dir, fsyncs and hashes it: l->size and
+ * file of the writer's work dir and hashes it: l->size and
  * l->sha256 are set, and the file, staged_name (64 bytes) in
- * writer->work_fd, is ready for landing_land_file().  On failure nothing
+ * writer->work_fd, is ready for landing_land_file(), which makes it
+ * durable.  On failure nothing
  * is left staged.  Returns 0 or -errno with reason set.
  */
 int landing_stage_copy(struct writer *writer, int src, uint64_t limit, char *staged_name,
@@ -96,11 +108,12 @@ int landing_rename_artifact(struct writer *writer, const char *run, const char *
 
 /*
  * Finishes what the tenant's dead staging instances left (those whose
- * flock is free: their process is gone): each intent whose file landed
- * with the promised bytes gets its entry and index row, each rename
- * intent its entry moved; then the instance is removed.  Live instances
- * (a daemon or artifactctl at work) are left alone.  Returns how many
- * intents were completed; each is logged.
+ * flock is free: their process is gone): each file a record or an intent
+ * describes that landed with the promised bytes gets its entry and index
+ * row, each staged file whose entry landed without it is moved into its
+ * run, each rename intent gets its entry moved; then the instance is
+ * removed.  Live instances (a daemon or artifactctl at work) are left
+ * alone.  Returns how many landings were completed; each is logged.
  */
 unsigned int landing_recover(struct writer *writer);
 

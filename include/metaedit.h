@@ -15,6 +15,7 @@
 #define ARTIFACTFS_METAEDIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "meta.h"
 #include "metafile.h"
@@ -49,6 +50,36 @@ typedef int (*metaedit_fn)(struct meta_run *meta, const void *ctx);
 int metaedit_apply(struct writer *writer, int run_fd, struct meta_run *meta,
 		   struct metafile_version *version, metaedit_fn edit, const void *ctx,
 		   char *reason);
+
+/*
+ * What an ordered change (metaedit_apply_ordered()) does between drafting
+ * metadata.json and installing the draft: make durable, all at once
+ * (flush_all()), the n descriptors of durable (the draft and the work dir
+ * holding its name) together with what the new entries describe, then put
+ * those in place (a landing renames its files into the run).  Returns 0;
+ * 1 when some of it could not be done and the edit must be applied again
+ * without it (the edit's ctx knows what failed); -errno, with reason set,
+ * when nothing was moved.
+ */
+typedef int (*metaedit_before_fn)(void *ctx, const int *durable, size_t n, char *reason);
+
+/*
+ * metaedit_apply() for a change whose entries describe files that are
+ * about to appear, so that no crash leaves a file in the run without its
+ * entry: the first draft is written as an intent of run in the writer's
+ * work dir (writer_intent_name()), then before() runs, once, and makes
+ * it durable, name included, with its own files before it moves them;
+ * then the draft (or, if the file changed meanwhile, a new one) replaces
+ * metadata.json and the run dir is fsync'd, one flush for everything
+ * before() renamed into it as well.  The intent goes once the change is
+ * whole; if the change fails after before() ran, it stays for
+ * landing_recover().  Returns what metaedit_apply() returns, or
+ * before()'s -errno.
+ */
+int metaedit_apply_ordered(struct writer *writer, int run_fd, const char *run,
+			   struct meta_run *meta, struct metafile_version *version,
+			   metaedit_fn edit, const void *ctx, metaedit_before_fn before,
+			   void *before_ctx, char *reason);
 
 /*
  * Puts a copy of entry into *meta, in place of the entries of its

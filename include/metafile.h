@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "meta.h"
@@ -64,18 +65,37 @@ bool metafile_unchanged(int run_fd, const struct metafile_version *version);
 
 /*
  * Replaces run_fd's metadata.json with *meta, if it is still the version
- * read: writes a draft named draft in work_fd (on the store's file
- * system), with the mode, owner and group of the version read (0644 and
- * the caller's for a new file; owner and group only where the caller may
- * set them), fsyncs it, checks the file is unchanged, renames the draft
- * over it and fsyncs run_fd.  *written (may be NULL) then describes the
- * new file; written->present is false when it was changed again at once,
- * before it could be described.
+ * read: metafile_draft(), metafile_install(), then an fsync of run_fd.
+ * *written (may be NULL) then describes the new file; written->present is
+ * false when it was changed again at once, before it could be described.
  * Returns 0; -ESTALE when the file changed since it was read (nothing was
  * replaced: read it again and merge); -EINVAL when *meta cannot be
  * formatted; -ENOMEM; or the -errno of the write.
  */
 int metafile_write(int run_fd, int work_fd, const char *draft, const struct meta_run *meta,
 		   const struct metafile_version *version, struct metafile_version *written);
+
+/*
+ * The first half of metafile_write(): writes *meta as a draft named draft
+ * in work_fd (on the store's file system), with the mode, owner and group
+ * of the version read (0644 and the caller's for a new file; owner and
+ * group only where the caller may set them), and with flush fsyncs it
+ * (without, the caller must, before installing it); *drafted is its
+ * stat.  On failure no draft is left.  Returns 0, -EINVAL (cannot be
+ * formatted), -ENOMEM or the -errno of the write.
+ */
+int metafile_draft(int work_fd, const char *draft, const struct meta_run *meta,
+		   const struct metafile_version *version, bool flush, struct stat *drafted);
+
+/*
+ * The second half: renames the draft over run_fd's metadata.json if that
+ * is still version, and describes what landed in *written (may be NULL)
+ * as metafile_write() does.  Does not fsync run_fd: the caller does, once
+ * for everything it renamed into the run.  On failure the draft stays.
+ * Returns 0, -ESTALE (changed since read) or -errno.
+ */
+int metafile_install(int run_fd, int work_fd, const char *draft,
+		     const struct metafile_version *version, const struct stat *drafted,
+		     struct metafile_version *written);
 
 #endif

@@ -48,6 +48,9 @@ struct writer_cached_metadata {
 
 #define WRITER_CACHED_RUNS 8
 
+struct landing_job;
+struct landing_group;
+
 struct writer {
 	struct view *view;
 	struct promote_options options;	/* strings are the caller's, outliving this */
@@ -68,6 +71,16 @@ struct writer {
 	pthread_mutex_t cache_lock;
 	struct writer_cached_metadata cache[WRITER_CACHED_RUNS];
 	unsigned long cache_clock;
+	/*
+	 * The group commit of landings (landing.c).  landing_lock guards
+	 * landings_waiting, landings_leading and the result of each waiting
+	 * landing; it is held for list updates only, never across I/O, and
+	 * no lock is taken while it is held (a caller may hold an upload's).
+	 */
+	pthread_mutex_t landing_lock;
+	pthread_cond_t landings_done;	/* a group landed: look at your result */
+	struct landing_job *landings_waiting;	/* oldest first, not yet taken */
+	struct landing_group *landings_leading;	/* the runs being landed now */
 };
 
 /*
@@ -96,8 +109,17 @@ void writer_content_type(struct writer *writer, const char *name, char *type, si
  */
 int writer_reload_mime(struct writer *writer);
 
+/* Room for any name writer_work_name() or writer_intent_name() makes. */
+#define WRITER_WORK_NAME_SIZE (sizeof("intent..") + 20 + NAMES_ID_MAX)
+
 /* A name for a new file in work/: "<prefix>.<serial>". */
 void writer_work_name(struct writer *writer, const char *prefix, char *name, size_t size);
+
+/*
+ * A name for a new intent of run in work/: "intent.<serial>.<run>"
+ * (landing_recover() reads the run back from it).
+ */
+void writer_intent_name(struct writer *writer, const char *run, char *name, size_t size);
 
 /*
  * Moves the cached metadata of run into *meta when run_fd's metadata.json

@@ -11,10 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "audit.h"
+#include "flush.h"
 #include "landing.h"
 #include "log.h"
 #include "metaedit.h"
@@ -312,13 +314,400 @@ static int record_landing(struct writer *w, int run_fd, const struct landing *l,
 	return 0;
 }
 
+/* --- seals ------------------------------------------------------------------ */
+
+/*
+ * What a staged file is about to become, on the file itself: an xattr
+ * written with its bytes (one fsync for both) that follows the file into
+ * the run.  Recovery trusts a file in a run, or in a dead instance's
+ * staging, as the one a landing describes only when its seal names that
+ * landing (run, name, generation time) and its bytes hash to the sealed
+ * SHA-256.
+ */
+#define LANDING_SEAL_XATTR "user.artifactfs.landing"
+#define LANDING_SEAL_MAX 1024
+
+/* A file's seal, parsed; the strings point into doc. */
+struct seal {
+	json_t *doc;
+	const char *run, *name, *generated_at, *sha256;
+	json_int_t size;
+};
+
+static void seal_release(struct seal *seal)
+{
+	json_decref(seal->doc);
+	memset(seal, 0, sizeof(*seal));
+}
+
+/* Reads fd's seal.  Returns 0, -ENODATA (none, or not ours) or -errno. */
+static int seal_read(int fd, struct seal *seal)
+{
+	char value[LANDING_SEAL_MAX];
+	ssize_t len;
+
+	memset(seal, 0, sizeof(*seal));
+	len = fgetxattr(fd, LANDING_SEAL_XATTR, value, sizeof(value));
+	if (len < 0)
+		return errno == ERANGE ? -ENODATA : -errno;
+	seal->doc = json_loadb(value, (size_t)len, 0, NULL);
+	if (!seal->doc || json_unpack(seal->doc, "{s:s, s:s, s:s, s:s, s:I}", "run", &seal->run,
+				      "name", &seal->name, "generated_at", &seal->generated_at,
+				      "sha256", &seal->sha256, "size", &seal->size) < 0) {
+		seal_release(seal);
+		return -ENODATA;
+	}
+	return 0;
+}
+
+/*
+ * Whether fd (of st) is a file sealed for run/name at generated_at that
+ * holds the sealed bytes; the sealed SHA-256 goes to sha256.  Hashes the
+ * whole file.
+ */
+static bool seal_holds(int fd, const struct stat *st, const char *run, const char *name,
+		       const char *generated_at, char sha256[LANDING_SHA256_HEX_SIZE])
+{
+	char hashed[LANDING_SHA256_HEX_SIZE];
+	struct seal seal;
+	bool holds;
+
+	if (seal_read(fd, &seal) < 0)
+		return false;
+	holds = strcmp(seal.run, run) == 0 && strcmp(seal.name, name) == 0 &&
+		generated_at && strcmp(seal.generated_at, generated_at) == 0 &&
+		seal.size == st->st_size && strlen(seal.sha256) == LANDING_SHA256_HEX_SIZE - 1 &&
+		landing_hash_file(fd, hashed) == 0 && strcmp(hashed, seal.sha256) == 0;
+	if (holds)
+		memcpy(sha256, hashed, LANDING_SHA256_HEX_SIZE);
+	seal_release(&seal);
+	return holds;
+}
+
+/*
+ * Opens the staged file and seals it for l (not durably yet: the group
+ * it lands with flushes it).  *sealed is false where the store keeps no
+ * user xattrs: that landing then needs an intent of its own.  Returns the
+ * open file or -errno with reason set.
+ */
+static int seal_staged(int staged_dir, const char *staged_name, const struct landing *l,
+		       bool *sealed, char *reason)
+{
+	char *value = NULL;
+	json_t *doc;
+	int fd, ret = 0;
+
+	*sealed = false;
+	fd = openat(staged_dir, staged_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	doc = json_pack("{s:s, s:s, s:s, s:s, s:I}", "run", l->run, "name", l->name,
+			"generated_at", l->generated_at, "sha256", l->sha256,
+			"size", (json_int_t)l->size);
+	value = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (!value) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (fsetxattr(fd, LANDING_SEAL_XATTR, value, strlen(value), 0) == 0)
+		*sealed = true;
+	else if (errno != ENOTSUP)
+		ret = -errno;
+out:
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the staged file: %s",
+			 strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		fd = -EIO;
+	}
+	free(value);
+	return fd;
+}
+
+/* --- group commit --------------------------------------------------------- */
+
+/*
+ * Landings into one run by the writer's threads at once share their
+ * flushes.  A landing waits in w->landings_waiting; the first thread to
+ * find no group of its run being landed leads: it takes every landing of
+ * the run waiting then, lands them together (one intent, one
+ * metadata.json rewrite, one fsync of each directory) and wakes the
+ * others.  Landings that arrive meanwhile form the next group.
+ */
+struct landing_job {
+	int staged_dir;
+	const char *staged_name;
+	int fd;			/* the staged file, open */
+	const struct landing *landing;
+	bool sealed;
+	char *reason;		/* the waiter's, AUDIT_REASON_SIZE bytes */
+	/* The leader's, while the job is in its group. */
+	int outcome;
+	bool failed, renamed;
+	char intent[WRITER_WORK_NAME_SIZE];	/* an unsealed job's own, or "" */
+	struct landing_job *next;
+	/* Under landing_lock: 1 while waiting, then outcome. */
+	int result;
+};
+
+/* A group being landed, on its leader's stack. */
+struct landing_group {
+	struct writer *writer;
+	const char *run;
+	struct landing_job *jobs;
+	struct landing_group *next;	/* in writer->landings_leading */
+};
+
+static void fail_job(struct landing_job *job, int ret, const char *reason)
+{
+	job->failed = true;
+	job->outcome = ret;
+	snprintf(job->reason, AUDIT_REASON_SIZE, "%s", reason);
+}
+
+/* The group's edit: every landing not failed gets its entry. */
+static int add_group(struct meta_run *meta, const void *ctx)
+{
+	const struct landing_group *g = ctx;
+	bool any = false;
+	int ret;
+
+	for (struct landing_job *job = g->jobs; job; job = job->next) {
+		struct landing_edit edit = { g->writer, job->landing };
+
+		if (job->failed)
+			continue;
+		any = true;
+		if ((ret = add_landing(meta, &edit)) < 0)
+			return ret;
+	}
+	return any ? 0 : 1;
+}
+
+/*
+ * The group's files into the run.  First, in one flush_all(): their
+ * bytes and seals, the record of their entries (durable[]), and their
+ * staging directories, so that after any crash each file is under one of
+ * its two names and the record outlives the renames.
+ */
+static int move_group(void *ctx, const int *durable, size_t n_durable, char *reason)
+{
+	struct landing_group *g = ctx;
+	struct writer *w = g->writer;
+	bool any_failed = false;
+	size_t n = 0, size = n_durable;
+	int run_fd = -1, ret, *fds;
+
+	for (struct landing_job *job = g->jobs; job; job = job->next)
+		size += 2;
+	fds = malloc(size * sizeof(*fds));
+	if (!fds) {
+		snprintf(reason, AUDIT_REASON_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n_durable; i++)
+		fds[n++] = durable[i];
+	for (struct landing_job *job = g->jobs; job; job = job->next) {
+		bool seen = job->staged_dir == w->work_fd;
+
+		if (job->failed)
+			continue;
+		fds[n++] = job->fd;
+		for (struct landing_job *before = g->jobs; before != job && !seen;
+		     before = before->next)
+			seen = before->staged_dir == job->staged_dir;
+		if (!seen)
+			fds[n++] = job->staged_dir;
+	}
+	ret = flush_all(fds, n);
+	free(fds);
+	if (ret < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the staged files durable: %s",
+			 strerror(-ret));
+		return -EIO;
+	}
+	run_fd = store_open_run(w->view->store, w->view->client, g->run, O_PATH);
+	if (run_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "the run directory went away");
+		return -EIO;
+	}
+	for (struct landing_job *job = g->jobs; job; job = job->next) {
+		char problem[AUDIT_REASON_SIZE];
+
+		if (job->failed)
+			continue;
+		if (renameat(job->staged_dir, job->staged_name, run_fd, job->landing->name) < 0) {
+			snprintf(problem, sizeof(problem), "cannot move the file into the run: %s",
+				 strerror(errno));
+			fail_job(job, -EIO, problem);
+			any_failed = true;
+			continue;
+		}
+		job->renamed = true;
+	}
+	close(run_fd);
+	return any_failed ? 1 : 0;
+}
+
+/*
+ * Gets each landing of the group ready to move: its own intent where the
+ * store keeps no seal, the store's file mode.  A job that cannot be is
+ * failed alone.
+ */
+static void prepare_group(struct landing_group *g)
+{
+	struct writer *w = g->writer;
+	char problem[AUDIT_REASON_SIZE];
+	int ret;
+
+	for (struct landing_job *job = g->jobs; job; job = job->next) {
+		if (!job->sealed &&
+		    (ret = write_intent(w, landing_intent(job->landing), job->intent)) < 0) {
+			snprintf(problem, sizeof(problem), "cannot write the intent record: %s",
+				 strerror(-ret));
+			fail_job(job, -EIO, problem);
+			continue;
+		}
+		/*
+		 * Staged private (0600, in a 0700 dir), landed with the store's
+		 * mode: the kernel-server, another user, serves these files too.
+		 */
+		if (fchmodat(job->staged_dir, job->staged_name, w->options.file_mode, 0) < 0) {
+			snprintf(problem, sizeof(problem), "cannot set the file's mode: %s",
+				 strerror(errno));
+			fail_job(job, -EIO, problem);
+		}
+	}
+}
+
+/* Lands a group, under the run lock; sets every job's outcome. */
+static void land_group(struct landing_group *g)
+{
+	struct writer *w = g->writer;
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	int run_fd, ret;
+
+	run_fd = lock_run_for_landing(w, g->run);
+	if (run_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the run directory: %s",
+			 strerror(-run_fd));
+		ret = -EIO;
+		goto out;
+	}
+	/* Refuse before anything moves if metadata.json cannot be kept valid. */
+	ret = read_metadata_for_landing(w, run_fd, g->run, &meta, &version, reason);
+	if (ret < 0)
+		goto out;
+	prepare_group(g);
+	ret = metaedit_apply_ordered(w, run_fd, g->run, &meta, &version, add_group, g,
+				     move_group, g, reason);
+	if (ret == 0) {
+		for (struct landing_job *job = g->jobs; job; job = job->next)
+			if (!job->failed)
+				index_landing(w, run_fd, &meta, &version, job->landing);
+		writer_keep_metadata(w, g->run, &version, &meta);
+	}
+out:
+	for (struct landing_job *job = g->jobs; job; job = job->next) {
+		if (!job->failed && ret < 0)
+			fail_job(job, ret, reason);
+		/* A file moved without its entry: its intent finishes it. */
+		if (job->intent[0] && !(job->renamed && job->failed))
+			unlinkat(w->work_fd, job->intent, 0);
+	}
+	if (run_fd >= 0) {
+		flock(run_fd, LOCK_UN);
+		close(run_fd);
+	}
+	meta_run_release(&meta);
+}
+
+static bool run_is_leading(struct writer *w, const char *run)
+{
+	for (struct landing_group *g = w->landings_leading; g; g = g->next)
+		if (strcmp(g->run, run) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Leads the group of g->run: takes the landings of the run waiting now,
+ * lands them and publishes their results.  Called and returns with
+ * landing_lock held.
+ */
+static void lead_group(struct landing_group *g)
+{
+	struct writer *w = g->writer;
+	struct landing_job **tail = &g->jobs;
+
+	for (struct landing_job **link = &w->landings_waiting; *link;) {
+		struct landing_job *job = *link;
+
+		if (strcmp(job->landing->run, g->run) != 0) {
+			link = &job->next;
+			continue;
+		}
+		*link = job->next;
+		job->next = NULL;
+		*tail = job;
+		tail = &job->next;
+	}
+	g->next = w->landings_leading;
+	w->landings_leading = g;
+	pthread_mutex_unlock(&w->landing_lock);
+
+	land_group(g);
+
+	pthread_mutex_lock(&w->landing_lock);
+	for (struct landing_group **link = &w->landings_leading; *link; link = &(*link)->next)
+		if (*link == g) {
+			*link = g->next;
+			break;
+		}
+	for (struct landing_job *job = g->jobs; job; job = job->next)
+		job->result = job->outcome;
+	pthread_cond_broadcast(&w->landings_done);
+}
+
+/* Waits for the landing of job, leading its group when no one else does. */
+static int land_in_group(struct writer *w, struct landing_job *job)
+{
+	struct landing_job **tail;
+	int ret;
+
+	pthread_mutex_lock(&w->landing_lock);
+	for (tail = &w->landings_waiting; *tail; tail = &(*tail)->next)
+		;
+	*tail = job;
+	while (job->result == 1) {
+		struct landing_group g = { .writer = w, .run = job->landing->run };
+
+		if (run_is_leading(w, g.run))
+			pthread_cond_wait(&w->landings_done, &w->landing_lock);
+		else
+			lead_group(&g);
+	}
+	ret = job->result;
+	pthread_mutex_unlock(&w->landing_lock);
+	return ret;
+}
+
+/* --- landing -------------------------------------------------------------- */
+
 int landing_land_file(struct writer *w, int staged_dir, const char *staged_name,
 		      const struct landing *l, char *reason)
 {
-	struct metafile_version version;
-	struct meta_run meta = { 0 };
-	char intent[64] = "";
-	int run_fd = -1, ret;
+	struct landing_job job = {
+		.staged_dir = staged_dir, .staged_name = staged_name, .landing = l,
+		.reason = reason, .result = 1,
+	};
+	int run_fd, ret;
 
 	/* One name in the run: whatever the caller checked, never a path. */
 	if (names_check_artifact(l->name, NULL) < 0) {
@@ -336,52 +725,11 @@ int landing_land_file(struct writer *w, int staged_dir, const char *staged_name,
 			 "the run belongs to another tenant" : "invalid run id");
 		return ret;
 	}
-	run_fd = lock_run_for_landing(w, l->run);
-	if (run_fd < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the run directory: %s",
-			 strerror(-run_fd));
-		return -EIO;
-	}
-	/* Refuse before anything moves if metadata.json cannot be kept valid. */
-	ret = read_metadata_for_landing(w, run_fd, l->run, &meta, &version, reason);
-	if (ret < 0)
-		goto out;
-	ret = write_intent(w, landing_intent(l), intent);
-	if (ret < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the intent record: %s",
-			 strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	/*
-	 * Staged private (0600, in a 0700 dir), landed with the store's mode:
-	 * the kernel-server, another user, serves these files too.
-	 */
-	if (fchmodat(staged_dir, staged_name, w->options.file_mode, 0) < 0) {
-		ret = -errno;
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot set the file's mode: %s",
-			 strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	if (renameat(staged_dir, staged_name, run_fd, l->name) < 0) {
-		ret = -errno;
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot move the file into the run: %s",
-			 strerror(-ret));
-		ret = -EIO;
-		goto out;
-	}
-	ret = fsync(run_fd) < 0 ? -errno : 0;
-	if (ret == 0)
-		ret = record_landing(w, run_fd, l, &meta, &version, reason);
-	if (ret < 0)
-		intent[0] = '\0';	/* the file is in place; the intent finishes its metadata */
-out:
-	if (intent[0])
-		unlinkat(w->work_fd, intent, 0);
-	flock(run_fd, LOCK_UN);
-	close(run_fd);
-	meta_run_release(&meta);
+	job.fd = seal_staged(staged_dir, staged_name, l, &job.sealed, reason);
+	if (job.fd < 0)
+		return job.fd;
+	ret = land_in_group(w, &job);
+	close(job.fd);
 	return ret;
 }
 
@@ -397,8 +745,6 @@ int landing_stage_copy(struct writer *w, int src, uint64_t limit, char *staged_n
 		goto out;
 	}
 	ret = store_copy_range(src, staged, limit, &l->size);
-	if (ret == 0 && fsync(staged) < 0)
-		ret = -errno;
 	if (ret == 0)
 		ret = landing_hash_file(staged, l->sha256);
 	close(staged);
@@ -608,8 +954,80 @@ static bool recover_rename(struct writer *w, json_t *doc)
 	return done;
 }
 
+/*
+ * The run of a group landing's record, "intent.<serial>.<run>"
+ * (writer_intent_name()); "" for an intent of another kind.
+ */
+static const char *intent_run(const char *name)
+{
+	const char *dot = strchr(name + strlen("intent."), '.');
+
+	return dot ? dot + 1 : "";
+}
+
+/*
+ * Completes the entries of a group landing whose record (the first draft
+ * of its metadata.json, see metaedit_apply_ordered()) a crash left: each
+ * file of the record that is in the run, sealed for that entry and
+ * holding the sealed bytes, gets its entry where metadata.json has it not.
+ * Returns how many were completed.
+ */
+static unsigned int recover_record(struct writer *w, const char *run, const char *buf,
+				   size_t len)
+{
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct meta_run record = { 0 }, meta = { 0 };
+	struct metafile_version version;
+	unsigned int completed = 0;
+	int run_fd;
+
+	if (meta_parse(buf, len, &record, NULL, 0) < 0)
+		goto out;
+	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	if (run_fd < 0)
+		goto out;
+	store_lock(run_fd, LOCK_EX);
+	for (size_t i = 0; i < record.n_artifacts; i++) {
+		const struct meta_artifact *entry = &record.artifacts[i], *now;
+		struct landing l = {
+			.run = run, .name = entry->filename, .agent_id = entry->agent_id,
+			.workflow_id = record.workflow_id, .user_directive = record.user_directive,
+			.size = entry->size_bytes,
+		};
+		struct stat st;
+		bool holds;
+		int fd;
+
+		if (!entry->generated_at || !entry->agent_id ||
+		    read_metadata_for_landing(w, run_fd, run, &meta, &version, reason) < 0)
+			continue;
+		now = meta_find_artifact(&meta, entry->filename);
+		if (now && now->generated_at && strcmp(now->generated_at, entry->generated_at) == 0)
+			continue;	/* its entry made it */
+		fd = store_open_regular(run_fd, entry->filename, O_RDONLY, &st);
+		holds = fd >= 0 && seal_holds(fd, &st, run, entry->filename, entry->generated_at,
+					      l.sha256);
+		if (fd >= 0)
+			close(fd);
+		snprintf(l.generated_at, sizeof(l.generated_at), "%s", entry->generated_at);
+		l.size = holds ? (uint64_t)st.st_size : 0;
+		if (holds && record_landing(w, run_fd, &l, &meta, &version, reason) == 0) {
+			log_warning("client %s run %s file %s: completed a promotion cut short by "
+				    "a crash", w->view->client, run, l.name);
+			completed++;
+		}
+		meta_run_release(&meta);
+	}
+	flock(run_fd, LOCK_UN);
+	close(run_fd);
+out:
+	meta_run_release(&meta);
+	meta_run_release(&record);
+	return completed;
+}
+
 /* Completes the metadata of a landing an intent describes, if it landed. */
-static bool recover_intent(struct writer *w, int work_fd, const char *name)
+static unsigned int recover_intent(struct writer *w, int work_fd, const char *name)
 {
 	char reason[AUDIT_REASON_SIZE] = "", sha[LANDING_SHA256_HEX_SIZE];
 	struct metafile_version version;
@@ -618,7 +1036,7 @@ static bool recover_intent(struct writer *w, int work_fd, const char *name)
 	json_error_t error;
 	const char *generated_at, *sha256;
 	json_int_t size = -1;
-	bool done = false;
+	unsigned int done = 0;
 	struct stat st;
 	json_t *doc;
 	char *buf;
@@ -628,6 +1046,11 @@ static bool recover_intent(struct writer *w, int work_fd, const char *name)
 	if (store_read_file(work_fd, name, INTENT_MAX, &buf, &len, &st) < 0)
 		return false;
 	doc = json_loadb(buf, len, 0, &error);
+	if (doc && json_object_get(doc, "artifacts")) {
+		done = recover_record(w, intent_run(name), buf, len);
+		free(buf);
+		goto out;
+	}
 	free(buf);
 	if (doc && json_object_get(doc, "renamed_from")) {
 		done = recover_rename(w, doc);
@@ -666,12 +1089,111 @@ out:
 	return done;
 }
 
-/* Finishes what a dead instance left (its intents), then removes it. */
+/*
+ * Moves a staged file into its run when the run's metadata.json already
+ * has the entry it was sealed for but the file did not get there (the
+ * rename of metadata.json outlived a crash, the file's did not).
+ * Returns whether it did.
+ */
+static bool recover_staged(struct writer *w, int dir_fd, const char *name)
+{
+	char reason[AUDIT_REASON_SIZE] = "";
+	struct metafile_version version;
+	struct meta_run meta = { 0 };
+	const struct meta_artifact *entry;
+	struct landing l = { 0 };
+	struct seal seal = { 0 };
+	bool done = false;
+	int fd, in_run, run_fd = -1;
+	struct stat st, landed;
+
+	fd = store_open_regular(dir_fd, name, O_RDONLY, &st);
+	if (fd < 0 || seal_read(fd, &seal) < 0 || names_check_run(seal.run, NULL) < 0 ||
+	    names_check_artifact(seal.name, NULL) < 0)
+		goto out;
+	run_fd = store_open_run(w->view->store, w->view->client, seal.run, O_RDONLY);
+	if (run_fd < 0)
+		goto out;
+	store_lock(run_fd, LOCK_EX);
+	if (read_metadata_for_landing(w, run_fd, seal.run, &meta, &version, reason) < 0)
+		goto out;
+	entry = meta_find_artifact(&meta, seal.name);
+	if (!entry || !entry->generated_at || strcmp(entry->generated_at, seal.generated_at) != 0)
+		goto out;	/* its entry never landed: nothing was promised */
+	in_run = store_open_regular(run_fd, seal.name, O_RDONLY, &landed);
+	if (in_run >= 0) {
+		done = seal_holds(in_run, &landed, seal.run, seal.name, seal.generated_at, l.sha256);
+		close(in_run);
+		if (done) {
+			done = false;	/* there already */
+			goto out;
+		}
+	}
+	l.run = seal.run;
+	l.name = seal.name;
+	l.size = (uint64_t)st.st_size;
+	snprintf(l.generated_at, sizeof(l.generated_at), "%s", seal.generated_at);
+	if (!seal_holds(fd, &st, seal.run, seal.name, seal.generated_at, l.sha256) ||
+	    fchmodat(dir_fd, name, w->options.file_mode, 0) < 0 ||
+	    renameat(dir_fd, name, run_fd, seal.name) < 0 || fsync(run_fd) < 0)
+		goto out;
+	index_landing(w, run_fd, &meta, &version, &l);
+	log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
+		    w->view->client, l.run, l.name);
+	done = true;
+out:
+	if (run_fd >= 0) {
+		flock(run_fd, LOCK_UN);
+		close(run_fd);
+	}
+	if (fd >= 0)
+		close(fd);
+	seal_release(&seal);
+	meta_run_release(&meta);
+	return done;
+}
+
+/* recover_staged() for every file in dir_fd, and in its subdirectories with descend. */
+static unsigned int recover_staged_in(struct writer *w, int dir_fd, bool descend)
+{
+	unsigned int completed = 0;
+	struct dirent *entry;
+	DIR *dir;
+
+	if (store_open_dir(dir_fd, &dir) < 0)
+		return 0;
+	while ((entry = readdir(dir))) {
+		int sub;
+
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0 ||
+		    strncmp(entry->d_name, "intent.", 7) == 0)
+			continue;
+		if (entry->d_type == DT_REG) {
+			completed += recover_staged(w, dir_fd, entry->d_name);
+			continue;
+		}
+		if (!descend || entry->d_type != DT_DIR)
+			continue;
+		sub = store_open_beneath(dir_fd, entry->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+		if (sub >= 0) {
+			completed += recover_staged_in(w, sub, false);
+			close(sub);
+		}
+	}
+	closedir(dir);
+	return completed;
+}
+
+/*
+ * Finishes what a dead instance left (its intents, then staged files
+ * whose entries landed without them), then removes it.
+ */
 static unsigned int reclaim_instance(struct writer *w, int staging_fd, const char *name)
 {
 	unsigned int completed = 0;
 	struct dirent *entry;
-	int fd, work_fd;
+	int fd, work_fd, runs_fd;
 	DIR *dir;
 
 	fd = store_open_beneath(staging_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
@@ -688,8 +1210,15 @@ static unsigned int reclaim_instance(struct writer *w, int staging_fd, const cha
 				completed += recover_intent(w, work_fd, entry->d_name);
 		closedir(dir);
 	}
-	if (work_fd >= 0)
+	if (work_fd >= 0) {
+		completed += recover_staged_in(w, work_fd, false);
 		close(work_fd);
+	}
+	runs_fd = store_open_beneath(fd, "runs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (runs_fd >= 0) {
+		completed += recover_staged_in(w, runs_fd, true);
+		close(runs_fd);
+	}
 	if (store_remove_tree(staging_fd, name) < 0)
 		log_warning("client %s: cannot remove stale staging %s", w->view->client, name);
 	close(fd);

@@ -134,16 +134,13 @@ static int keep_mode_and_owner(int fd, const struct metafile_version *version)
 	return 0;
 }
 
-int metafile_write(int run_fd, int work_fd, const char *draft, const struct meta_run *meta,
-		   const struct metafile_version *version, struct metafile_version *written)
+int metafile_draft(int work_fd, const char *draft, const struct meta_run *meta,
+		   const struct metafile_version *version, bool flush, struct stat *drafted)
 {
-	struct stat drafted, landed;
 	char *text = NULL;
 	size_t len;
 	int fd, ret;
 
-	if (written)
-		memset(written, 0, sizeof(*written));
 	ret = meta_format(meta, &text, &len);
 	if (ret < 0)
 		return ret;
@@ -152,39 +149,54 @@ int metafile_write(int run_fd, int work_fd, const char *draft, const struct meta
 		ret = -errno;
 		goto out;
 	}
-	if ((ret = keep_mode_and_owner(fd, version)) < 0 ||
-	    (ret = store_write_all(fd, text, len)) < 0)
-		goto fail;
-	if (fsync(fd) < 0 || fstat(fd, &drafted) < 0) {
+	if ((ret = keep_mode_and_owner(fd, version)) == 0 &&
+	    (ret = store_write_all(fd, text, len)) == 0 &&
+	    ((flush && fsync(fd) < 0) || fstat(fd, drafted) < 0))
 		ret = -errno;
-		goto fail;
-	}
 	/* Closed before it lands: a close after writing, seen in the run dir, means a rewrite. */
 	close(fd);
-	fd = -1;
-	if (!metafile_unchanged(run_fd, version)) {
-		ret = -ESTALE;
-		goto fail;
-	}
-	if (renameat(work_fd, draft, run_fd, NAMES_METADATA_FILE) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	if (fsync(run_fd) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	/* Ours, and not written since (a rename moves only the ctime)? */
-	if (written && fstatat(run_fd, NAMES_METADATA_FILE, &landed, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    landed.st_ino == drafted.st_ino && landed.st_size == drafted.st_size &&
-	    store_time_ns(&landed.st_mtim) == store_time_ns(&drafted.st_mtim))
-		set_version(written, &landed);
-	goto out;
-fail:
-	if (fd >= 0)
-		close(fd);
-	unlinkat(work_fd, draft, 0);
+	if (ret < 0)
+		unlinkat(work_fd, draft, 0);
 out:
 	free(text);
 	return ret;
+}
+
+int metafile_install(int run_fd, int work_fd, const char *draft,
+		     const struct metafile_version *version, const struct stat *drafted,
+		     struct metafile_version *written)
+{
+	struct stat landed;
+
+	if (written)
+		memset(written, 0, sizeof(*written));
+	if (!metafile_unchanged(run_fd, version))
+		return -ESTALE;
+	if (renameat(work_fd, draft, run_fd, NAMES_METADATA_FILE) < 0)
+		return -errno;
+	/* Ours, and not written since (a rename moves only the ctime)? */
+	if (written && fstatat(run_fd, NAMES_METADATA_FILE, &landed, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    landed.st_ino == drafted->st_ino && landed.st_size == drafted->st_size &&
+	    store_time_ns(&landed.st_mtim) == store_time_ns(&drafted->st_mtim))
+		set_version(written, &landed);
+	return 0;
+}
+
+int metafile_write(int run_fd, int work_fd, const char *draft, const struct meta_run *meta,
+		   const struct metafile_version *version, struct metafile_version *written)
+{
+	struct stat drafted;
+	int ret;
+
+	if (written)
+		memset(written, 0, sizeof(*written));
+	ret = metafile_draft(work_fd, draft, meta, version, true, &drafted);
+	if (ret < 0)
+		return ret;
+	ret = metafile_install(run_fd, work_fd, draft, version, &drafted, written);
+	if (ret < 0) {
+		unlinkat(work_fd, draft, 0);
+		return ret;
+	}
+	return fsync(run_fd) < 0 ? -errno : 0;
 }

@@ -136,11 +136,6 @@ static int64_t clock_ns(clockid_t clock)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int fsync_fd(int fd)
-{
-	return fsync(fd) < 0 ? -errno : 0;
-}
-
 /* Accepts an attribute value: bounded UTF-8 text without control characters. */
 static int check_attr_value(const char *value, size_t size)
 {
@@ -863,7 +858,8 @@ static int land_upload(struct upload *u, const char *name)
 	struct timespec now;
 	int ret = 0;
 
-	if (fstat(u->fd, &st) < 0 || (ret = fsync_fd(u->fd)) < 0) {
+	/* Made durable by the landing, with its seal. */
+	if (fstat(u->fd, &st) < 0) {
 		ret = -EIO;
 		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the staged file: %s", strerror(errno));
 		goto out;

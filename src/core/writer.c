@@ -63,6 +63,8 @@ int writer_open(struct view *view, const struct promote_options *options,
 	w->options = *options;
 	w->staging_fd = w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
 	pthread_mutex_init(&w->cache_lock, NULL);
+	pthread_mutex_init(&w->landing_lock, NULL);
+	pthread_cond_init(&w->landings_done, NULL);
 	pthread_rwlock_init(&w->mime_lock, NULL);
 	ret = mime_table_load(WRITER_MIME_TYPES, &w->mime);
 	if (ret == 0)
@@ -123,6 +125,8 @@ void writer_close(struct writer *w)
 	mime_table_free(w->mime);
 	pthread_rwlock_destroy(&w->mime_lock);
 	pthread_mutex_destroy(&w->cache_lock);
+	pthread_cond_destroy(&w->landings_done);
+	pthread_mutex_destroy(&w->landing_lock);
 	free(w);
 }
 
@@ -154,6 +158,11 @@ int writer_reload_mime(struct writer *w)
 void writer_work_name(struct writer *w, const char *prefix, char *name, size_t size)
 {
 	snprintf(name, size, "%s.%lu", prefix, w->serial++);
+}
+
+void writer_intent_name(struct writer *w, const char *run, char *name, size_t size)
+{
+	snprintf(name, size, "intent.%lu.%s", w->serial++, run);
 }
 
 bool writer_take_metadata(struct writer *w, int run_fd, const char *run,

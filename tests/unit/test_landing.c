@@ -6,7 +6,13 @@
  */
 #include "test_tenant.h"
 
+#include <pthread.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/xattr.h>
+
+/* The seal landing.c puts on a staged file (see landing.h). */
+#define SEAL_XATTR "user.artifactfs.landing"
 
 /* A staging instance of the tenant, relative to the root. */
 static struct tree_rel instance_rel(const char *instance)
@@ -334,6 +340,192 @@ static void test_recover_completes_a_rename(void **state)
 	assert_false(tree_exists(t->root, instance_rel("3.2").path));
 }
 
+/* Seals the file at rel (relative to the root) as landing.c does. */
+static void put_seal(struct tenant *t, const char *rel, const char *run, const char *name,
+		     const char *sha256, size_t size)
+{
+	struct tree_rel seal = tree_rel("{\"run\":\"%s\",\"name\":\"%s\",\"generated_at\":\"%s\","
+					"\"sha256\":\"%s\",\"size\":%zu}",
+					run, name, TEST_GENERATED_AT, sha256, size);
+
+	assert_int_equal(setxattr(tree_rel("%s/%s", t->root, rel).path, SEAL_XATTR, seal.path,
+				  strlen(seal.path), 0), 0);
+}
+
+/*
+ * Leaves, in a dead instance, the record of a group landing into run as
+ * landing.c writes it: work/intent.<serial>.<run>, the run's next
+ * metadata.json, holding b.txt (landed before) and the group's files.
+ */
+static void put_record(struct tenant *t, const char *instance, const char *run,
+		       const char *const *names, size_t n)
+{
+	struct meta_artifact artifacts[8];
+	struct meta_run meta = {
+		.run_id = (char *)run, .workflow_id = "wf", .user_directive = "",
+		.created_at = TEST_GENERATED_AT, .expires_at = TEST_GENERATED_AT,
+		.status = "active", .artifacts = artifacts, .n_artifacts = n,
+	};
+	char *text;
+	size_t len;
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++)
+		artifacts[i] = (struct meta_artifact){
+			.filename = (char *)names[i], .agent_id = "agent-9",
+			.generated_at = TEST_GENERATED_AT, .content_type = "text/plain",
+			.has_size_bytes = true, .size_bytes = 5,
+		};
+	assert_int_equal(meta_format(&meta, &text, &len), 0);
+	tree_write(t->root, tree_rel("%s/work/intent.7.%s", instance_rel(instance).path, run).path,
+		   text, len);
+	free(text);
+}
+
+static void test_land_seals_the_file(void **state)
+{
+	struct tenant *t = *state;
+	char seal[1024];
+	ssize_t len;
+
+	land_ok(t, "r1", "a.txt", "hello");
+	len = getxattr(tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", "a.txt").path).path,
+		       SEAL_XATTR, seal, sizeof(seal) - 1);
+	assert_true(len > 0);
+	seal[len] = '\0';
+	assert_non_null(strstr(seal, "\"run\":\"r1\""));
+	assert_non_null(strstr(seal, "\"name\":\"a.txt\""));
+	assert_non_null(strstr(seal, HELLO_SHA256));
+	/* The record of the landing is gone once it is whole. */
+	assert_int_equal(count_entries(t->writer->work_fd), 0);
+}
+
+/*
+ * A crash after a group's files were renamed into the run, before its
+ * metadata.json was: the record gives each sealed file its entry.
+ */
+static void test_recover_completes_a_group_from_its_record(void **state)
+{
+	static const char *const names[] = { "b.txt", "a.txt", "c.txt", "d.txt" };
+	struct tenant *t = *state;
+	struct entry_seen entry;
+
+	land_ok(t, "r1", "b.txt", "other");
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "hello");
+	put_seal(t, run_rel(TENANT, "r1", "a.txt").path, "r1", "a.txt", HELLO_SHA256, 5);
+	/* Not sealed: not the record's file. */
+	tree_put(t->root, run_rel(TENANT, "r1", "c.txt").path, "hello");
+	/* Sealed, but its bytes changed since. */
+	tree_put(t->root, run_rel(TENANT, "r1", "d.txt").path, "jello");
+	put_seal(t, run_rel(TENANT, "r1", "d.txt").path, "r1", "d.txt", HELLO_SHA256, 5);
+	put_record(t, "4.1", "r1", names, 4);
+
+	assert_int_equal(landing_recover(t->writer), 1);
+	entry = assert_entry(t, "r1", "a.txt", "agent-9", 5, 2);
+	assert_string_equal(entry.generated_at, TEST_GENERATED_AT);
+	assert_string_equal(indexed_file(t, "r1", "a.txt").sha256, HELLO_SHA256);
+	/* b.txt keeps the entry it had; c.txt and d.txt get none, and stay. */
+	assert_entry(t, "r1", "b.txt", "agent-1", 5, 2);
+	assert_false(entry_of(t, "r1", "c.txt").found);
+	assert_false(entry_of(t, "r1", "d.txt").found);
+	assert_run_file(t, TENANT, "r1", "d.txt", "jello");
+	assert_false(tree_exists(t->root, instance_rel("4.1").path));
+	assert_int_equal(landing_recover(t->writer), 0);
+}
+
+/*
+ * A crash after the group's metadata.json was renamed into the run, not a
+ * file: the staged file whose entry is there moves in; one whose entry is
+ * not goes with its instance.
+ */
+static void test_recover_moves_a_staged_file_whose_entry_landed(void **state)
+{
+	static const struct test_entry entries[] = { { "b.txt", 5 }, { "a.txt", 5 } };
+	struct tenant *t = *state;
+	struct tree_rel staged_a = tree_rel("%s/runs/r1/a.txt", instance_rel("5.1").path);
+	struct tree_rel staged_z = tree_rel("%s/work/copy.3", instance_rel("5.1").path);
+
+	land_ok(t, "r1", "b.txt", "other");
+	put_metadata(t->root, run_rel(TENANT, "r1", NULL).path, "r1", entries, 2);
+	tree_put(t->root, staged_a.path, "hello");
+	put_seal(t, staged_a.path, "r1", "a.txt", HELLO_SHA256, 5);
+	tree_put(t->root, staged_z.path, "hello");
+	put_seal(t, staged_z.path, "r1", "z.txt", HELLO_SHA256, 5);
+
+	assert_int_equal(landing_recover(t->writer), 1);
+	assert_run_file(t, TENANT, "r1", "a.txt", "hello");
+	assert_int_equal(tree_mode(t->root, run_rel(TENANT, "r1", "a.txt").path), 0644);
+	assert_string_equal(indexed_file(t, "r1", "a.txt").sha256, HELLO_SHA256);
+	assert_false(tree_exists(t->root, run_rel(TENANT, "r1", "z.txt").path));
+	assert_false(tree_exists(t->root, instance_rel("5.1").path));
+}
+
+#define GROUP_WRITERS 8
+
+struct group_writer {
+	struct tenant *tenant;
+	char name[16];
+	int ret;
+};
+
+static void *land_one(void *arg)
+{
+	struct group_writer *gw = arg;
+	char reason[AUDIT_REASON_SIZE] = "";
+
+	gw->ret = land(gw->tenant, "r1", gw->name, "agent-1", "hello", reason);
+	return NULL;
+}
+
+/*
+ * Landings into one run at once share their metadata.json rewrite: with
+ * the run locked by another process while they queue up, eight landings
+ * rewrite it at most twice (the first to come leads alone, the other
+ * seven wait and land together), and every entry is there.
+ */
+static void test_landings_at_once_share_a_rewrite(void **state)
+{
+	struct tenant *t = *state;
+	struct group_writer writers[GROUP_WRITERS];
+	pthread_t threads[GROUP_WRITERS];
+	char events[64 * 1024];
+	int run_fd, watch_fd, rewrites = 0;
+	ssize_t len;
+
+	land_ok(t, "r1", "b.txt", "other");
+	run_fd = open(tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", NULL).path).path,
+		      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(run_fd >= 0);
+	assert_int_equal(flock(run_fd, LOCK_EX), 0);
+	watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	assert_true(watch_fd >= 0);
+	assert_true(inotify_add_watch(watch_fd, tree_rel("%s/%s", t->root,
+				      run_rel(TENANT, "r1", NULL).path).path, IN_MOVED_TO) >= 0);
+
+	for (int i = 0; i < GROUP_WRITERS; i++) {
+		writers[i] = (struct group_writer){ .tenant = t };
+		snprintf(writers[i].name, sizeof(writers[i].name), "w%d.txt", i);
+		assert_int_equal(pthread_create(&threads[i], NULL, land_one, &writers[i]), 0);
+	}
+	usleep(300 * 1000);	/* all staged and queued behind the lock */
+	assert_int_equal(flock(run_fd, LOCK_UN), 0);
+	for (int i = 0; i < GROUP_WRITERS; i++) {
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+		assert_int_equal(writers[i].ret, 0);
+		assert_entry(t, "r1", writers[i].name, "agent-1", 5, GROUP_WRITERS + 1);
+	}
+	while ((len = read(watch_fd, events, sizeof(events))) > 0)
+		for (char *p = events; p < events + len;) {
+			struct inotify_event *event = (struct inotify_event *)p;
+
+			rewrites += event->len && strcmp(event->name, NAMES_METADATA_FILE) == 0;
+			p += sizeof(*event) + event->len;
+		}
+	assert_true(rewrites >= 1 && rewrites <= 2);
+	close(watch_fd);
+	close(run_fd);
+}
+
 /*
  * A writer closed with an intent still in work/ (a landing whose entry a
  * failure left unwritten) keeps its instance, so that the next writer
@@ -450,6 +642,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recover_leaves_a_live_instance_alone,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_completes_a_rename, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_land_seals_the_file, tenant_setup,
+						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_completes_a_group_from_its_record,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_moves_a_staged_file_whose_entry_landed,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_landings_at_once_share_a_rewrite, tenant_setup,
 						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_close_keeps_unfinished_landings, tenant_setup,
 						tenant_teardown),

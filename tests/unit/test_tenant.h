@@ -143,15 +143,13 @@ static inline int read_metadata(struct tenant *t, const char *client, const char
 	return ret;
 }
 
-/* A file holding text, opened O_RDWR and already unlinked: a source to stage from. */
+/* A file holding text, opened O_RDWR and nameless: a source to stage from. */
 static inline int make_source(struct tenant *t, const char *text)
 {
-	struct tree_rel path = tree_rel("%s/source", t->root);
-	int fd = open(path.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = open(t->root, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
 
 	assert_true(fd >= 0);
 	assert_int_equal(store_write_all(fd, text, strlen(text)), 0);
-	assert_int_equal(unlink(path.path), 0);
 	return fd;
 }
 
