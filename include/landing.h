@@ -108,7 +108,7 @@ int landing_rename_artifact(struct writer *writer, const char *run, const char *
 
 /*
  * Finishes what the tenant's dead staging instances left (those whose
- * flock is free: their process is gone): each file a record or an intent
+ * lock is free: their process is gone, on whichever host): each file a record or an intent
  * describes that landed with the promised bytes gets its entry and index
  * row, each staged file whose entry landed without it is moved into its
  * run, each rename intent gets its entry moved; then the instance is

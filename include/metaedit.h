@@ -3,8 +3,7 @@
  * editing entries, and writing it back without losing what a writer that
  * takes no lock (the kernel-server) wrote meanwhile.
  *
- * Callers hold the run lock (an exclusive flock on the run dir, see
- * store_lock()) from the read to the write, so writers that take it (every
+ * Callers hold the run lock (exclusive, see store_lock_run()) from the read to the write, so writers that take it (every
  * artifactfs daemon, artifactctl) never lose each other's entries; the
  * kernel-server takes none, which metaedit_apply() answers by reading
  * again and applying the edit again when the file changed underneath.

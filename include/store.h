@@ -152,11 +152,41 @@ int store_write_all(int fd, const void *buf, size_t len);
 int store_copy_range(int src, int dst, uint64_t limit, uint64_t *copied);
 
 /*
- * flock(fd, operation), retried when a signal interrupts the wait.  Run
- * dirs are locked this way: exclusively by whoever changes a run,
- * shared by whoever indexes it.
+ * Run locks: whoever changes a run (a landing, a deletion, a rename, a
+ * repair, a migration) holds its lock exclusively, whoever indexes it
+ * holds it shared, so the index never records a change half done.  A
+ * run lock is an OFD lock (fcntl F_OFD_SETLKW) on one byte of
+ * STORE_PRIVATE_DIR/locks/runs, at an offset hashed from client and run:
+ * unlike flock on a directory, a lock that network file systems
+ * (GlusterFS, NFS, CephFS) share between hosts.  Each call opens the file
+ * anew, so the threads of one process exclude each other too.  Two runs
+ * whose hashes meet share a lock: slower, never wrong.  client NULL: a
+ * run of the legacy layout.  Returns the lock (a descriptor, for
+ * store_unlock()) or -errno.  Read-only callers may go on unlocked when
+ * the lock cannot be had (a read-only store has no writers to wait for).
  */
-void store_lock(int fd, int operation);
+int store_lock_run(const struct store *store, const char *client, const char *run,
+		   bool exclusive);
+
+/*
+ * Locks client's run exclusively (store_lock_run(), into *lock), then
+ * opens its dir with flags: after the lock, so that a run deleted or
+ * made again meanwhile is the one opened.  Returns the fd or -errno
+ * (then nothing is held; -ENOENT for a run that is not there).
+ */
+int store_open_locked_run(const struct store *store, const char *client, const char *run,
+			  int flags, int *lock);
+
+/* Releases a lock of store_lock_run() or store_lock_file().  Negative: a no-op. */
+void store_unlock(int lock);
+
+/*
+ * Takes an OFD write lock on the whole of dir_fd's file name, made (0600)
+ * if missing: how a staging instance says it is alive, to every host of
+ * a shared store.  Without wait, -EAGAIN when someone holds it.  Returns
+ * the lock or -errno.
+ */
+int store_lock_file(int dir_fd, const char *name, bool wait);
 
 /*
  * The store's own directory, beside artifacts/ and sessions/: the

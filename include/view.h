@@ -40,8 +40,8 @@ enum view_sync_flags {
 /*
  * Re-indexes one run after a change was noticed: parses it again when
  * VIEW_SYNC_FORCE is set or its stamp changed, drops it when it is gone.
- * Reads under a shared flock on the run dir: promoters take it
- * exclusively.  A metadata.json caught half written (see metafile.h) is
+ * Reads under the run's lock, shared (store_lock_run()): promoters take
+ * it exclusively.  A metadata.json caught half written (see metafile.h) is
  * waited for with VIEW_SYNC_WAIT; without, the index stays as it was and
  * the call returns -EAGAIN: call again once it has settled.  One that
  * stays unparsable keeps the metadata the index last had for the run.
@@ -70,7 +70,7 @@ void view_stamp_run(int run_fd, struct index_run_stamp *stamp);
 
 /*
  * view_sync_run() for a caller that already holds run_fd (O_RDONLY) and
- * its flock, as a promoter does while it commits.
+ * the run's lock, as a promoter does while it commits.
  */
 int view_index_run(struct view *view, const char *run, int run_fd, unsigned int flags,
 		   bool *incomplete);

@@ -3,7 +3,8 @@
  *
  * A struct writer holds a staging instance on the store's own file system
  * (so that what is prepared there lands by an atomic rename):
- *   STORE/.artifactfs/staging/<client>/<instance>/      flock'ed while alive
+ *   STORE/.artifactfs/staging/<client>/<instance>/      locked while alive
+ *       lock                  WRITER_INSTANCE_LOCK
  *       runs/<run>/<name>     uploads in flight (promote.h)
  *       requests/<name>       request documents in flight (promote.h)
  *       work/                 intents and metadata.json drafts
@@ -12,9 +13,12 @@
  * promote.h work through one; reading the store (view.h, index.h) needs
  * none, so artifactctl's read-only commands never open one.
  *
- * An instance whose flock is free belongs to a process that died: see
- * landing_recover().  Instance names carry the process id and the time,
- * so two processes never share one.
+ * An instance holds a lock file, WRITER_INSTANCE_LOCK, locked (an OFD
+ * lock, shared by every host of a network store) for the life of its
+ * writer: an instance whose lock is free belongs to a process that died,
+ * see landing_recover().  Instance names carry the host name, the process
+ * id and the time, so two processes never share one, on one host or
+ * several.
  */
 #ifndef ARTIFACTFS_WRITER_H
 #define ARTIFACTFS_WRITER_H
@@ -28,6 +32,9 @@
 #include "names.h"
 #include "promote_options.h"
 #include "view.h"
+
+/* The file of an instance whose lock says the instance is alive. */
+#define WRITER_INSTANCE_LOCK "lock"
 
 /* The staging area of every tenant, below the store's private directory. */
 #define WRITER_STAGING_AREA "staging"
@@ -58,7 +65,8 @@ struct writer {
 	pthread_rwlock_t mime_lock;
 	struct mime_table *mime;
 	int staging_fd;		/* the tenant's staging area, holding the instances */
-	int instance_fd;	/* flock'ed for the life of the writer */
+	int instance_fd;
+	int instance_lock;	/* WRITER_INSTANCE_LOCK's, held for the life of the writer */
 	int runs_fd, requests_fd, work_fd;
 	char instance[64];
 	/* Makes names in work/ unique; atomic, any thread takes one. */

@@ -237,14 +237,15 @@ int check_run(struct view *view, const char *run, unsigned int flags,
 	struct metafile_version version;
 	struct meta_run meta = { 0 };
 	char problem[256] = "";
-	int run_fd, ret;
+	int run_fd, lock, ret;
 
 	if (names_check_run(run, NULL) < 0)
 		return 0;	/* promote/: never a run of the view */
 	run_fd = store_open_run(view->store, view->client, run, O_RDONLY);
 	if (run_fd < 0)
 		return run_fd == -ENOENT || run_fd == -ELOOP || run_fd == -ENOTDIR ? 0 : run_fd;
-	store_lock(run_fd, LOCK_SH);
+	/* Unlocked where the lock cannot be had: a read-only store changes not. */
+	lock = store_lock_run(view->store, view->client, run, false);
 	report->runs++;
 	view_stamp_run(run_fd, &now);
 	if (index_get_run_stamp(view->index, view->client, run, &indexed) < 0 ||
@@ -295,7 +296,7 @@ int check_run(struct view *view, const char *run, unsigned int flags,
 		break;
 	}
 out:
-	flock(run_fd, LOCK_UN);
+	store_unlock(lock);
 	close(run_fd);
 	meta_run_release(&meta);
 	return ret;
@@ -622,16 +623,24 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 	unsigned int again = 0;
 	size_t duplicates;
 	bool rebuilt = false;
-	int run_fd, ret;
+	int run_fd, lock, ret;
 
 	if (!result)
 		result = &ignored;
 	if (names_check_run(run, NULL) < 0)
 		return 0;	/* promote/: never a run of the view */
-	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
-	if (run_fd < 0)
+	lock = store_lock_run(w->view->store, w->view->client, run, true);
+	if (lock < 0) {
+		result->error = lock;
+		log_error("client %s run %s: cannot lock the run to repair it: %s",
+			  w->view->client, run, strerror(-lock));
 		return 0;
-	store_lock(run_fd, LOCK_EX);
+	}
+	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	if (run_fd < 0) {
+		store_unlock(lock);
+		return 0;
+	}
 	ret = metafile_read(run_fd, false, &meta, &version, NULL, 0);
 	if (ret == -EAGAIN)
 		again = METAFILE_SETTLE_MS / 4;
@@ -678,7 +687,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
 	result->reindexed = true;
 out:
-	flock(run_fd, LOCK_UN);
+	store_unlock(lock);
 	close(run_fd);
 	meta_run_release(&meta);
 	meta_run_release(&before);

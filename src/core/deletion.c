@@ -15,15 +15,10 @@
 #include "log.h"
 #include "metaedit.h"
 
-/* Opens and locks the tenant's run dir, O_RDONLY.  Returns the fd or -errno. */
-static int lock_run(struct writer *w, const char *run)
+/* The tenant's run dir, O_RDONLY, and its lock.  Returns the fd or -errno. */
+static int lock_run(struct writer *w, const char *run, int *lock)
 {
-	int run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
-
-	if (run_fd < 0)
-		return run_fd == -ELOOP || run_fd == -EINVAL ? -ENOENT : run_fd;
-	store_lock(run_fd, LOCK_EX);
-	return run_fd;
+	return store_open_locked_run(w->view->store, w->view->client, run, O_RDONLY, lock);
 }
 
 /* Drops the entries of the file named ctx: 1 when there are none. */
@@ -38,12 +33,12 @@ int deletion_delete_file(struct writer *w, const char *run, const char *name)
 	struct metafile_version version;
 	struct meta_run meta = { 0 };
 	bool dropped = false;
-	int run_fd, ret = 0;
+	int run_fd, lock, ret = 0;
 
 	/* One name in the run: whatever the caller checked, never a path. */
 	if (strcmp(name, NAMES_METADATA_FILE) != 0 && names_check_upload(name, NULL) < 0)
 		return -ENOENT;
-	run_fd = lock_run(w, run);
+	run_fd = lock_run(w, run, &lock);
 	if (run_fd < 0)
 		return run_fd;
 	if (strcmp(name, NAMES_METADATA_FILE) != 0) {
@@ -68,8 +63,8 @@ int deletion_delete_file(struct writer *w, const char *run, const char *name)
 	/* With the file gone already, the entry that went is the change. */
 	ret = fsync(run_fd) < 0 ? -errno : 0;
 out:
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 	meta_run_release(&meta);
 	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
 	if (ret != -ENOENT)
@@ -117,9 +112,9 @@ int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
 			const char *why)
 {
 	char reason[AUDIT_REASON_SIZE] = "";
-	int tenant_fd = -1, run_fd, ret = 0;
+	int tenant_fd = -1, run_fd, lock, ret = 0;
 
-	run_fd = lock_run(w, run);
+	run_fd = lock_run(w, run, &lock);
 	if (run_fd < 0)
 		return run_fd;
 	/* rmdir's promise: nothing the tenant can see is left in it. */
@@ -156,8 +151,8 @@ int deletion_delete_run(struct writer *w, const char *run, unsigned int flags,
 out:
 	if (tenant_fd >= 0)
 		close(tenant_fd);
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
 	if (ret != -ENOTEMPTY && ret != -ENOENT && ret != -ESTALE)
 		audit_record(w->view, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret,

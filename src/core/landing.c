@@ -178,26 +178,25 @@ static json_t *landing_intent(const struct landing *l)
 /* --- landing -------------------------------------------------------------- */
 
 /*
- * Opens (making it if needed) and locks the tenant's run dir for a
- * landing: one writer of metadata.json at a time, across threads and
- * processes.  A deletion of the run (rm -r) may remove the directory while
- * we wait for its lock; the landing then makes it anew.
+ * Locks the tenant's run for a landing (one writer of metadata.json at a
+ * time, across threads, processes and hosts), into *lock, then opens its
+ * dir, making it if needed: a deletion of the run (rm -r) that held the
+ * lock before us has removed it, and the landing makes it anew.
+ * Returns the fd or -errno (then nothing is held).
  */
-static int lock_run_for_landing(struct writer *w, const char *run)
+static int lock_run_for_landing(struct writer *w, const char *run, int *lock)
 {
-	for (int tries = 0; tries < 16; tries++) {
-		int run_fd = store_make_run(w->view->store, w->view->client, run);
-		struct stat st;
+	int run_fd;
 
-		if (run_fd < 0)
-			return run_fd;
-		store_lock(run_fd, LOCK_EX);
-		if (fstat(run_fd, &st) == 0 && st.st_nlink > 0)
-			return run_fd;
-		flock(run_fd, LOCK_UN);
-		close(run_fd);
+	*lock = store_lock_run(w->view->store, w->view->client, run, true);
+	if (*lock < 0)
+		return *lock;
+	run_fd = store_make_run(w->view->store, w->view->client, run);
+	if (run_fd < 0) {
+		store_unlock(*lock);
+		*lock = -1;
 	}
-	return -ESTALE;	/* deleted again and again: give up, loudly */
+	return run_fd;
 }
 
 /*
@@ -591,12 +590,12 @@ static void land_group(struct landing_group *g)
 	char reason[AUDIT_REASON_SIZE] = "";
 	struct metafile_version version;
 	struct meta_run meta = { 0 };
-	int run_fd, ret;
+	int run_fd, lock, ret;
 
-	run_fd = lock_run_for_landing(w, g->run);
+	run_fd = lock_run_for_landing(w, g->run, &lock);
 	if (run_fd < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot make the run directory: %s",
-			 strerror(-run_fd));
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot %s the run directory: %s",
+			 lock < 0 ? "lock" : "make", strerror(-run_fd));
 		ret = -EIO;
 		goto out;
 	}
@@ -622,8 +621,8 @@ out:
 			unlinkat(w->work_fd, job->intent, 0);
 	}
 	if (run_fd >= 0) {
-		flock(run_fd, LOCK_UN);
 		close(run_fd);
+		store_unlock(lock);
 	}
 	meta_run_release(&meta);
 }
@@ -761,7 +760,7 @@ out:
 
 int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, char *reason)
 {
-	int legacy_fd = -1, artifacts_fd = -1, tenant_fd = -1, ret;
+	int legacy_fd = -1, artifacts_fd = -1, tenant_fd = -1, lock, ret;
 	char *owner = NULL;
 	char done[AUDIT_REASON_SIZE];
 
@@ -770,13 +769,18 @@ int landing_migrate_legacy(struct view *view, const char *run, bool dry_run, cha
 			 "would never show it", run);
 		return -EINVAL;
 	}
+	/* Its writers (a kernel-server of the old layout takes none) wait for the move. */
+	lock = store_lock_run(view->store, NULL, run, true);
+	if (lock < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot lock the run: %s", strerror(-lock));
+		return -EIO;
+	}
 	legacy_fd = store_open_legacy_run(view->store, run, O_RDONLY);
 	if (legacy_fd < 0) {
+		store_unlock(lock);
 		snprintf(reason, AUDIT_REASON_SIZE, "no legacy run of that id");
 		return legacy_fd == -EINVAL || legacy_fd == -ELOOP ? -ENOENT : legacy_fd;
 	}
-	/* Its writers (a kernel-server of the old layout takes none) wait for the move. */
-	store_lock(legacy_fd, LOCK_EX);
 	ret = index_get_run_owner(view->index, run, &owner);
 	if (ret == 0 && strcmp(owner, view->client) != 0)
 		ret = -EACCES;
@@ -829,8 +833,8 @@ out:
 		close(artifacts_fd);
 	if (tenant_fd >= 0)
 		close(tenant_fd);
-	flock(legacy_fd, LOCK_UN);
 	close(legacy_fd);
+	store_unlock(lock);
 	/* After the unlock: indexing takes the run's lock, shared. */
 	if (ret == 0 && !dry_run)
 		view_sync_run(view, run, VIEW_SYNC_FORCE, NULL);
@@ -861,18 +865,18 @@ int landing_rename_artifact(struct writer *w, const char *run, const char *from,
 	const char *sha256;
 	char intent[64] = "";
 	struct stat st;
-	int run_fd, ret;
+	int run_fd, lock, ret;
 
 	if (names_check_artifact(from, NULL) < 0 || names_check_artifact(to, NULL) < 0) {
 		snprintf(reason, AUDIT_REASON_SIZE, "invalid file name");
 		return -EINVAL;
 	}
-	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	run_fd = store_open_locked_run(w->view->store, w->view->client, run, O_RDONLY, &lock);
 	if (run_fd < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "no such run");
-		return run_fd == -ELOOP ? -ENOENT : run_fd;
+		snprintf(reason, AUDIT_REASON_SIZE, run_fd == -ENOENT ? "no such run" :
+			 "cannot lock the run: %s", strerror(-run_fd));
+		return run_fd;
 	}
-	store_lock(run_fd, LOCK_EX);
 	if (fstatat(run_fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
 		ret = -ENOENT;
 		snprintf(reason, AUDIT_REASON_SIZE, "no such artifact to rename");
@@ -911,8 +915,8 @@ int landing_rename_artifact(struct writer *w, const char *run, const char *from,
 out:
 	if (intent[0])
 		unlinkat(w->work_fd, intent, 0);
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 	index_attrs_release(&attrs);
 	meta_run_release(&meta);
 	return ret;
@@ -929,16 +933,15 @@ static bool recover_rename(struct writer *w, json_t *doc)
 	struct entry_move move;
 	const char *run;
 	bool done = false;
-	int run_fd;
+	int run_fd, lock;
 
 	if (json_unpack(doc, "{s:s, s:s, s:s}", "run", &run, "name", &move.to,
 			"renamed_from", &move.from) < 0 || names_check_run(run, NULL) < 0 ||
 	    names_check_artifact(move.to, NULL) < 0 || names_check_artifact(move.from, NULL) < 0)
 		return false;
-	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	run_fd = store_open_locked_run(w->view->store, w->view->client, run, O_RDONLY, &lock);
 	if (run_fd < 0)
 		return false;
-	store_lock(run_fd, LOCK_EX);
 	if (faccessat(run_fd, move.from, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    faccessat(run_fd, move.to, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    metaedit_read(run_fd, &meta, &version, reason) == 0 &&
@@ -948,8 +951,8 @@ static bool recover_rename(struct writer *w, json_t *doc)
 			    "a crash", w->view->client, run, move.to, move.from);
 		done = true;
 	}
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 	meta_run_release(&meta);
 	return done;
 }
@@ -979,14 +982,13 @@ static unsigned int recover_record(struct writer *w, const char *run, const char
 	struct meta_run record = { 0 }, meta = { 0 };
 	struct metafile_version version;
 	unsigned int completed = 0;
-	int run_fd;
+	int run_fd, lock;
 
 	if (meta_parse(buf, len, &record, NULL, 0) < 0)
 		goto out;
-	run_fd = store_open_run(w->view->store, w->view->client, run, O_RDONLY);
+	run_fd = store_open_locked_run(w->view->store, w->view->client, run, O_RDONLY, &lock);
 	if (run_fd < 0)
 		goto out;
-	store_lock(run_fd, LOCK_EX);
 	for (size_t i = 0; i < record.n_artifacts; i++) {
 		const struct meta_artifact *entry = &record.artifacts[i], *now;
 		struct landing l = {
@@ -1018,8 +1020,8 @@ static unsigned int recover_record(struct writer *w, const char *run, const char
 		}
 		meta_run_release(&meta);
 	}
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 out:
 	meta_run_release(&meta);
 	meta_run_release(&record);
@@ -1041,7 +1043,7 @@ static unsigned int recover_intent(struct writer *w, int work_fd, const char *na
 	json_t *doc;
 	char *buf;
 	size_t len;
-	int run_fd, fd;
+	int run_fd, fd, lock;
 
 	if (store_read_file(work_fd, name, INTENT_MAX, &buf, &len, &st) < 0)
 		return false;
@@ -1065,10 +1067,9 @@ static unsigned int recover_intent(struct writer *w, int work_fd, const char *na
 	snprintf(l.generated_at, sizeof(l.generated_at), "%s", generated_at);
 	snprintf(l.sha256, sizeof(l.sha256), "%s", sha256);
 	l.size = (uint64_t)size;
-	run_fd = store_open_run(w->view->store, w->view->client, l.run, O_RDONLY);
+	run_fd = store_open_locked_run(w->view->store, w->view->client, l.run, O_RDONLY, &lock);
 	if (run_fd < 0)
 		goto out;
-	store_lock(run_fd, LOCK_EX);
 	/* Only the very content the intent promised is recorded. */
 	fd = store_open_regular(run_fd, l.name, O_RDONLY, &st);
 	if (fd >= 0 && (uint64_t)st.st_size == l.size && landing_hash_file(fd, sha) == 0 &&
@@ -1081,8 +1082,8 @@ static unsigned int recover_intent(struct writer *w, int work_fd, const char *na
 	}
 	if (fd >= 0)
 		close(fd);
-	flock(run_fd, LOCK_UN);
 	close(run_fd);
+	store_unlock(lock);
 out:
 	meta_run_release(&meta);
 	json_decref(doc);
@@ -1104,17 +1105,17 @@ static bool recover_staged(struct writer *w, int dir_fd, const char *name)
 	struct landing l = { 0 };
 	struct seal seal = { 0 };
 	bool done = false;
-	int fd, in_run, run_fd = -1;
+	int fd, in_run, run_fd = -1, lock = -1;
 	struct stat st, landed;
 
 	fd = store_open_regular(dir_fd, name, O_RDONLY, &st);
 	if (fd < 0 || seal_read(fd, &seal) < 0 || names_check_run(seal.run, NULL) < 0 ||
 	    names_check_artifact(seal.name, NULL) < 0)
 		goto out;
-	run_fd = store_open_run(w->view->store, w->view->client, seal.run, O_RDONLY);
+	run_fd = store_open_locked_run(w->view->store, w->view->client, seal.run, O_RDONLY,
+				       &lock);
 	if (run_fd < 0)
 		goto out;
-	store_lock(run_fd, LOCK_EX);
 	if (read_metadata_for_landing(w, run_fd, seal.run, &meta, &version, reason) < 0)
 		goto out;
 	entry = meta_find_artifact(&meta, seal.name);
@@ -1142,10 +1143,9 @@ static bool recover_staged(struct writer *w, int dir_fd, const char *name)
 		    w->view->client, l.run, l.name);
 	done = true;
 out:
-	if (run_fd >= 0) {
-		flock(run_fd, LOCK_UN);
+	if (run_fd >= 0)
 		close(run_fd);
-	}
+	store_unlock(lock);
 	if (fd >= 0)
 		close(fd);
 	seal_release(&seal);
@@ -1193,13 +1193,16 @@ static unsigned int reclaim_instance(struct writer *w, int staging_fd, const cha
 {
 	unsigned int completed = 0;
 	struct dirent *entry;
-	int fd, work_fd, runs_fd;
+	int fd, work_fd, runs_fd, lock = -1;
 	DIR *dir;
 
 	fd = store_open_beneath(staging_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	if (fd < 0)
 		return 0;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	/* An instance of an earlier artifactfs says it is alive by an flock on itself. */
+	if (faccessat(fd, WRITER_INSTANCE_LOCK, F_OK, AT_SYMLINK_NOFOLLOW) < 0 ?
+	    flock(fd, LOCK_EX | LOCK_NB) < 0 :
+	    (lock = store_lock_file(fd, WRITER_INSTANCE_LOCK, false)) < 0) {
 		close(fd);	/* alive: another process writing this tenant's store */
 		return 0;
 	}
@@ -1222,6 +1225,7 @@ static unsigned int reclaim_instance(struct writer *w, int staging_fd, const cha
 	if (store_remove_tree(staging_fd, name) < 0)
 		log_warning("client %s: cannot remove stale staging %s", w->view->client, name);
 	close(fd);
+	store_unlock(lock);
 	return completed;
 }
 

@@ -421,10 +421,110 @@ int store_remove_tree(int parent_fd, const char *name)
 	return unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
 }
 
-void store_lock(int fd, int operation)
+/* Where run locks live, below STORE_PRIVATE_DIR. */
+#define RUN_LOCKS_AREA "locks"
+#define RUN_LOCKS_FILE "runs"
+
+/* Sets an OFD lock on len bytes at offset of fd (0: to the end), waiting with wait. */
+static int lock_range(int fd, short type, off_t offset, off_t len, bool wait)
 {
-	while (flock(fd, operation) < 0 && errno == EINTR)
-		;
+	struct flock lock = {
+		.l_type = type, .l_whence = SEEK_SET, .l_start = offset, .l_len = len,
+	};
+
+	while (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &lock) < 0) {
+		if (errno == EINTR)
+			continue;
+		return errno == EACCES ? -EAGAIN : -errno;
+	}
+	return 0;
+}
+
+/* FNV-1a over client, a separator and run: where the run's lock byte is. */
+static off_t run_lock_offset(const char *client, const char *run)
+{
+	uint64_t hash = 14695981039346656037ULL;
+	const char *parts[] = { client ? client : "", "/", run };
+
+	for (size_t i = 0; i < 3; i++)
+		for (const char *c = parts[i]; *c; c++) {
+			hash ^= (unsigned char)*c;
+			hash *= 1099511628211ULL;
+		}
+	return (off_t)(hash >> 2);	/* positive, and far from any real file size */
+}
+
+/* Opens the run locks' file, making it (and its directories) when missing. */
+static int open_run_locks(const struct store *store)
+{
+	const char *path = STORE_PRIVATE_DIR "/" RUN_LOCKS_AREA "/" RUN_LOCKS_FILE;
+	int fd, dir_fd, ret;
+
+	fd = store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+	if (fd != -ENOENT)
+		return fd == -EROFS || fd == -EACCES ?
+			store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0) : fd;
+	dir_fd = store_make_dir(store->root_fd, STORE_PRIVATE_DIR, 0700, NULL);
+	if (dir_fd < 0)
+		return dir_fd;
+	ret = store_make_dir(dir_fd, RUN_LOCKS_AREA, 0700, NULL);
+	close(dir_fd);
+	if (ret < 0)
+		return ret;
+	close(ret);
+	return store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+}
+
+int store_lock_run(const struct store *store, const char *client, const char *run,
+		   bool exclusive)
+{
+	int fd = open_run_locks(store), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = lock_range(fd, exclusive ? F_WRLCK : F_RDLCK, run_lock_offset(client, run), 1, true);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int store_open_locked_run(const struct store *store, const char *client, const char *run,
+			  int flags, int *lock)
+{
+	int run_fd;
+
+	*lock = store_lock_run(store, client, run, true);
+	if (*lock < 0)
+		return *lock;
+	run_fd = store_open_run(store, client, run, flags);
+	if (run_fd < 0) {
+		store_unlock(*lock);
+		*lock = -1;
+		return run_fd == -ELOOP || run_fd == -EINVAL || run_fd == -ENOTDIR ? -ENOENT : run_fd;
+	}
+	return run_fd;
+}
+
+void store_unlock(int lock)
+{
+	if (lock >= 0)
+		close(lock);	/* an OFD lock goes with its open file description */
+}
+
+int store_lock_file(int dir_fd, const char *name, bool wait)
+{
+	int fd = store_open_beneath(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW, 0600), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = lock_range(fd, F_WRLCK, 0, 0, wait);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	return fd;
 }
 
 int store_open_regular(int dirfd, const char *name, int flags, struct stat *st)

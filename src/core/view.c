@@ -230,7 +230,7 @@ out:
 int view_sync_run(struct view *view, const char *run, unsigned int flags, bool *incomplete)
 {
 	struct stat st;
-	int run_fd, ret;
+	int run_fd, lock, ret;
 
 	if (incomplete)
 		*incomplete = false;
@@ -242,11 +242,14 @@ int view_sync_run(struct view *view, const char *run, unsigned int flags, bool *
 		return index_delete_run(view->index, view->client, run);
 	}
 	/*
-	 * Promoters hold the run dir's flock exclusively while they change it:
-	 * sharing it here means never indexing a commit half done.
+	 * Promoters hold the run's lock exclusively while they change it:
+	 * sharing it here means never indexing a commit half done.  Without
+	 * it (a read-only store, where no one can be changing anything),
+	 * unlocked.
 	 */
-	store_lock(run_fd, LOCK_SH);
+	lock = store_lock_run(view->store, view->client, run, false);
 	ret = view_index_run(view, run, run_fd, flags, incomplete);
+	store_unlock(lock);
 	close(run_fd);
 	return ret;
 }

@@ -2,6 +2,7 @@
  * writer.c - staging instances and the metadata cache of struct writer.
  */
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,8 +18,31 @@
 /* Where content types come from: the system's table. */
 #define WRITER_MIME_TYPES "/etc/mime.types"
 
+/*
+ * This host's name as it goes into an instance name: at most 32 bytes of
+ * letters, digits, '-' and '_' (anything else becomes '-').
+ */
+static void host_label(char *label, size_t size)
+{
+	char host[256] = "";
+	size_t i;
+
+	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+		snprintf(host, sizeof(host), "host");
+	for (i = 0; i + 1 < size && i < 32 && host[i]; i++)
+		label[i] = isalnum((unsigned char)host[i]) || host[i] == '-' || host[i] == '_' ?
+			   host[i] : '-';
+	label[i] = '\0';
+}
+
+/*
+ * Makes the instance under a dot name (landing_recover() passes those
+ * by), takes its lock, and only then gives it its name: no other process,
+ * on any host, ever sees it unlocked while this one lives.
+ */
 static int make_instance(struct writer *w)
 {
+	char host[33], making[sizeof(w->instance) + 1];
 	struct timespec now;
 	int ret = 0;
 
@@ -30,12 +54,23 @@ static int make_instance(struct writer *w)
 			  w->view->client, strerror(-w->staging_fd));
 		return w->staging_fd;
 	}
+	host_label(host, sizeof(host));
 	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(w->instance, sizeof(w->instance), "%d.%lld", getpid(),
+	snprintf(w->instance, sizeof(w->instance), "%s.%d.%lld", host, getpid(),
 		 (long long)now.tv_sec * 1000000000 + now.tv_nsec);
-	w->instance_fd = store_make_dir(w->staging_fd, w->instance, 0700, NULL);
-	if (w->instance_fd < 0 || flock(w->instance_fd, LOCK_EX | LOCK_NB) < 0) {
-		ret = w->instance_fd < 0 ? w->instance_fd : -errno;
+	snprintf(making, sizeof(making), ".%s", w->instance);
+	w->instance_fd = store_make_dir(w->staging_fd, making, 0700, NULL);
+	if (w->instance_fd < 0) {
+		ret = w->instance_fd;
+		goto out;
+	}
+	w->instance_lock = store_lock_file(w->instance_fd, WRITER_INSTANCE_LOCK, false);
+	if (w->instance_lock < 0) {
+		ret = w->instance_lock;
+		goto out;
+	}
+	if (renameat2(w->staging_fd, making, w->staging_fd, w->instance, RENAME_NOREPLACE) < 0) {
+		ret = -errno;
 		goto out;
 	}
 	w->runs_fd = store_make_dir(w->instance_fd, "runs", 0700, NULL);
@@ -62,6 +97,7 @@ int writer_open(struct view *view, const struct promote_options *options,
 	w->view = view;
 	w->options = *options;
 	w->staging_fd = w->instance_fd = w->runs_fd = w->requests_fd = w->work_fd = -1;
+	w->instance_lock = -1;
 	pthread_mutex_init(&w->cache_lock, NULL);
 	pthread_mutex_init(&w->landing_lock, NULL);
 	pthread_cond_init(&w->landings_done, NULL);
@@ -122,6 +158,7 @@ void writer_close(struct writer *w)
 		close(w->staging_fd);
 	if (w->instance_fd >= 0)
 		close(w->instance_fd);
+	store_unlock(w->instance_lock);
 	mime_table_free(w->mime);
 	pthread_rwlock_destroy(&w->mime_lock);
 	pthread_mutex_destroy(&w->cache_lock);

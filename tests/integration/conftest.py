@@ -735,12 +735,16 @@ def staging_dir(store, client: str) -> Path:
 
 
 def staging_files(store, client: str) -> list[str]:
-    """Everything but directories under STORE/.artifactfs/staging/<client>/."""
+    """Everything but directories under STORE/.artifactfs/staging/<client>/,
+    and but the lock file each live instance holds (<instance>/lock)."""
     base = staging_dir(store, client)
     out = []
     for dirpath, dirnames, filenames in os.walk(base):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            out.append(os.path.relpath(os.path.join(dirpath, name), base))
+            rel = os.path.relpath(os.path.join(dirpath, name), base)
+            if not (name == "lock" and os.path.dirname(rel) and
+                    os.path.dirname(os.path.dirname(rel)) == ""):
+                out.append(rel)
     return sorted(out)
 
 

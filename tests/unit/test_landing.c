@@ -316,6 +316,44 @@ static void test_recover_leaves_a_live_instance_alone(void **state)
 	assert_false(tree_exists(t->root, instance_rel("2.2").path));
 }
 
+/*
+ * A live instance says so by the OFD lock on its lock file, which every
+ * host of a network store sees: recovery leaves it alone while the lock
+ * is held, and finishes it once the lock is free.
+ */
+static void test_recover_leaves_an_instance_whose_lock_is_held(void **state)
+{
+	struct tenant *t = *state;
+	int staging_fd, instance_fd, lock;
+
+	land_ok(t, "r1", "b.txt", "other");
+	tree_put(t->root, run_rel(TENANT, "r1", "a.txt").path, "hello");
+	make_dead_instance(t, "otherhost.7.7", intent_json("r1", "a.txt", HELLO_SHA256, 5).path);
+	staging_fd = open(tree_rel("%s/%s/%s", t->root, WRITER_STAGING_DIR, TENANT).path,
+			  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(staging_fd >= 0);
+	instance_fd = openat(staging_fd, "otherhost.7.7", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(instance_fd >= 0);
+	lock = store_lock_file(instance_fd, WRITER_INSTANCE_LOCK, false);
+	assert_true(lock >= 0);
+	/* Held: a second taker is refused at once, in this process too. */
+	assert_int_equal(store_lock_file(instance_fd, WRITER_INSTANCE_LOCK, false), -EAGAIN);
+
+	assert_int_equal(landing_recover(t->writer), 0);
+	assert_false(entry_of(t, "r1", "a.txt").found);
+	assert_true(tree_exists(t->root, instance_rel("otherhost.7.7").path));
+
+	store_unlock(lock);
+	assert_int_equal(landing_recover(t->writer), 1);
+	assert_true(entry_of(t, "r1", "a.txt").found);
+	assert_false(tree_exists(t->root, instance_rel("otherhost.7.7").path));
+	/* The fixture's own writer is locked the same way, and untouched. */
+	assert_true(tree_exists(t->root, tree_rel("%s/%s", instance_rel(t->writer->instance).path,
+						  WRITER_INSTANCE_LOCK).path));
+	close(instance_fd);
+	close(staging_fd);
+}
+
 static void test_recover_completes_a_rename(void **state)
 {
 	struct tenant *t = *state;
@@ -479,7 +517,7 @@ static void *land_one(void *arg)
 
 /*
  * Landings into one run at once share their metadata.json rewrite: with
- * the run locked by another process while they queue up, eight landings
+ * the run locked by another writer while they queue up, eight landings
  * rewrite it at most twice (the first to come leads alone, the other
  * seven wait and land together), and every entry is there.
  */
@@ -489,14 +527,12 @@ static void test_landings_at_once_share_a_rewrite(void **state)
 	struct group_writer writers[GROUP_WRITERS];
 	pthread_t threads[GROUP_WRITERS];
 	char events[64 * 1024];
-	int run_fd, watch_fd, rewrites = 0;
+	int run_lock, watch_fd, rewrites = 0;
 	ssize_t len;
 
 	land_ok(t, "r1", "b.txt", "other");
-	run_fd = open(tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", NULL).path).path,
-		      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(run_fd >= 0);
-	assert_int_equal(flock(run_fd, LOCK_EX), 0);
+	run_lock = store_lock_run(&t->store, TENANT, "r1", true);
+	assert_true(run_lock >= 0);
 	watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	assert_true(watch_fd >= 0);
 	assert_true(inotify_add_watch(watch_fd, tree_rel("%s/%s", t->root,
@@ -508,7 +544,7 @@ static void test_landings_at_once_share_a_rewrite(void **state)
 		assert_int_equal(pthread_create(&threads[i], NULL, land_one, &writers[i]), 0);
 	}
 	usleep(300 * 1000);	/* all staged and queued behind the lock */
-	assert_int_equal(flock(run_fd, LOCK_UN), 0);
+	store_unlock(run_lock);
 	for (int i = 0; i < GROUP_WRITERS; i++) {
 		assert_int_equal(pthread_join(threads[i], NULL), 0);
 		assert_int_equal(writers[i].ret, 0);
@@ -523,7 +559,6 @@ static void test_landings_at_once_share_a_rewrite(void **state)
 		}
 	assert_true(rewrites >= 1 && rewrites <= 2);
 	close(watch_fd);
-	close(run_fd);
 }
 
 /*
@@ -640,6 +675,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recover_records_only_the_promised_bytes,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_leaves_a_live_instance_alone,
+						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_recover_leaves_an_instance_whose_lock_is_held,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_completes_a_rename, tenant_setup,
 						tenant_teardown),

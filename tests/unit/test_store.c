@@ -363,6 +363,53 @@ static char *make_pattern(size_t size)
 	return data;
 }
 
+/* What an OFD lock of type on the whole of fd's file would meet: F_UNLCK when nothing. */
+static short probe_lock(int fd, short type)
+{
+	struct flock probe = { .l_type = type, .l_whence = SEEK_SET };
+
+	assert_int_equal(fcntl(fd, F_OFD_GETLK, &probe), 0);
+	return probe.l_type;
+}
+
+/*
+ * Run locks are OFD locks: two takers in one process exclude each other
+ * (each call opens its own file description), shared takers share, and
+ * different runs do not wait for each other.
+ */
+static void test_run_locks(void **state)
+{
+	struct tenant *t = *state;
+	int exclusive, shared, other, second_shared, probe_fd;
+
+	exclusive = store_lock_run(&t->store, "alice", "r1", true);
+	assert_true(exclusive >= 0);
+	/* Another run, and the same run id of another tenant, are free. */
+	other = store_lock_run(&t->store, "alice", "r2", true);
+	assert_true(other >= 0);
+	store_unlock(other);
+	other = store_lock_run(&t->store, "bob", "r1", true);
+	assert_true(other >= 0);
+	store_unlock(other);
+	/* Seen from another file description of this process: held, then free. */
+	probe_fd = open(tree_rel("%s/.artifactfs/locks/runs", t->root).path, O_RDWR | O_CLOEXEC);
+	assert_true(probe_fd >= 0);
+	assert_int_equal(probe_lock(probe_fd, F_RDLCK), F_WRLCK);
+	store_unlock(exclusive);
+	assert_int_equal(probe_lock(probe_fd, F_WRLCK), F_UNLCK);
+
+	shared = store_lock_run(&t->store, "alice", "r1", false);
+	second_shared = store_lock_run(&t->store, "alice", "r1", false);
+	assert_true(shared >= 0 && second_shared >= 0);
+	assert_int_equal(probe_lock(probe_fd, F_RDLCK), F_UNLCK);	/* readers share */
+	assert_int_equal(probe_lock(probe_fd, F_WRLCK), F_RDLCK);
+	store_unlock(shared);
+	store_unlock(second_shared);
+	store_unlock(-1);	/* a no-op */
+	assert_int_equal(probe_lock(probe_fd, F_WRLCK), F_UNLCK);
+	close(probe_fd);
+}
+
 static void test_copy_range_copies_and_reports_size(void **state)
 {
 	struct tenant *t = *state;
@@ -401,6 +448,7 @@ static void test_copy_range_from_another_file_system(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_run_locks, tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_ids_are_refused, tenant_setup,
 						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_symlinked_tenant_or_run_is_never_followed,
