@@ -49,6 +49,7 @@ struct index_file {
 	int64_t size;
 	int64_t mtime_ns;
 	int64_t ino;
+	const char *sha256;	/* sealed on the file (seal.h), or NULL */
 };
 
 /*
@@ -79,7 +80,7 @@ int index_get_run_stamp(struct index *index, const char *client,
  * columns come from meta (NULL if the file has no entry), file columns from
  * files (NULL if the entry has no file).  The sha256 column of a file whose
  * ino, size and mtime are the same as in the previous row is kept; any
- * other is NULL.  Such a file (one promoted through artifactfs) that has
+ * other is the file's own sha256 field (NULL when unknown).  Such a file (one promoted through artifactfs) that has
  * no entry in meta also keeps the previous row's metadata columns: its
  * entry was dropped by another writer, and promote_repair_run() puts it
  * back from them.  expires_at is also stored as seconds since the epoch when

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "promote_options.h"
+#include "watch.h"
 
 /* Beyond this, read-ahead only fills memory no reader asked for. */
 #define READ_AHEAD_KB_MAX 65536
@@ -30,6 +31,9 @@ struct options {
 	double cache_timeout;	/* -o cache_timeout=SECONDS */
 	unsigned long max_cached_files;	/* -o max_cached_files=N */
 	unsigned int read_ahead_kb;	/* -o read_ahead_kb=N, 0: the kernel's */
+	char *watch_name;	/* -o watch=auto|inotify|poll */
+	enum watch_mode watch;	/* that, parsed (auto by default) */
+	unsigned int poll_ms;	/* -o poll_ms=N: the store polled every N ms */
 	char *passthrough_name;	/* -o passthrough=auto|off */
 	bool passthrough;	/* that, parsed: auto (true, the default) or off */
 	char *log_level_name;	/* -o loglevel=error|warning|info|debug */

@@ -1,10 +1,14 @@
 /*
- * watch.h - noticing changes the kernel-server makes to the store.
+ * watch.h - noticing changes the kernel-server (or another host) makes to
+ * the store.
  *
  * A thread follows one tenant directory (or every one) and each run dir
- * with inotify and reports what changed, so the daemon can keep long
- * kernel caches and still show every change within moments.  Names are
- * reported as found in the store; the handler decides what is visible.
+ * and reports what changed, so the daemon can keep long kernel caches and
+ * still show every change within moments.  It follows them with inotify,
+ * which sees the changes made through this host's kernel, or, on a store
+ * that other hosts write too (a network file system), by polling their
+ * change stamps.  Names are reported as found in the store; the handler
+ * decides what is visible.
  */
 #ifndef ARTIFACTFS_WATCH_H
 #define ARTIFACTFS_WATCH_H
@@ -41,14 +45,37 @@ struct watch_handler {
 
 struct watch;
 
+enum watch_mode {
+	WATCH_AUTO,	/* WATCH_POLL on a network file system, else WATCH_INOTIFY */
+	WATCH_INOTIFY,
+	/*
+	 * Every poll_ms: the stamps (mtime, ctime, inode) of artifacts/, of
+	 * each tenant dir followed, of each run dir and of its metadata.json,
+	 * two stats per run.  What changes a run's names or its
+	 * metadata.json is seen; a file rewritten in place, keeping its name,
+	 * is seen only once the run changes otherwise.
+	 */
+	WATCH_POLL,
+};
+
+#define WATCH_POLL_MS_DEFAULT 1000
+#define WATCH_POLL_MS_MIN 100
+#define WATCH_POLL_MS_MAX 60000
+
+/* "auto", "inotify" or "poll" into *mode.  Returns 0 or -EINVAL. */
+int watch_parse_mode(const char *name, enum watch_mode *mode);
+
 /*
  * Starts watching client's directory in store (or waiting for it to be
  * created), or with client NULL every tenant directory, those created
- * later too, on a new thread that calls handler with ctx.
+ * later too, on a new thread that calls handler with ctx; mode says how
+ * (WATCH_AUTO is settled here, from the store's file system type, and
+ * logged), poll_ms how often a polling watch polls.
  * Returns 0 and *out, or -errno (logged).
  */
-int watch_start(const struct store *store, const char *client,
-		const struct watch_handler *handler, void *ctx, struct watch **out);
+int watch_start(const struct store *store, const char *client, enum watch_mode mode,
+		unsigned int poll_ms, const struct watch_handler *handler, void *ctx,
+		struct watch **out);
 
 /* Stops the thread (no handler call after return) and frees the watch. */
 void watch_stop(struct watch *watch);

@@ -1119,7 +1119,8 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 		bind_int64(stmt, 5, sized, sized ? (int64_t)art->size_bytes : 0,
 			   &bad);
 		bind_text(stmt, 6, art ? art->content_type : NULL, &bad);
-		bind_text(stmt, 7, kept ? old->text + kept->sha256 : NULL, &bad);
+		bind_text(stmt, 7, kept ? old->text + kept->sha256 : file ? file->sha256 : NULL,
+			  &bad);
 		bind_int64(stmt, 8, file != NULL, file ? file->size : 0, &bad);
 		bind_int64(stmt, 9, file != NULL, file ? file->mtime_ns : 0, &bad);
 		bind_int64(stmt, 10, file != NULL, file ? file->ino : 0, &bad);

@@ -20,6 +20,7 @@
 #include "landing.h"
 #include "log.h"
 #include "metaedit.h"
+#include "seal.h"
 
 #define SECONDS_PER_DAY 86400
 /* Room for a content type ("application/vnd.openxmlformats-...") and a NUL. */
@@ -316,48 +317,11 @@ static int record_landing(struct writer *w, int run_fd, const struct landing *l,
 /* --- seals ------------------------------------------------------------------ */
 
 /*
- * What a staged file is about to become, on the file itself: an xattr
- * written with its bytes (one fsync for both) that follows the file into
- * the run.  Recovery trusts a file in a run, or in a dead instance's
- * staging, as the one a landing describes only when its seal names that
+ * Recovery trusts a file in a run, or in a dead instance's staging, as
+ * the one a landing describes only when its seal (seal.h) names that
  * landing (run, name, generation time) and its bytes hash to the sealed
  * SHA-256.
  */
-#define LANDING_SEAL_XATTR "user.artifactfs.landing"
-#define LANDING_SEAL_MAX 1024
-
-/* A file's seal, parsed; the strings point into doc. */
-struct seal {
-	json_t *doc;
-	const char *run, *name, *generated_at, *sha256;
-	json_int_t size;
-};
-
-static void seal_release(struct seal *seal)
-{
-	json_decref(seal->doc);
-	memset(seal, 0, sizeof(*seal));
-}
-
-/* Reads fd's seal.  Returns 0, -ENODATA (none, or not ours) or -errno. */
-static int seal_read(int fd, struct seal *seal)
-{
-	char value[LANDING_SEAL_MAX];
-	ssize_t len;
-
-	memset(seal, 0, sizeof(*seal));
-	len = fgetxattr(fd, LANDING_SEAL_XATTR, value, sizeof(value));
-	if (len < 0)
-		return errno == ERANGE ? -ENODATA : -errno;
-	seal->doc = json_loadb(value, (size_t)len, 0, NULL);
-	if (!seal->doc || json_unpack(seal->doc, "{s:s, s:s, s:s, s:s, s:I}", "run", &seal->run,
-				      "name", &seal->name, "generated_at", &seal->generated_at,
-				      "sha256", &seal->sha256, "size", &seal->size) < 0) {
-		seal_release(seal);
-		return -ENODATA;
-	}
-	return 0;
-}
 
 /*
  * Whether fd (of st) is a file sealed for run/name at generated_at that
@@ -375,7 +339,7 @@ static bool seal_holds(int fd, const struct stat *st, const char *run, const cha
 		return false;
 	holds = strcmp(seal.run, run) == 0 && strcmp(seal.name, name) == 0 &&
 		generated_at && strcmp(seal.generated_at, generated_at) == 0 &&
-		seal.size == st->st_size && strlen(seal.sha256) == LANDING_SHA256_HEX_SIZE - 1 &&
+		seal.size == st->st_size &&
 		landing_hash_file(fd, hashed) == 0 && strcmp(hashed, seal.sha256) == 0;
 	if (holds)
 		memcpy(sha256, hashed, LANDING_SHA256_HEX_SIZE);
@@ -392,30 +356,15 @@ static bool seal_holds(int fd, const struct stat *st, const char *run, const cha
 static int seal_staged(int staged_dir, const char *staged_name, const struct landing *l,
 		       bool *sealed, char *reason)
 {
-	char *value = NULL;
-	json_t *doc;
-	int fd, ret = 0;
+	int fd, ret;
 
 	*sealed = false;
 	fd = openat(staged_dir, staged_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	doc = json_pack("{s:s, s:s, s:s, s:s, s:I}", "run", l->run, "name", l->name,
-			"generated_at", l->generated_at, "sha256", l->sha256,
-			"size", (json_int_t)l->size);
-	value = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	if (!value) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	if (fsetxattr(fd, LANDING_SEAL_XATTR, value, strlen(value), 0) == 0)
+	ret = fd < 0 ? -errno : seal_write(fd, l->run, l->name, l->generated_at, l->sha256);
+	if (ret == 0)
 		*sealed = true;
-	else if (errno != ENOTSUP)
-		ret = -errno;
-out:
+	else if (ret == -ENOTSUP)
+		ret = 0;
 	if (ret < 0) {
 		snprintf(reason, AUDIT_REASON_SIZE, "cannot write the staged file: %s",
 			 strerror(-ret));
@@ -423,7 +372,6 @@ out:
 			close(fd);
 		fd = -EIO;
 	}
-	free(value);
 	return fd;
 }
 

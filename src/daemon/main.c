@@ -257,7 +257,8 @@ int main(int argc, char *argv[])
 	if (!opts.fuse.foreground)
 		log_use_syslog();
 
-	if (watch_start(&store, opts.client, &fs_watch_handler, &fs, &watch) < 0 ||
+	if (watch_start(&store, opts.client, opts.watch, opts.poll_ms, &fs_watch_handler, &fs,
+			&watch) < 0 ||
 	    fs_start_pruner(&fs) < 0 ||
 	    reload_start(reload_config, tenants, opts.log_level, &reload) < 0)
 		goto out;

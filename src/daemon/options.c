@@ -37,6 +37,8 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("read_ahead_kb=%u", read_ahead_kb, 0),
 	OPTION("loglevel=%s", log_level_name, 0),
 	OPTION("passthrough=%s", passthrough_name, 0),
+	OPTION("watch=%s", watch_name, 0),
+	OPTION("poll_ms=%u", poll_ms, 0),
 	OPTION("agent=%s", agent_id, 0),
 	OPTION("workflow=%s", workflow_id, 0),
 	OPTION("directive=%s", user_directive, 0),
@@ -114,6 +116,12 @@ void options_print_help(const char *program)
 	       "    -o passthrough=MODE    auto (default): the kernel reads artifacts from\n"
 	       "                           the store itself (FUSE passthrough) where it and\n"
 	       "                           the daemon can; off: every read through the daemon\n"
+	       "    -o watch=MODE          how changes others make to the store are seen:\n"
+	       "                           inotify (this host's), poll (every host's, by\n"
+	       "                           polling), auto (default: poll on a network file\n"
+	       "                           system, inotify otherwise)\n"
+	       "    -o poll_ms=N           with watch=poll, the store is polled every N ms\n"
+	       "                           (default 1000, 100 to 60000)\n"
 	       "\n"
 	       "promotion and deletion:\n"
 	       "    -o agent=ID            agent_id of direct uploads (default artifactfs)\n"
@@ -157,6 +165,8 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	promote_options_init(&opts->promote);
 	opts->log_level = LOG_LEVEL_INFO;
 	opts->passthrough = true;
+	opts->watch = WATCH_AUTO;
+	opts->poll_ms = WATCH_POLL_MS_DEFAULT;
 	if (fuse_opt_parse(args, opts, option_spec, take_positional) < 0)
 		return -EINVAL;	/* libfuse said why */
 	if (fuse_parse_cmdline(args, &opts->fuse) < 0)
@@ -185,6 +195,15 @@ int options_parse(struct fuse_args *args, struct options *opts)
 			return -EINVAL;
 		}
 		opts->passthrough = strcmp(opts->passthrough_name, "auto") == 0;
+	}
+	if (opts->watch_name && watch_parse_mode(opts->watch_name, &opts->watch) < 0) {
+		log_error("invalid watch '%s': use auto, inotify or poll", opts->watch_name);
+		return -EINVAL;
+	}
+	if (opts->poll_ms < WATCH_POLL_MS_MIN || opts->poll_ms > WATCH_POLL_MS_MAX) {
+		log_error("invalid poll_ms %u: use %u to %u", opts->poll_ms, WATCH_POLL_MS_MIN,
+			  WATCH_POLL_MS_MAX);
+		return -EINVAL;
 	}
 	if (!opts->store) {
 		log_error("no STORE given; usage: artifactfs [options] STORE MOUNTPOINT");
@@ -254,6 +273,7 @@ void options_release(struct options *opts)
 	free(opts->index_path);
 	free(opts->log_level_name);
 	free(opts->passthrough_name);
+	free(opts->watch_name);
 	free(opts->agent_id);
 	free(opts->workflow_id);
 	free(opts->user_directive);

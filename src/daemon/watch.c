@@ -12,8 +12,12 @@
  * per file (1,000 such files cost 2.3 s of CPU when every batch of events
  * settled at once).
  *
- * inotify only sees changes made through this host's kernel; a store on a
- * distributed file system needs polling as well (see docs/architecture.md).
+ * inotify only sees changes made through this host's kernel.  A store
+ * that other hosts write (GlusterFS, NFS, CephFS) is polled instead: every
+ * poll_ms the thread compares the stamps of the same directories (and of
+ * each run's metadata.json) with what it saw last, and reports a change
+ * of a run as inotify events would: the run changed, then settled with
+ * content set.  See docs/deployment.md for what that costs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +30,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,9 +62,33 @@ struct watched {
 	char run[NAMES_ID_MAX + 1];	/* LEVEL_RUN only */
 };
 
+/* What polling last saw of a directory, or of a metadata.json (zero: none). */
+struct stamp {
+	int64_t ino, size, mtime_ns, ctime_ns;
+};
+
+struct polled_run {
+	char name[NAMES_ID_MAX + 1];
+	struct stamp dir, meta;
+};
+
+struct polled_tenant {
+	char client[NAMES_ID_MAX + 1];
+	bool present;
+	struct stamp dir;
+	struct polled_run *runs;	/* sorted by name */
+	size_t n_runs;
+};
+
 struct watch {
 	const struct store *store;
 	const char *client;	/* the tenant followed; NULL: every tenant */
+	enum watch_mode mode;	/* WATCH_INOTIFY or WATCH_POLL */
+	unsigned int poll_ms;
+	/* Polling only: what was seen last, sorted by client. */
+	struct stamp artifacts;
+	struct polled_tenant *tenants;
+	size_t n_tenants;
 	const struct watch_handler *handler;
 	void *ctx;
 	int inotify_fd;
@@ -333,26 +363,283 @@ static void handle_event(struct watch *watch, const struct inotify_event *event,
 	}
 }
 
+/* --- polling ------------------------------------------------------------------ */
+
+/* The stamp of dir_fd's name (a directory or a regular file); zero when missing. */
+static struct stamp stamp_of(int dir_fd, const char *name)
+{
+	struct stamp stamp = { 0 };
+	struct stat st;
+
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		stamp = (struct stamp){
+			.ino = (int64_t)st.st_ino, .size = S_ISREG(st.st_mode) ? st.st_size : 0,
+			.mtime_ns = store_time_ns(&st.st_mtim), .ctime_ns = store_time_ns(&st.st_ctim),
+		};
+	return stamp;
+}
+
+/* The stamp of run's metadata.json, in the tenant dir tenant_fd. */
+static struct stamp metadata_stamp(int tenant_fd, const char *run)
+{
+	char path[NAMES_ID_MAX + sizeof("/" NAMES_METADATA_FILE)];
+
+	snprintf(path, sizeof(path), "%s/%s", run, NAMES_METADATA_FILE);
+	return stamp_of(tenant_fd, path);
+}
+
+static bool same_stamp(const struct stamp *a, const struct stamp *b)
+{
+	return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+/* A sorted list of names, for store_for_each_tenant() and list_runs(). */
+struct names {
+	char (*names)[NAMES_ID_MAX + 1];
+	size_t count, capacity;
+};
+
+static int add_name(void *ctx, const char *name)
+{
+	struct names *list = ctx;
+
+	if (list->count == list->capacity) {
+		size_t bigger = list->capacity ? list->capacity * 2 : 64;
+		void *grown = realloc(list->names, bigger * sizeof(*list->names));
+		if (!grown)
+			return -ENOMEM;
+		list->names = grown;
+		list->capacity = bigger;
+	}
+	snprintf(list->names[list->count++], sizeof(*list->names), "%s", name);
+	return 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The run dirs of tenant_fd, sorted.  Returns 0 or -errno. */
+static int list_runs(int tenant_fd, struct names *list)
+{
+	struct dirent *entry;
+	DIR *dir;
+	int fd = dup(tenant_fd), ret = 0;
+
+	if (fd < 0 || store_open_dir(fd, &dir) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	close(fd);
+	while (ret == 0 && (entry = readdir(dir)))
+		if (names_check_run(entry->d_name, NULL) == 0 &&
+		    store_entry_type(dir, entry) == DT_DIR)
+			ret = add_name(list, entry->d_name);
+	closedir(dir);
+	if (list->count)
+		qsort(list->names, list->count, sizeof(*list->names), compare_names);
+	return ret;
+}
+
+/* A run seen for the first time, or seen gone: its name in the tenant dir changed. */
+static void report_run(struct watch *watch, const char *client, const char *run, bool report)
+{
+	if (!report)
+		return;
+	log_debug("client %s run %s: changed in the store (polled)", client, run);
+	watch->handler->run_changed(watch->ctx, client, run);
+	mark_dirty(watch, client, run, true);
+}
+
+/*
+ * Lists the tenant's runs again (its dir changed): reports those that
+ * came and went, and keeps the stamps of those still there.
+ */
+static int poll_run_names(struct watch *watch, struct polled_tenant *t, int tenant_fd,
+			  bool report)
+{
+	struct names now = { 0 };
+	struct polled_run *runs;
+	size_t i = 0, j = 0, n = 0;
+	int ret = list_runs(tenant_fd, &now);
+
+	runs = ret == 0 ? calloc(now.count ? now.count : 1, sizeof(*runs)) : NULL;
+	if (!runs) {
+		free(now.names);
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	while (i < t->n_runs || j < now.count) {
+		int order = i == t->n_runs ? 1 : j == now.count ? -1 :
+			    strcmp(t->runs[i].name, now.names[j]);
+
+		if (order < 0) {	/* gone */
+			report_run(watch, t->client, t->runs[i++].name, report);
+			continue;
+		}
+		if (order == 0) {
+			runs[n++] = t->runs[i++];
+			j++;
+			continue;
+		}
+		snprintf(runs[n].name, sizeof(runs[n].name), "%s", now.names[j++]);
+		runs[n].dir = stamp_of(tenant_fd, runs[n].name);
+		runs[n].meta = metadata_stamp(tenant_fd, runs[n].name);
+		report_run(watch, t->client, runs[n++].name, report);
+	}
+	free(t->runs);
+	free(now.names);
+	t->runs = runs;
+	t->n_runs = n;
+	return 0;
+}
+
+/*
+ * Polls one tenant: its dir (runs that came or went), then each run dir
+ * and metadata.json.  With report unset, only notes what is there.
+ */
+static void poll_tenant(struct watch *watch, struct polled_tenant *t, bool report)
+{
+	int tenant_fd = store_open_tenant(watch->store, t->client, O_PATH);
+	struct stamp dir;
+
+	if (tenant_fd < 0) {
+		if (t->present && report)
+			watch->handler->tenant_changed(watch->ctx, t->client);
+		t->present = false;
+		t->dir = (struct stamp){ 0 };
+		free(t->runs);
+		t->runs = NULL;
+		t->n_runs = 0;
+		return;
+	}
+	dir = stamp_of(tenant_fd, ".");
+	if (!t->present || !same_stamp(&dir, &t->dir)) {
+		if (!t->present && report)
+			watch->handler->tenant_changed(watch->ctx, t->client);
+		/* Unlisted (no memory, say): looked at again next time. */
+		if (poll_run_names(watch, t, tenant_fd, report && t->present) == 0)
+			t->dir = dir;
+		t->present = true;
+	}
+	for (size_t i = 0; i < t->n_runs; i++) {
+		struct polled_run *run = &t->runs[i];
+		struct stamp now_dir = stamp_of(tenant_fd, run->name);
+		struct stamp now_meta = metadata_stamp(tenant_fd, run->name);
+
+		if (same_stamp(&now_dir, &run->dir) && same_stamp(&now_meta, &run->meta))
+			continue;
+		run->dir = now_dir;
+		run->meta = now_meta;
+		report_run(watch, t->client, run->name, report);
+	}
+	close(tenant_fd);
+}
+
+static void release_tenant(struct polled_tenant *t)
+{
+	free(t->runs);
+}
+
+/*
+ * With every tenant followed: lists artifacts/ again when it changed,
+ * adding the tenants that came (polled from then on) and reporting and
+ * dropping those that went.  Returns 0 or -errno (then tried again).
+ */
+static int poll_tenant_names(struct watch *watch, bool report)
+{
+	struct names now = { 0 };
+	struct polled_tenant *tenants;
+	size_t i = 0, j = 0, n = 0;
+	int ret = store_for_each_tenant(watch->store, add_name, &now);
+
+	if (ret == 0 && now.count)
+		qsort(now.names, now.count, sizeof(*now.names), compare_names);
+	tenants = ret == 0 ? calloc(now.count ? now.count : 1, sizeof(*tenants)) : NULL;
+	if (!tenants) {
+		free(now.names);
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	while (i < watch->n_tenants || j < now.count) {
+		int order = i == watch->n_tenants ? 1 : j == now.count ? -1 :
+			    strcmp(watch->tenants[i].client, now.names[j]);
+
+		if (order < 0) {	/* gone */
+			if (report)
+				watch->handler->tenant_changed(watch->ctx,
+							       watch->tenants[i].client);
+			release_tenant(&watch->tenants[i++]);
+			continue;
+		}
+		if (order == 0) {
+			tenants[n++] = watch->tenants[i++];
+			j++;
+			continue;
+		}
+		snprintf(tenants[n++].client, sizeof(tenants->client), "%s", now.names[j++]);
+	}
+	free(watch->tenants);
+	free(now.names);
+	watch->tenants = tenants;
+	watch->n_tenants = n;
+	return 0;
+}
+
+/* One round of polling; with report unset (the first), only notes what is there. */
+static void poll_store(struct watch *watch, bool report)
+{
+	if (!watch->client) {
+		int artifacts_fd = store_open_artifacts(watch->store, O_PATH);
+		struct stamp now = artifacts_fd >= 0 ? stamp_of(artifacts_fd, ".") :
+						       (struct stamp){ 0 };
+
+		if (artifacts_fd >= 0)
+			close(artifacts_fd);
+		if (!same_stamp(&now, &watch->artifacts) && poll_tenant_names(watch, report) == 0)
+			watch->artifacts = now;
+	} else if (!watch->n_tenants) {
+		watch->tenants = calloc(1, sizeof(*watch->tenants));
+		if (!watch->tenants)
+			return;
+		snprintf(watch->tenants->client, sizeof(watch->tenants->client), "%s",
+			 watch->client);
+		watch->n_tenants = 1;
+	}
+	for (size_t i = 0; i < watch->n_tenants; i++)
+		poll_tenant(watch, &watch->tenants[i], report);
+}
+
 static void *watch_thread(void *arg)
 {
 	struct watch *watch = arg;
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool polling = watch->mode == WATCH_POLL;
 	struct pollfd fds[2] = {
-		{ .fd = watch->inotify_fd, .events = POLLIN },
 		{ .fd = watch->stop_fd, .events = POLLIN },
+		{ .fd = watch->inotify_fd, .events = POLLIN },
 	};
-
+	int64_t next_poll = now_ms() + watch->poll_ms;
 	int timeout = -1;
 
 	for (;;) {
 		bool rescan = false;
 		ssize_t len;
 
-		if (poll(fds, 2, timeout) < 0 && errno != EINTR)
+		if (polling) {
+			int64_t until_poll = next_poll - now_ms();
+
+			if (until_poll < 0)
+				until_poll = 0;
+			if (timeout < 0 || until_poll < timeout)
+				timeout = (int)until_poll;
+		}
+		if (poll(fds, polling ? 1 : 2, timeout) < 0 && errno != EINTR)
 			break;
-		if (fds[1].revents)
+		if (fds[0].revents)
 			break;
-		while ((len = read(watch->inotify_fd, buf, sizeof(buf))) > 0) {
+		while (!polling && (len = read(watch->inotify_fd, buf, sizeof(buf))) > 0) {
 			for (char *p = buf; p < buf + len;) {
 				const struct inotify_event *event = (const void *)p;
 				handle_event(watch, event, &rescan);
@@ -363,13 +650,74 @@ static void *watch_thread(void *arg)
 			establish(watch);
 			watch->handler->tenant_changed(watch->ctx, watch->client);
 		}
+		if (polling && now_ms() >= next_poll) {
+			poll_store(watch, true);
+			next_poll = now_ms() + watch->poll_ms;
+		}
 		timeout = settle_due_runs(watch);
 	}
 	return NULL;
 }
 
-int watch_start(const struct store *store, const char *client,
-		const struct watch_handler *handler, void *ctx, struct watch **out)
+int watch_parse_mode(const char *name, enum watch_mode *mode)
+{
+	static const char *const names[] = {
+		[WATCH_AUTO] = "auto", [WATCH_INOTIFY] = "inotify", [WATCH_POLL] = "poll",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i]) == 0) {
+			*mode = (enum watch_mode)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/*
+ * The file system types other hosts may write too, whose changes inotify
+ * never reports (FUSE: GlusterFS's client, sshfs and the like).
+ */
+static const char *network_file_system(long type)
+{
+	static const struct { long type; const char *name; } types[] = {
+		{ 0x65735546, "FUSE" }, { 0x6969, "NFS" }, { 0x00c36400, "CephFS" },
+		{ 0xff534d42, "CIFS" }, { 0xfe534d42, "SMB2" }, { 0x01021997, "9P" },
+		{ 0x5346414f, "AFS" }, { 0x01161970, "GFS2" }, { 0x7461636f, "OCFS2" },
+		{ 0x0bd00bd0, "Lustre" },
+	};
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (types[i].type == type)
+			return types[i].name;
+	return NULL;
+}
+
+/* Settles WATCH_AUTO from the store's file system, and says how changes will be seen. */
+static enum watch_mode settle_mode(const struct store *store, enum watch_mode mode,
+				   unsigned int poll_ms)
+{
+	const char *network = NULL;
+	struct statfs st;
+
+	if (fstatfs(store->root_fd, &st) == 0)
+		network = network_file_system((long)st.f_type);
+	if (mode == WATCH_AUTO)
+		mode = network ? WATCH_POLL : WATCH_INOTIFY;
+	if (mode == WATCH_POLL)
+		log_info("changes to the store: polled every %u ms%s%s%s", poll_ms,
+			 network ? " (a " : "", network ? network : "",
+			 network ? " file system, which other hosts may write)" : "");
+	else if (network)
+		log_warning("changes to the store: inotify, which does not see what other "
+			    "hosts write to this %s file system (-o watch=poll does)", network);
+	else
+		log_info("changes to the store: inotify");
+	return mode;
+}
+
+int watch_start(const struct store *store, const char *client, enum watch_mode mode,
+		unsigned int poll_ms, const struct watch_handler *handler, void *ctx,
+		struct watch **out)
 {
 	struct watch *watch;
 	int ret;
@@ -381,6 +729,8 @@ int watch_start(const struct store *store, const char *client,
 	watch->client = client;
 	watch->handler = handler;
 	watch->ctx = ctx;
+	watch->mode = settle_mode(store, mode, poll_ms);
+	watch->poll_ms = poll_ms;
 	watch->stop_fd = -1;
 	watch->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (watch->inotify_fd < 0) {
@@ -394,7 +744,10 @@ int watch_start(const struct store *store, const char *client,
 		log_error("cannot watch the store: eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	establish(watch);
+	if (watch->mode == WATCH_POLL)
+		poll_store(watch, false);
+	else
+		establish(watch);
 	ret = -pthread_create(&watch->thread, NULL, watch_thread, watch);
 	if (ret < 0) {
 		log_error("cannot start the watcher thread: %s", strerror(-ret));
@@ -423,6 +776,9 @@ void watch_stop(struct watch *watch)
 	close(watch->inotify_fd);
 	close(watch->stop_fd);
 	tdestroy(watch->by_wd, free);
+	for (size_t i = 0; i < watch->n_tenants; i++)
+		release_tenant(&watch->tenants[i]);
+	free(watch->tenants);
 	free(watch->dirty);
 	free(watch);
 }

@@ -272,6 +272,9 @@ def test_lost_entries_are_put_back_once_the_run_is_quiet(store, mounter):
     assert entries["dup.txt"]["agent_id"] == "second"            # the last one stays
     assert not (run_dir / "gone.txt").exists()                   # not undone
     assert xattrs(m.mnt / RUN / "ours.csv")[XATTR_PREFIX + "agent_id"] == b"analyst"
+    # Audited just after metadata.json is written: a moment later.
+    wait_until(lambda: {"ours.csv", "orphan.png", None} <= {e["file"] for e in repairs(m, RUN)},
+               timeout=10, what="the repairs audited")
     rows = repairs(m, RUN)
     by_file = {e["file"]: e for e in rows if e["file"]}
     assert set(by_file) == {"ours.csv", "orphan.png"}, rows

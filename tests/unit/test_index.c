@@ -973,7 +973,7 @@ static void *worker_main(void *arg)
 	snprintf(run, sizeof(run), "run-%d", w->id);
 	for (i = 0; i < WORKER_FILES; i++) {
 		snprintf(names[i], sizeof(names[i]), "file-%03d", i);
-		files[i] = (struct index_file){ names[i], i, i, i + 1 };
+		files[i] = (struct index_file){ names[i], i, i, i + 1, NULL };
 	}
 	for (round = 0; round < WORKER_ROUNDS; round++) {
 		stamp.dir_mtime_ns = round;
@@ -1073,7 +1073,7 @@ static void test_large_run(void **state)
 	for (i = 0; i < N; i++) {
 		snprintf(names + 16 * i, 16, "f%06zu", N - 1 - i);
 		files[i] = (struct index_file){ names + 16 * i, (int64_t)i, 7,
-						(int64_t)i + 1000 };
+						(int64_t)i + 1000, NULL };
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(index_put_run(index, "c", "big", &stamp1, &full_meta,

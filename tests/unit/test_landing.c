@@ -11,8 +11,7 @@
 #include <sys/inotify.h>
 #include <sys/xattr.h>
 
-/* The seal landing.c puts on a staged file (see landing.h). */
-#define SEAL_XATTR "user.artifactfs.landing"
+#include "seal.h"
 
 /* A staging instance of the tenant, relative to the root. */
 static struct tree_rel instance_rel(const char *instance)
@@ -378,16 +377,20 @@ static void test_recover_completes_a_rename(void **state)
 	assert_false(tree_exists(t->root, instance_rel("3.2").path));
 }
 
-/* Seals the file at rel (relative to the root) as landing.c does. */
+/* Seals the file at rel (relative to the root) as a landing does (seal.h). */
 static void put_seal(struct tenant *t, const char *rel, const char *run, const char *name,
 		     const char *sha256, size_t size)
 {
-	struct tree_rel seal = tree_rel("{\"run\":\"%s\",\"name\":\"%s\",\"generated_at\":\"%s\","
-					"\"sha256\":\"%s\",\"size\":%zu}",
-					run, name, TEST_GENERATED_AT, sha256, size);
+	struct tree_rel path = tree_rel("%s/%s", t->root, rel);
+	struct tree_rel seal;
+	struct stat st;
 
-	assert_int_equal(setxattr(tree_rel("%s/%s", t->root, rel).path, SEAL_XATTR, seal.path,
-				  strlen(seal.path), 0), 0);
+	assert_int_equal(stat(path.path, &st), 0);
+	seal = tree_rel("{\"run\":\"%s\",\"name\":\"%s\",\"generated_at\":\"%s\","
+			"\"sha256\":\"%s\",\"size\":%zu,\"mtime_ns\":%lld}",
+			run, name, TEST_GENERATED_AT, sha256, size,
+			(long long)store_time_ns(&st.st_mtim));
+	assert_int_equal(setxattr(path.path, SEAL_XATTR, seal.path, strlen(seal.path), 0), 0);
 }
 
 /*
@@ -436,6 +439,29 @@ static void test_land_seals_the_file(void **state)
 	assert_non_null(strstr(seal, HELLO_SHA256));
 	/* The record of the landing is gone once it is whole. */
 	assert_int_equal(count_entries(t->writer->work_fd), 0);
+}
+
+/*
+ * The SHA-256 is the file's: an index that forgot the run (rebuilt, or
+ * another host's) reads it back from the seal, but not once the bytes
+ * changed since (another size or mtime).
+ */
+static void test_index_rebuild_takes_the_sealed_sha256(void **state)
+{
+	struct tenant *t = *state;
+	struct tree_rel changed = tree_rel("%s/%s", t->root, run_rel(TENANT, "r1", "b.txt").path);
+	struct timespec later[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_sec = 1234567890 } };
+
+	land_ok(t, "r1", "a.txt", "hello");
+	land_ok(t, "r1", "b.txt", "hello");
+	assert_int_equal(utimensat(AT_FDCWD, changed.path, later, 0), 0);
+	assert_int_equal(index_delete_run(t->index, TENANT, "r1"), 0);
+	assert_false(indexed_file(t, "r1", "a.txt").found);
+
+	assert_int_equal(view_sync_run(&t->view, "r1", VIEW_SYNC_FORCE, NULL), 0);
+	assert_string_equal(indexed_file(t, "r1", "a.txt").sha256, HELLO_SHA256);
+	assert_true(indexed_file(t, "r1", "b.txt").found);
+	assert_string_equal(indexed_file(t, "r1", "b.txt").sha256, "");
 }
 
 /*
@@ -682,6 +708,8 @@ int main(void)
 						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_land_seals_the_file, tenant_setup,
 						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_index_rebuild_takes_the_sealed_sha256,
+						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_completes_a_group_from_its_record,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_recover_moves_a_staged_file_whose_entry_landed,
