@@ -20,6 +20,8 @@
 #include "store.h"
 
 /* How often a half-written file is read again. */
+/* Reads again of a metadata.json replaced meanwhile (ESTALE) before giving up. */
+#define METAFILE_STALE_RETRIES 16
 #define RETRY_INTERVAL_MS 10
 
 static int64_t monotonic_ms(void)
@@ -64,6 +66,7 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 {
 	const struct timespec pause = { .tv_nsec = RETRY_INTERVAL_MS * 1000000L };
 	int64_t started = monotonic_ms();
+	unsigned int stale = 0;
 	struct stat st;
 	size_t len;
 	char *buf;
@@ -73,6 +76,12 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 		memset(version, 0, sizeof(*version));
 		meta_run_release(meta);
 		ret = store_read_file(run_fd, NAMES_METADATA_FILE, META_MAX_BYTES, &buf, &len, &st);
+		/*
+		 * On a network file system, a file another host replaced while
+		 * we opened or read it: read the one now under the name.
+		 */
+		if (ret == -ESTALE && stale++ < METAFILE_STALE_RETRIES)
+			continue;
 		if (ret == -EFBIG && problem)
 			snprintf(problem, problem_size, "it is larger than %u bytes", META_MAX_BYTES);
 		/* A directory or a FIFO of that name is broken, not a file to parse. */

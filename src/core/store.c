@@ -464,6 +464,7 @@ static int open_run_locks(const struct store *store)
 	if (fd != -ENOENT)
 		return fd == -EROFS || fd == -EACCES ?
 			store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0) : fd;
+	/* Each level from the one made (or found made by another host) just before. */
 	dir_fd = store_make_dir(store->root_fd, STORE_PRIVATE_DIR, 0700, NULL);
 	if (dir_fd < 0)
 		return dir_fd;
@@ -471,8 +472,9 @@ static int open_run_locks(const struct store *store)
 	close(dir_fd);
 	if (ret < 0)
 		return ret;
+	fd = store_open_beneath(ret, RUN_LOCKS_FILE, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
 	close(ret);
-	return store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+	return fd;
 }
 
 int store_lock_run(const struct store *store, const char *client, const char *run,

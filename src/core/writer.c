@@ -69,7 +69,13 @@ static int make_instance(struct writer *w)
 		ret = w->instance_lock;
 		goto out;
 	}
-	if (renameat2(w->staging_fd, making, w->staging_fd, w->instance, RENAME_NOREPLACE) < 0) {
+	/*
+	 * The name is this host's, process's and nanosecond's: nothing else
+	 * takes it, so a plain rename does where RENAME_NOREPLACE is not
+	 * offered (GlusterFS's client refuses it with EINVAL).
+	 */
+	if (renameat2(w->staging_fd, making, w->staging_fd, w->instance, RENAME_NOREPLACE) < 0 &&
+	    (errno != EINVAL || renameat(w->staging_fd, making, w->staging_fd, w->instance) < 0)) {
 		ret = -errno;
 		goto out;
 	}
