@@ -177,6 +177,26 @@ int store_lock_run(const struct store *store, const char *client, const char *ru
 int store_open_locked_run(const struct store *store, const char *client, const char *run,
 			  int flags, int *lock);
 
+/*
+ * The change log of a tenant: STORE_PRIVATE_DIR/changes/<client>/log, a
+ * run id per line, appended (O_APPEND) by every artifactfs writer, on any
+ * host, once a change to that run is durable.  A host polling a network
+ * store (watch.h) reads what was appended since it last looked: one stat
+ * and one read per tenant show it every change artifactfs made anywhere,
+ * however many runs there are.  Past STORE_CHANGES_MAX bytes the writer
+ * renames it to log.old (replacing the one before) and the next change
+ * starts a new log.  A hint, never the only way a change is seen: a
+ * failure to note one is logged, and polling finds the change later.
+ */
+#define STORE_CHANGES_AREA "changes"
+#define STORE_CHANGES_LOG "log"
+#define STORE_CHANGES_OLD "log.old"
+#define STORE_CHANGES_MAX (1 << 20)
+void store_note_change(const struct store *store, const char *client, const char *run);
+
+/* The directory of client's change log (O_RDONLY), or -errno (-ENOENT: none yet). */
+int store_open_changes(const struct store *store, const char *client);
+
 /* Releases a lock of store_lock_run() or store_lock_file().  Negative: a no-op. */
 void store_unlock(int lock);
 

@@ -49,11 +49,13 @@ enum watch_mode {
 	WATCH_AUTO,	/* WATCH_POLL on a network file system, else WATCH_INOTIFY */
 	WATCH_INOTIFY,
 	/*
-	 * Every poll_ms: the stamps (mtime, ctime, inode) of artifacts/, of
-	 * each tenant dir followed, of each run dir and of its metadata.json,
-	 * two stats per run.  What changes a run's names or its
-	 * metadata.json is seen; a file rewritten in place, keeping its name,
-	 * is seen only once the run changes otherwise.
+	 * Every poll_ms, a round: the stamps (mtime, ctime, inode) of
+	 * artifacts/ and of each tenant dir followed; what each tenant's
+	 * change log (store.h) gained, the runs artifactfs changed on any
+	 * host; the runs changed in the last minute; and the next few hundred
+	 * of the others (their dir and metadata.json, two stats each), so
+	 * that a sweep comes round to every run.  A file rewritten in place,
+	 * keeping its name, is seen only once its run changes otherwise.
 	 */
 	WATCH_POLL,
 };

@@ -684,6 +684,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 			     "the broken one kept in " STORE_PRIVATE_DIR "/" CHECK_KEPT_DIR);
 	}
 	audit_repair(w, run, &r, &before, duplicates, &meta, result);
+	store_note_change(w->view->store, w->view->client, run);
 	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
 	result->reindexed = true;
 out:

@@ -67,6 +67,8 @@ out:
 	store_unlock(lock);
 	meta_run_release(&meta);
 	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
+	if (ret == 0)
+		store_note_change(w->view->store, w->view->client, run);
 	if (ret != -ENOENT)
 		audit_record(w->view, INDEX_ACTION_DELETE, run, name, -1, NULL, -ret,
 			     ret ? reason : NULL);
@@ -154,6 +156,8 @@ out:
 	close(run_fd);
 	store_unlock(lock);
 	view_sync_run(w->view, run, VIEW_SYNC_FORCE, NULL);
+	if (ret == 0)
+		store_note_change(w->view->store, w->view->client, run);
 	if (ret != -ENOTEMPTY && ret != -ENOENT && ret != -ESTALE)
 		audit_record(w->view, INDEX_ACTION_DELETE, run, NULL, -1, NULL, -ret,
 			     ret ? reason : why);

@@ -572,6 +572,11 @@ out:
 		close(run_fd);
 		store_unlock(lock);
 	}
+	for (struct landing_job *job = g->jobs; job; job = job->next)
+		if (job->renamed) {
+			store_note_change(w->view->store, w->view->client, g->run);
+			break;
+		}
 	meta_run_release(&meta);
 }
 
@@ -784,8 +789,10 @@ out:
 	close(legacy_fd);
 	store_unlock(lock);
 	/* After the unlock: indexing takes the run's lock, shared. */
-	if (ret == 0 && !dry_run)
+	if (ret == 0 && !dry_run) {
 		view_sync_run(view, run, VIEW_SYNC_FORCE, NULL);
+		store_note_change(view->store, view->client, run);
+	}
 	return ret;
 }
 
@@ -857,6 +864,7 @@ int landing_rename_artifact(struct writer *w, const char *run, const char *from,
 		goto out;
 	}
 	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
+	store_note_change(w->view->store, w->view->client, run);
 	if (sha256)
 		index_set_sha256(w->view->index, w->view->client, run, to, (int64_t)st.st_ino,
 				 st.st_size, store_time_ns(&st.st_mtim), sha256);

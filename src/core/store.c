@@ -492,6 +492,50 @@ int store_lock_run(const struct store *store, const char *client, const char *ru
 	return fd;
 }
 
+void store_note_change(const struct store *store, const char *client, const char *run)
+{
+	char line[NAMES_ID_MAX + 2];
+	int dir_fd, fd = -1, len, ret = 0;
+	struct stat st;
+
+	len = snprintf(line, sizeof(line), "%s\n", run);
+	dir_fd = store_make_private_dir(store, STORE_CHANGES_AREA, client);
+	if (dir_fd < 0) {
+		ret = dir_fd;
+		goto out;
+	}
+	fd = store_open_beneath(dir_fd, STORE_CHANGES_LOG,
+				O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		ret = fd;
+		goto out;
+	}
+	/* One write of one line: O_APPEND keeps lines of several writers whole. */
+	if (write(fd, line, (size_t)len) != len)
+		ret = -EIO;
+	else if (fstat(fd, &st) == 0 && st.st_size > STORE_CHANGES_MAX)
+		renameat(dir_fd, STORE_CHANGES_LOG, dir_fd, STORE_CHANGES_OLD);
+out:
+	if (ret < 0)
+		log_warning("client %s run %s: cannot note the change in %s/%s/%s: %s; other "
+			    "hosts see it later", client, run, STORE_PRIVATE_DIR,
+			    STORE_CHANGES_AREA, client, strerror(-ret));
+	if (fd >= 0)
+		close(fd);
+	if (dir_fd >= 0)
+		close(dir_fd);
+}
+
+int store_open_changes(const struct store *store, const char *client)
+{
+	char path[sizeof(STORE_PRIVATE_DIR "/" STORE_CHANGES_AREA "/") + NAMES_ID_MAX];
+
+	if (names_check_id(client, NULL) < 0)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "%s/%s/%s", STORE_PRIVATE_DIR, STORE_CHANGES_AREA, client);
+	return store_open_beneath(store->root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+}
+
 int store_open_locked_run(const struct store *store, const char *client, const char *run,
 			  int flags, int *lock)
 {

@@ -70,6 +70,7 @@ struct stamp {
 struct polled_run {
 	char name[NAMES_ID_MAX + 1];
 	struct stamp dir, meta;
+	int64_t hot_until_ms;	/* changed lately: polled every round until then */
 };
 
 struct polled_tenant {
@@ -78,7 +79,24 @@ struct polled_tenant {
 	struct stamp dir;
 	struct polled_run *runs;	/* sorted by name */
 	size_t n_runs;
+	size_t sweep_next;	/* the run the next round's sweep starts at */
+	/* How far the tenant's change log (store.h) has been read. */
+	bool log_known;
+	int64_t log_ino, log_offset;
 };
+
+/*
+ * A round polls the tenant dirs, reads their change logs, polls the runs
+ * changed in the last POLL_HOT_MS, and sweeps on through the others, at
+ * most POLL_SWEEP_RUNS of them (two stats each) per round: what bounds the
+ * cost of an idle store of many runs.  A change artifactfs made, on any
+ * host, is in the log and seen the next round; one only the kernel-server
+ * made to a quiet run, by the time the sweep comes round to it.
+ */
+#define POLL_SWEEP_RUNS 500
+#define POLL_HOT_MS 60000
+/* Read from a change log per round at most; the rest next round. */
+#define POLL_LOG_CHUNK (256 * 1024)
 
 struct watch {
 	const struct store *store;
@@ -444,14 +462,18 @@ static int list_runs(int tenant_fd, struct names *list)
 	return ret;
 }
 
-/* A run seen for the first time, or seen gone: its name in the tenant dir changed. */
+/*
+ * A run that came, went or changed: the kernel forgets what it cached of
+ * it, and it is indexed again once settled (by its stamps: a change this
+ * daemon made itself is indexed already and costs nothing more).
+ */
 static void report_run(struct watch *watch, const char *client, const char *run, bool report)
 {
 	if (!report)
 		return;
 	log_debug("client %s run %s: changed in the store (polled)", client, run);
 	watch->handler->run_changed(watch->ctx, client, run);
-	mark_dirty(watch, client, run, true);
+	mark_dirty(watch, client, run, false);
 }
 
 /*
@@ -496,13 +518,120 @@ static int poll_run_names(struct watch *watch, struct polled_tenant *t, int tena
 	return 0;
 }
 
+/* Stats one run again; reports it, and keeps it hot, when it changed. */
+static void poll_run(struct watch *watch, struct polled_tenant *t, int tenant_fd,
+		     struct polled_run *run, bool report)
+{
+	struct stamp dir = stamp_of(tenant_fd, run->name);
+	struct stamp meta = metadata_stamp(tenant_fd, run->name);
+
+	if (same_stamp(&dir, &run->dir) && same_stamp(&meta, &run->meta))
+		return;
+	run->dir = dir;
+	run->meta = meta;
+	run->hot_until_ms = now_ms() + POLL_HOT_MS;
+	report_run(watch, t->client, run->name, report);
+}
+
+static int compare_run_name(const void *key, const void *run)
+{
+	return strcmp(key, ((const struct polled_run *)run)->name);
+}
+
+/* The runs named in buf (len bytes of whole lines of a change log), polled now. */
+static void poll_logged_runs(struct watch *watch, struct polled_tenant *t, int tenant_fd,
+			     char *buf, size_t len, bool report)
+{
+	for (char *line = buf, *end; line < buf + len; line = end + 1) {
+		struct polled_run *run;
+
+		end = memchr(line, '\n', (size_t)(buf + len - line));
+		*end = '\0';
+		if (names_check_run(line, NULL) < 0)
+			continue;
+		run = bsearch(line, t->runs, t->n_runs, sizeof(*t->runs), compare_run_name);
+		if (run)
+			poll_run(watch, t, tenant_fd, run, report);
+		else
+			t->dir = (struct stamp){ 0 };	/* new here: list the runs again */
+	}
+}
+
 /*
- * Polls one tenant: its dir (runs that came or went), then each run dir
- * and metadata.json.  With report unset, only notes what is there.
+ * Reads fd's change log from *offset (whole lines only, at most
+ * POLL_LOG_CHUNK) and polls the runs it names; *offset moves past them.
  */
-static void poll_tenant(struct watch *watch, struct polled_tenant *t, bool report)
+static void read_log(struct watch *watch, struct polled_tenant *t, int tenant_fd, int fd,
+		     int64_t *offset, bool report)
+{
+	char *buf = malloc(POLL_LOG_CHUNK);
+	ssize_t got;
+	char *last;
+
+	if (!buf)
+		return;
+	got = pread(fd, buf, POLL_LOG_CHUNK, *offset);
+	last = got > 0 ? memrchr(buf, '\n', (size_t)got) : NULL;
+	if (last) {
+		poll_logged_runs(watch, t, tenant_fd, buf, (size_t)(last - buf + 1), report);
+		*offset += last - buf + 1;
+	}
+	free(buf);
+}
+
+/*
+ * What the tenant's change log gained since the last round: the runs
+ * artifactfs changed on any host.  A log renamed to log.old (it grew too
+ * long) is read to its end first; one lost track of (renamed twice
+ * between two rounds) leaves the changes to the sweep.
+ */
+static void poll_change_log(struct watch *watch, struct polled_tenant *t, int tenant_fd,
+			    bool report)
+{
+	int dir_fd = store_open_changes(watch->store, t->client), fd = -1;
+	struct stat st;
+
+	if (dir_fd < 0) {
+		t->log_known = true;	/* no log yet: one made later is read from its start */
+		return;
+	}
+	fd = store_open_beneath(dir_fd, STORE_CHANGES_LOG, O_RDONLY | O_NOFOLLOW, 0);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		goto out;
+	if (!t->log_known) {
+		t->log_known = true;	/* the daemon indexed the store since: start at the end */
+		t->log_ino = (int64_t)st.st_ino;
+		t->log_offset = st.st_size;
+		goto out;
+	}
+	if ((int64_t)st.st_ino != t->log_ino) {
+		int old = store_open_beneath(dir_fd, STORE_CHANGES_OLD, O_RDONLY | O_NOFOLLOW, 0);
+		struct stat old_st;
+
+		if (old >= 0 && fstat(old, &old_st) == 0 && (int64_t)old_st.st_ino == t->log_ino)
+			read_log(watch, t, tenant_fd, old, &t->log_offset, report);
+		if (old >= 0)
+			close(old);
+		t->log_ino = (int64_t)st.st_ino;
+		t->log_offset = 0;
+	}
+	if (st.st_size > t->log_offset)
+		read_log(watch, t, tenant_fd, fd, &t->log_offset, report);
+out:
+	if (fd >= 0)
+		close(fd);
+	close(dir_fd);
+}
+
+/*
+ * Polls one tenant: its dir (runs that came or went), its change log,
+ * its hot runs, and the next stretch of the sweep.  With report unset,
+ * only notes what is there.
+ */
+static void poll_tenant(struct watch *watch, struct polled_tenant *t, size_t sweep, bool report)
 {
 	int tenant_fd = store_open_tenant(watch->store, t->client, O_PATH);
+	int64_t now = now_ms();
 	struct stamp dir;
 
 	if (tenant_fd < 0) {
@@ -524,17 +653,21 @@ static void poll_tenant(struct watch *watch, struct polled_tenant *t, bool repor
 			t->dir = dir;
 		t->present = true;
 	}
-	for (size_t i = 0; i < t->n_runs; i++) {
-		struct polled_run *run = &t->runs[i];
-		struct stamp now_dir = stamp_of(tenant_fd, run->name);
-		struct stamp now_meta = metadata_stamp(tenant_fd, run->name);
+	poll_change_log(watch, t, tenant_fd, report);
+	if (!report)
+		goto out;	/* the first round: the listing stamped every run */
+	for (size_t i = 0; i < t->n_runs; i++)
+		if (t->runs[i].hot_until_ms > now)
+			poll_run(watch, t, tenant_fd, &t->runs[i], report);
+	for (size_t k = 0; k < sweep && k < t->n_runs; k++) {
+		struct polled_run *run = &t->runs[(t->sweep_next + k) % t->n_runs];
 
-		if (same_stamp(&now_dir, &run->dir) && same_stamp(&now_meta, &run->meta))
-			continue;
-		run->dir = now_dir;
-		run->meta = now_meta;
-		report_run(watch, t->client, run->name, report);
+		if (run->hot_until_ms <= now)
+			poll_run(watch, t, tenant_fd, run, report);
 	}
+	if (t->n_runs)
+		t->sweep_next = (t->sweep_next + sweep) % t->n_runs;
+out:
 	close(tenant_fd);
 }
 
@@ -608,7 +741,9 @@ static void poll_store(struct watch *watch, bool report)
 		watch->n_tenants = 1;
 	}
 	for (size_t i = 0; i < watch->n_tenants; i++)
-		poll_tenant(watch, &watch->tenants[i], report);
+		poll_tenant(watch, &watch->tenants[i],
+			    POLL_SWEEP_RUNS / watch->n_tenants ? POLL_SWEEP_RUNS / watch->n_tenants : 1,
+			    report);
 }
 
 static void *watch_thread(void *arg)

@@ -363,6 +363,56 @@ static char *make_pattern(size_t size)
 	return data;
 }
 
+/*
+ * The change log: a line per change, appended; past STORE_CHANGES_MAX
+ * bytes it goes to log.old, ending with the change that filled it, and
+ * the next change starts a new log.
+ */
+static void test_change_log(void **state)
+{
+	struct tenant *t = *state;
+	struct tree_rel log = tree_rel("%s/%s/alice/%s", STORE_PRIVATE_DIR, STORE_CHANGES_AREA,
+				       STORE_CHANGES_LOG);
+	struct tree_rel old = tree_rel("%s/%s/alice/%s", STORE_PRIVATE_DIR, STORE_CHANGES_AREA,
+				       STORE_CHANGES_OLD);
+	char *text, *padding, tail[4] = "";
+	struct stat st;
+	int fd;
+
+	assert_int_equal(store_open_changes(&t->store, "alice"), -ENOENT);
+	store_note_change(&t->store, "alice", "r1");
+	store_note_change(&t->store, "alice", "r2");
+	text = tree_read(t->root, log.path);
+	assert_string_equal(text, "r1\nr2\n");
+	free(text);
+	fd = store_open_changes(&t->store, "alice");
+	assert_true(fd >= 0);
+	close(fd);
+
+	padding = malloc(STORE_CHANGES_MAX);
+	assert_non_null(padding);
+	memset(padding, 'x', STORE_CHANGES_MAX - 1);
+	padding[STORE_CHANGES_MAX - 1] = '\n';
+	fd = open(tree_rel("%s/%s", t->root, log.path).path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(store_write_all(fd, padding, STORE_CHANGES_MAX), 0);
+	close(fd);
+	free(padding);
+	store_note_change(&t->store, "alice", "r3");
+	assert_false(tree_exists(t->root, log.path));
+	fd = open(tree_rel("%s/%s", t->root, old.path).path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 6 + STORE_CHANGES_MAX + 3);
+	assert_int_equal(pread(fd, tail, 3, st.st_size - 3), 3);
+	assert_string_equal(tail, "r3\n");
+	close(fd);
+	store_note_change(&t->store, "alice", "r4");
+	text = tree_read(t->root, log.path);
+	assert_string_equal(text, "r4\n");
+	free(text);
+}
+
 /* What an OFD lock of type on the whole of fd's file would meet: F_UNLCK when nothing. */
 static short probe_lock(int fd, short type)
 {
@@ -449,6 +499,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_run_locks, tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_change_log, tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_ids_are_refused, tenant_setup,
 						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_symlinked_tenant_or_run_is_never_followed,
