@@ -596,6 +596,14 @@ static void poll_change_log(struct watch *watch, struct polled_tenant *t, int te
 		return;
 	}
 	fd = store_open_beneath(dir_fd, STORE_CHANGES_LOG, O_RDONLY | O_NOFOLLOW, 0);
+	if (fd == -ENOENT && t->log_known) {
+		/* Just renamed to log.old, with no change since: its last lines. */
+		fd = store_open_beneath(dir_fd, STORE_CHANGES_OLD, O_RDONLY | O_NOFOLLOW, 0);
+		if (fd >= 0 && fstat(fd, &st) == 0 && (int64_t)st.st_ino == t->log_ino &&
+		    st.st_size > t->log_offset)
+			read_log(watch, t, tenant_fd, fd, &t->log_offset, report);
+		goto out;
+	}
 	if (fd < 0 || fstat(fd, &st) < 0)
 		goto out;
 	if (!t->log_known) {
