@@ -201,3 +201,44 @@ def test_many_changes_in_a_burst_all_show(store, mounter):
     wait_until(lambda: set(expected) <= set(os.listdir(m.mnt / ALICE_RUN)), what="all burst files")
     for name, data in expected.items():
         assert read_bytes(m.mnt / ALICE_RUN / name) == data
+
+
+def test_polling_sees_the_changes_inotify_would(store, mounter):
+    """-o watch=poll (what a store on a network file system gets), on a
+    local store: a new run (after a negative lookup), a new file, metadata.json
+    rewritten in place, a run removed, and a promotion through another
+    daemon of the store (its change log) are all seen, each within 2 s."""
+    m = mounter(store, ALICE, "-o", "watch=poll,poll_ms=200", allow_warnings=True)
+    other = mounter(store, ALICE, "-o", "watch=poll", index=store.root / "other.db",
+                    allow_warnings=True)
+    assert "changes to the store: polled every 200 ms" in m.stderr()
+
+    def within_2s(check, what):
+        t0 = time.monotonic()
+        wait_until(check, timeout=10, what=what)
+        assert time.monotonic() - t0 <= 2.0, f"{what}: {time.monotonic() - t0:.2f} s"
+
+    assert not os.path.exists(m.mnt / "polled-run")         # a cached negative lookup
+    store.add_run(ALICE, "polled-run", {"a.txt": b"a"}, workflow_id="wf-polled")
+    within_2s(lambda: os.getxattr(m.mnt / "polled-run", "user.artifact.workflow_id")
+              == b"wf-polled", "a new run, indexed")
+    listing(m.mnt / ALICE_RUN)
+    (store.run_dir(ALICE, ALICE_RUN) / "late.txt").write_bytes(b"late")
+    within_2s(lambda: "late.txt" in os.listdir(m.mnt / ALICE_RUN), "a new file")
+
+    run = store.run(ALICE, SHARED_RUN)
+    meta = copy.deepcopy(run.meta)
+    meta["workflow_id"] = "wf-rewritten-in-place"
+    store.write_metadata(run, meta)
+    within_2s(lambda: os.getxattr(m.mnt / SHARED_RUN, "user.artifact.workflow_id")
+              == b"wf-rewritten-in-place", "metadata.json rewritten in place")
+
+    shutil.rmtree(store.run_dir(ALICE, "polled-run"))
+    within_2s(lambda: not os.path.exists(m.mnt / "polled-run"), "a run removed")
+
+    (other.mnt / "promote" / ALICE_RUN).mkdir(exist_ok=True)
+    (other.mnt / "promote" / ALICE_RUN / "from-other.txt").write_bytes(b"other daemon\n")
+    within_2s(lambda: os.getxattr(m.mnt / ALICE_RUN / "from-other.txt", "user.artifact.sha256"),
+              "a promotion through another daemon, with its SHA-256")
+    changes = store.root / ".artifactfs" / "changes" / ALICE / "log"
+    assert ALICE_RUN in changes.read_text().split(), "noted in the change log"
