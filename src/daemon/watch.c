@@ -13,11 +13,10 @@
  * settled at once).
  *
  * inotify only sees changes made through this host's kernel.  A store
- * that other hosts write (GlusterFS, NFS, CephFS) is polled instead: every
- * poll_ms the thread compares the stamps of the same directories (and of
- * each run's metadata.json) with what it saw last, and reports a change
- * of a run as inotify events would: the run changed, then settled with
- * content set.  See docs/deployment.md for what that costs.
+ * that other hosts write (GlusterFS, NFS, CephFS) is polled instead, a
+ * round every poll_ms (see POLL_SWEEP_RUNS below): a run found changed is
+ * reported as inotify events would report it, changed at once and
+ * settled a moment later.  docs/deployment.md says what that costs.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -213,13 +213,29 @@ def expected_tree(world: World, tenant: str, with_data: bool = True) -> dict:
         out[run] = {"type": "d", "mtime_ns": st.st_mtime_ns, "xattrs": run_x}
         for name in expected_files(rdir):
             st = os.stat(rdir / name)
+            xattrs = dict(file_x.get(name, {})) if name != "metadata.json" else {}
+            sealed = sealed_sha256(rdir / name, st)
+            if sealed and name != "metadata.json":
+                xattrs[XATTR_PREFIX + "sha256"] = sealed
             out[f"{run}/{name}"] = {
                 "type": "f", "mtime_ns": st.st_mtime_ns, "size": st.st_size,
-                "blocks": st.st_blocks,
-                "xattrs": file_x.get(name, {}) if name != "metadata.json" else {},
+                "blocks": st.st_blocks, "xattrs": xattrs,
                 "sha256": world.sha256(rdir / name) if with_data else None,
             }
     return out
+
+
+def sealed_sha256(path: Path, st: os.stat_result) -> bytes | None:
+    """The SHA-256 a promoted file's seal (the xattr user.artifactfs.landing,
+    include/seal.h) gives it in every view, whichever host's index: while
+    the file's size and mtime are still the sealed ones."""
+    try:
+        seal = json.loads(os.getxattr(path, "user.artifactfs.landing"))
+    except (OSError, ValueError):
+        return None
+    if seal.get("size") != st.st_size or seal.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    return seal["sha256"].encode()
 
 
 def visible_files(world: World, tenant: str) -> list[str]:
