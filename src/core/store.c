@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -454,26 +455,43 @@ static off_t run_lock_offset(const char *client, const char *run)
 	return (off_t)(hash >> 2);	/* positive, and far from any real file size */
 }
 
-/* Opens the run locks' file, making it (and its directories) when missing. */
-static int open_run_locks(const struct store *store)
+/* Makes the run locks' file and its directories, each level from the one before. */
+static int make_run_locks(const struct store *store)
 {
-	const char *path = STORE_PRIVATE_DIR "/" RUN_LOCKS_AREA "/" RUN_LOCKS_FILE;
-	int fd, dir_fd, ret;
+	int fd, dir_fd, locks_fd;
 
-	fd = store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
-	if (fd != -ENOENT)
-		return fd == -EROFS || fd == -EACCES ?
-			store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0) : fd;
-	/* Each level from the one made (or found made by another host) just before. */
 	dir_fd = store_make_dir(store->root_fd, STORE_PRIVATE_DIR, 0700, NULL);
 	if (dir_fd < 0)
 		return dir_fd;
-	ret = store_make_dir(dir_fd, RUN_LOCKS_AREA, 0700, NULL);
+	locks_fd = store_make_dir(dir_fd, RUN_LOCKS_AREA, 0700, NULL);
 	close(dir_fd);
-	if (ret < 0)
-		return ret;
-	fd = store_open_beneath(ret, RUN_LOCKS_FILE, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
-	close(ret);
+	if (locks_fd < 0)
+		return locks_fd;
+	fd = store_open_beneath(locks_fd, RUN_LOCKS_FILE, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+	close(locks_fd);
+	return fd;
+}
+
+/*
+ * Opens the run locks' file, making it when missing.  Two hosts making
+ * the directory at once may see ENOENT for a moment on a network file
+ * system (GlusterFS, until the new directory's layout is settled): tried
+ * again a few times.
+ */
+static int open_run_locks(const struct store *store)
+{
+	const char *path = STORE_PRIVATE_DIR "/" RUN_LOCKS_AREA "/" RUN_LOCKS_FILE;
+	int fd = -ENOENT;
+
+	for (int tries = 0; fd == -ENOENT && tries < 20; tries++) {
+		if (tries)
+			nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000000L }, NULL);
+		fd = store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+		if (fd == -EROFS || fd == -EACCES)
+			return store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0);
+		if (fd == -ENOENT)
+			fd = make_run_locks(store);
+	}
 	return fd;
 }
 
