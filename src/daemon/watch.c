@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <search.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,10 @@ struct polled_tenant {
 	bool log_known;
 	int64_t log_ino, log_offset;
 };
+
+/* follow_names() finds an item's name at its start. */
+_Static_assert(offsetof(struct polled_run, name) == 0, "a run starts with its name");
+_Static_assert(offsetof(struct polled_tenant, client) == 0, "a tenant starts with its name");
 
 /*
  * A round polls the tenant dirs, reads their change logs, polls the runs
@@ -411,7 +416,7 @@ static bool same_stamp(const struct stamp *a, const struct stamp *b)
 	return memcmp(a, b, sizeof(*a)) == 0;
 }
 
-/* A sorted list of names, for store_for_each_tenant() and list_runs(). */
+/* The names store_for_each_tenant() or store_for_each_run() gave, in their (name) order. */
 struct names {
 	char (*names)[NAMES_ID_MAX + 1];
 	size_t count, capacity;
@@ -433,32 +438,44 @@ static int add_name(void *ctx, const char *name)
 	return 0;
 }
 
-static int compare_names(const void *a, const void *b)
+/*
+ * Brings a sorted array of what polling follows (*count items of size
+ * bytes, each starting with its name: struct polled_run or struct
+ * polled_tenant) in step with the names there now: an item whose name is
+ * gone goes to gone(), a name new here gets a zeroed item that came()
+ * fills, the others stay as they were.  Returns 0 or -ENOMEM (then
+ * nothing changed).
+ */
+static int follow_names(struct watch *watch, void **items, size_t *count, size_t size,
+			const struct names *now, void (*gone)(struct watch *, void *, void *),
+			void (*came)(struct watch *, void *, void *), void *ctx)
 {
-	return strcmp(a, b);
-}
+	char *old = *items, *fresh = calloc(now->count ? now->count : 1, size);
+	size_t i = 0, j = 0, n = 0;
 
-/* The run dirs of tenant_fd, sorted.  Returns 0 or -errno. */
-static int list_runs(int tenant_fd, struct names *list)
-{
-	struct dirent *entry;
-	DIR *dir;
-	int fd = dup(tenant_fd), ret = 0;
+	if (!fresh)
+		return -ENOMEM;
+	while (i < *count || j < now->count) {
+		int order = i == *count ? 1 : j == now->count ? -1 :
+			    strcmp(old + i * size, now->names[j]);
 
-	if (fd < 0 || store_open_dir(fd, &dir) < 0) {
-		if (fd >= 0)
-			close(fd);
-		return -EIO;
+		if (order < 0) {
+			gone(watch, ctx, old + i++ * size);
+			continue;
+		}
+		if (order == 0) {
+			memcpy(fresh + n * size, old + i++ * size, size);
+		} else {
+			snprintf(fresh + n * size, sizeof(*now->names), "%s", now->names[j]);
+			came(watch, ctx, fresh + n * size);
+		}
+		j++;
+		n++;
 	}
-	close(fd);
-	while (ret == 0 && (entry = readdir(dir)))
-		if (names_check_run(entry->d_name, NULL) == 0 &&
-		    store_entry_type(dir, entry) == DT_DIR)
-			ret = add_name(list, entry->d_name);
-	closedir(dir);
-	if (list->count)
-		qsort(list->names, list->count, sizeof(*list->names), compare_names);
-	return ret;
+	free(old);
+	*items = fresh;
+	*count = n;
+	return 0;
 }
 
 /*
@@ -475,6 +492,31 @@ static void report_run(struct watch *watch, const char *client, const char *run,
 	mark_dirty(watch, client, run, false);
 }
 
+/* A tenant whose runs are listed again, for run_gone() and run_came(). */
+struct run_listing {
+	struct polled_tenant *tenant;
+	int tenant_fd;
+	bool report;
+};
+
+static void run_gone(struct watch *watch, void *ctx, void *run)
+{
+	const struct run_listing *listing = ctx;
+
+	report_run(watch, listing->tenant->client, ((struct polled_run *)run)->name,
+		   listing->report);
+}
+
+static void run_came(struct watch *watch, void *ctx, void *item)
+{
+	const struct run_listing *listing = ctx;
+	struct polled_run *run = item;
+
+	run->dir = stamp_of(listing->tenant_fd, run->name);
+	run->meta = metadata_stamp(listing->tenant_fd, run->name);
+	report_run(watch, listing->tenant->client, run->name, listing->report);
+}
+
 /*
  * Lists the tenant's runs again (its dir changed): reports those that
  * came and went, and keeps the stamps of those still there.
@@ -482,39 +524,15 @@ static void report_run(struct watch *watch, const char *client, const char *run,
 static int poll_run_names(struct watch *watch, struct polled_tenant *t, int tenant_fd,
 			  bool report)
 {
+	struct run_listing listing = { t, tenant_fd, report };
 	struct names now = { 0 };
-	struct polled_run *runs;
-	size_t i = 0, j = 0, n = 0;
-	int ret = list_runs(tenant_fd, &now);
+	int ret = store_for_each_run(watch->store, t->client, add_name, &now);
 
-	runs = ret == 0 ? calloc(now.count ? now.count : 1, sizeof(*runs)) : NULL;
-	if (!runs) {
-		free(now.names);
-		return ret < 0 ? ret : -ENOMEM;
-	}
-	while (i < t->n_runs || j < now.count) {
-		int order = i == t->n_runs ? 1 : j == now.count ? -1 :
-			    strcmp(t->runs[i].name, now.names[j]);
-
-		if (order < 0) {	/* gone */
-			report_run(watch, t->client, t->runs[i++].name, report);
-			continue;
-		}
-		if (order == 0) {
-			runs[n++] = t->runs[i++];
-			j++;
-			continue;
-		}
-		snprintf(runs[n].name, sizeof(runs[n].name), "%s", now.names[j++]);
-		runs[n].dir = stamp_of(tenant_fd, runs[n].name);
-		runs[n].meta = metadata_stamp(tenant_fd, runs[n].name);
-		report_run(watch, t->client, runs[n++].name, report);
-	}
-	free(t->runs);
+	if (ret == 0)
+		ret = follow_names(watch, (void **)&t->runs, &t->n_runs, sizeof(*t->runs), &now,
+				   run_gone, run_came, &listing);
 	free(now.names);
-	t->runs = runs;
-	t->n_runs = n;
-	return 0;
+	return ret;
 }
 
 /* Stats one run again; reports it, and keeps it hot, when it changed. */
@@ -683,6 +701,20 @@ static void release_tenant(struct polled_tenant *t)
 	free(t->runs);
 }
 
+static void tenant_gone(struct watch *watch, void *ctx, void *tenant)
+{
+	const bool *report = ctx;
+
+	if (*report)
+		watch->handler->tenant_changed(watch->ctx, ((struct polled_tenant *)tenant)->client);
+	release_tenant(tenant);
+}
+
+/* A tenant new here is polled from its first round on: nothing to fill in. */
+static void tenant_came(struct watch *watch, void *ctx, void *tenant)
+{
+}
+
 /*
  * With every tenant followed: lists artifacts/ again when it changed,
  * adding the tenants that came (polled from then on) and reporting and
@@ -691,40 +723,14 @@ static void release_tenant(struct polled_tenant *t)
 static int poll_tenant_names(struct watch *watch, bool report)
 {
 	struct names now = { 0 };
-	struct polled_tenant *tenants;
-	size_t i = 0, j = 0, n = 0;
 	int ret = store_for_each_tenant(watch->store, add_name, &now);
 
-	if (ret == 0 && now.count)
-		qsort(now.names, now.count, sizeof(*now.names), compare_names);
-	tenants = ret == 0 ? calloc(now.count ? now.count : 1, sizeof(*tenants)) : NULL;
-	if (!tenants) {
-		free(now.names);
-		return ret < 0 ? ret : -ENOMEM;
-	}
-	while (i < watch->n_tenants || j < now.count) {
-		int order = i == watch->n_tenants ? 1 : j == now.count ? -1 :
-			    strcmp(watch->tenants[i].client, now.names[j]);
-
-		if (order < 0) {	/* gone */
-			if (report)
-				watch->handler->tenant_changed(watch->ctx,
-							       watch->tenants[i].client);
-			release_tenant(&watch->tenants[i++]);
-			continue;
-		}
-		if (order == 0) {
-			tenants[n++] = watch->tenants[i++];
-			j++;
-			continue;
-		}
-		snprintf(tenants[n++].client, sizeof(tenants->client), "%s", now.names[j++]);
-	}
-	free(watch->tenants);
+	if (ret == 0)
+		ret = follow_names(watch, (void **)&watch->tenants, &watch->n_tenants,
+				   sizeof(*watch->tenants), &now, tenant_gone, tenant_came,
+				   &report);
 	free(now.names);
-	watch->tenants = tenants;
-	watch->n_tenants = n;
-	return 0;
+	return ret;
 }
 
 /* One round of polling; with report unset (the first), only notes what is there. */
