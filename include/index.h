@@ -49,7 +49,17 @@ struct index_file {
 	int64_t size;
 	int64_t mtime_ns;
 	int64_t ino;
-	const char *sha256;	/* sealed on the file (seal.h), or NULL */
+};
+
+/*
+ * Where index_put_run() asks for the SHA-256 of a file whose previous row
+ * holds none for these very bytes: sha256_of() returns it malloc'd, or
+ * NULL when it is not known.  Called with the index locked, once per such
+ * file, in filename order.
+ */
+struct index_hash_source {
+	char *(*sha256_of)(void *ctx, const struct index_file *file);
+	void *ctx;
 };
 
 /*
@@ -80,7 +90,8 @@ int index_get_run_stamp(struct index *index, const char *client,
  * columns come from meta (NULL if the file has no entry), file columns from
  * files (NULL if the entry has no file).  The sha256 column of a file whose
  * ino, size and mtime are the same as in the previous row is kept; any
- * other is the file's own sha256 field (NULL when unknown).  Such a file (one promoted through artifactfs) that has
+ * other is what hashes (may be NULL) gives, else NULL.  Such a file (one
+ * promoted through artifactfs) that has
  * no entry in meta also keeps the previous row's metadata columns: its
  * entry was dropped by another writer, and promote_repair_run() puts it
  * back from them.  expires_at is also stored as seconds since the epoch when
@@ -90,7 +101,8 @@ int index_get_run_stamp(struct index *index, const char *client,
 int index_put_run(struct index *index, const char *client, const char *run,
 		  const struct index_run_stamp *stamp,
 		  const struct meta_run *meta,
-		  const struct index_file *files, size_t n_files);
+		  const struct index_file *files, size_t n_files,
+		  const struct index_hash_source *hashes);
 
 /*
  * Records, in one transaction, one file that was just promoted: the run's

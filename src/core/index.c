@@ -1068,7 +1068,7 @@ static int bind_failed(struct index *index)
 static int insert_artifacts(struct index *index, int64_t run_id,
 			    const void *const *arts, size_t n_arts,
 			    const void *const *files, size_t n_files,
-			    const struct old_rows *old)
+			    const struct old_rows *old, const struct index_hash_source *hashes)
 {
 	sqlite3_stmt *stmt = index->stmt[STMT_INSERT_ARTIFACT];
 	const struct meta_artifact *art;
@@ -1081,6 +1081,8 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 	bool bad, sized;
 
 	while (i < n_arts || j < n_files) {
+		char *asked = NULL;
+
 		if (i == n_arts)
 			c = 1;
 		else if (j == n_files)
@@ -1119,13 +1121,15 @@ static int insert_artifacts(struct index *index, int64_t run_id,
 		bind_int64(stmt, 5, sized, sized ? (int64_t)art->size_bytes : 0,
 			   &bad);
 		bind_text(stmt, 6, art ? art->content_type : NULL, &bad);
-		bind_text(stmt, 7, kept ? old->text + kept->sha256 : file ? file->sha256 : NULL,
-			  &bad);
+		if (!kept && file && hashes)
+			asked = hashes->sha256_of(hashes->ctx, file);
+		bind_text(stmt, 7, kept ? old->text + kept->sha256 : asked, &bad);
 		bind_int64(stmt, 8, file != NULL, file ? file->size : 0, &bad);
 		bind_int64(stmt, 9, file != NULL, file ? file->mtime_ns : 0, &bad);
 		bind_int64(stmt, 10, file != NULL, file ? file->ino : 0, &bad);
 		rc = bad ? bind_failed(index) : sqlite3_step(stmt);
 		sqlite3_reset(stmt);
+		free(asked);
 		if (rc != SQLITE_DONE)
 			break;
 		rc = SQLITE_OK;
@@ -1202,7 +1206,8 @@ static int begin_run_write(struct index *index, const char *client, const char *
 int index_put_run(struct index *index, const char *client, const char *run,
 		  const struct index_run_stamp *stamp,
 		  const struct meta_run *meta,
-		  const struct index_file *files, size_t n_files)
+		  const struct index_file *files, size_t n_files,
+		  const struct index_hash_source *hashes)
 {
 	const void **arts = NULL, **sorted_files = NULL;
 	size_t n_arts = 0, n_sorted_files = 0;
@@ -1249,7 +1254,7 @@ int index_put_run(struct index *index, const char *client, const char *run,
 
 	what = "write the artifacts";
 	rc = insert_artifacts(index, run_id, arts, n_arts, sorted_files,
-			      n_sorted_files, &old);
+			      n_sorted_files, &old, hashes);
 	if (rc != SQLITE_OK)
 		goto fail;
 	goto end;

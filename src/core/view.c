@@ -24,10 +24,8 @@
 
 void view_file_list_release(struct view_file_list *list)
 {
-	for (size_t i = 0; i < list->count; i++) {
+	for (size_t i = 0; i < list->count; i++)
 		free((char *)list->files[i].filename);
-		free((char *)list->files[i].sha256);
-	}
 	free(list->files);
 	memset(list, 0, sizeof(*list));
 }
@@ -188,69 +186,24 @@ static int open_run_dir(struct view *view, const char *run, int flags, struct st
 	return fd;
 }
 
-/* The files of a run whose SHA-256 the index holds, as they were hashed. */
-struct hashed_files {
-	struct index_file *files;	/* filenames malloc'd, sorted */
-	size_t count;
-};
-
-static int add_hashed(void *ctx, const struct index_artifact_row *row)
-{
-	struct hashed_files *hashed = ctx;
-	struct index_file *grown;
-
-	if (!row->sha256 || row->file_size < 0)
-		return 0;
-	grown = realloc(hashed->files, (hashed->count + 1) * sizeof(*grown));
-	if (!grown)
-		return -ENOMEM;
-	hashed->files = grown;
-	grown[hashed->count] = (struct index_file){
-		.filename = strdup(row->filename), .size = row->file_size,
-		.mtime_ns = row->file_mtime_ns, .ino = row->file_ino,
-	};
-	return grown[hashed->count++].filename ? 0 : -ENOMEM;
-}
-
-static int compare_files(const void *a, const void *b)
-{
-	return strcmp(((const struct index_file *)a)->filename,
-		      ((const struct index_file *)b)->filename);
-}
-
 /*
- * Gives each file the index has no SHA-256 for (new, changed, or an index
- * rebuilt, on this host or another) the one sealed on it, where the seal
- * still describes it.  Files the index hashed as they are keep theirs,
- * unread: a seal costs a getxattr, a round trip on a network store.
+ * The SHA-256 sealed on a file the index holds none for (new, changed, or
+ * an index rebuilt, on this host or another), where the seal still
+ * describes it: an index_hash_source, ctx the run dir's fd.  Files the
+ * index hashed as they are keep theirs, unread: a seal costs a getxattr,
+ * a round trip on a network store.
  */
-static void read_seals(struct view *view, const char *run, int run_fd,
-		       struct view_file_list *files)
+static char *sealed_sha256(void *ctx, const struct index_file *file)
 {
-	struct hashed_files hashed = { 0 };
+	const int *run_fd = ctx;
+	struct seal seal;
+	char *sha256 = NULL;
 
-	if (index_for_each_artifact(view->index, view->client, run, add_hashed, &hashed) < 0)
-		hashed.count = 0;	/* then every seal is read: slower, as right */
-	else if (hashed.count)
-		qsort(hashed.files, hashed.count, sizeof(*hashed.files), compare_files);
-	for (size_t i = 0; i < files->count; i++) {
-		struct index_file *file = &files->files[i];
-		const struct index_file *known = hashed.count ?
-			bsearch(file, hashed.files, hashed.count, sizeof(*file), compare_files) :
-			NULL;
-		struct seal seal;
-
-		if (known && known->ino == file->ino && known->size == file->size &&
-		    known->mtime_ns == file->mtime_ns)
-			continue;
-		if (seal_read_at(run_fd, file->filename, &seal) == 0 &&
-		    seal_describes(&seal, file->size, file->mtime_ns))
-			file->sha256 = strdup(seal.sha256);	/* none without memory */
-		seal_release(&seal);
-	}
-	for (size_t i = 0; i < hashed.count; i++)
-		free((char *)hashed.files[i].filename);
-	free(hashed.files);
+	if (seal_read_at(*run_fd, file->filename, &seal) == 0 &&
+	    seal_describes(&seal, file->size, file->mtime_ns))
+		sha256 = strdup(seal.sha256);	/* none without memory */
+	seal_release(&seal);
+	return sha256;
 }
 
 int view_index_run(struct view *view, const char *run, int run_fd, unsigned int flags,
@@ -285,9 +238,9 @@ int view_index_run(struct view *view, const char *run, int run_fd, unsigned int 
 		goto out;	/* keep the metadata last read; the stamp stays old */
 	if (found == RUN_METADATA_READ && incomplete)
 		*incomplete = metadata_incomplete(&meta, &files);
-	read_seals(view, run, run_fd, &files);
 	ret = index_put_run(view->index, view->client, run, &stamp,
-			    found == RUN_METADATA_READ ? &meta : NULL, files.files, files.count);
+			    found == RUN_METADATA_READ ? &meta : NULL, files.files, files.count,
+			    &(struct index_hash_source){ sealed_sha256, &run_fd });
 	log_debug("client %s run %s: indexed, %zu files%s", view->client, run, files.count,
 		  found == RUN_METADATA_READ ? "" : ", without metadata");
 out:

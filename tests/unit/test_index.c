@@ -170,7 +170,7 @@ static void test_stamp(void **state)
 
 	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), -ENOENT);
 
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
 	assert_memory_equal(&got, &stamp1, sizeof(got));
 	id = sql_int(f->path, "SELECT id FROM runs WHERE client = 'c1' AND run = 'r1'");
@@ -186,7 +186,7 @@ static void test_stamp(void **state)
 	stamp2.meta_size = 999;
 	stamp2.meta_mtime_ns++;
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp2, &full_meta,
-				       NULL, 0), 0);
+				       NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
 	assert_memory_equal(&got, &stamp2, sizeof(got));
 	assert_int_equal(sql_int(f->path, "SELECT id FROM runs WHERE client = 'c1' AND run = 'r1'"),
@@ -213,7 +213,7 @@ static void test_run_attrs(void **state)
 	index_attrs_release(&attrs);
 
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       NULL, 0), 0);
+				       NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_attrs(index, "c1", "r1", &attrs), 0);
 	assert_int_equal(attrs.count, 5);
 	assert_attr(&attrs, 0, "workflow_id", "wf-9");
@@ -228,7 +228,7 @@ static void test_run_attrs(void **state)
 	partial.workflow_id = NULL;
 	partial.expires_at = NULL;
 	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, &partial,
-				       NULL, 0), 0);
+				       NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_attrs(index, "c1", "r2", &attrs), 0);
 	assert_int_equal(attrs.count, 3);
 	assert_attr(&attrs, 0, "user_directive", "");
@@ -250,7 +250,7 @@ static void test_file_attrs_and_union(void **state)
 	struct index_attrs attrs;
 
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	/* chart.png, bare.txt, huge.bin from meta; data.csv from files. */
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 4);
 
@@ -304,7 +304,7 @@ static void test_file_attrs_and_union(void **state)
 
 	/* Putting again replaces the rows: no meta now, one file. */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL,
-				       some_files, 1), 0);
+				       some_files, 1, NULL), 0);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 1);
 	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png",
 					      &attrs), -ENOENT);
@@ -330,7 +330,7 @@ static void test_duplicates(void **state)
 
 	/* A hand-built list may repeat a name: the later one wins. */
 	assert_int_equal(index_put_run(index, "c", "r", &stamp1, &meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 2);
 	assert_int_equal(index_get_file_attrs(index, "c", "r", "a", &attrs), 0);
 	assert_int_equal(attrs.count, 1);
@@ -392,7 +392,7 @@ static void test_sha256_carry_over(void **state)
 
 	memcpy(files, some_files, sizeof(files));
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	set_sha(f->path, "chart.png");
 	set_sha(f->path, "data.csv");
 	set_sha(f->path, "bare.txt");	/* has no file: never kept */
@@ -400,7 +400,7 @@ static void test_sha256_carry_over(void **state)
 
 	/* Same files: both hashes kept. */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "chart.png", true);
 	assert_sha(index, "data.csv", true);
 	assert_sha(index, "bare.txt", false);
@@ -408,32 +408,32 @@ static void test_sha256_carry_over(void **state)
 	/* Size changed: gone.  The other file is untouched. */
 	files[1].size++;
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "chart.png", false);
 	assert_sha(index, "data.csv", true);
 
 	/* mtime changed: gone. */
 	files[0].mtime_ns++;
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "data.csv", false);
 
 	/* ino changed (the file was replaced by rename): gone. */
 	set_sha(f->path, "data.csv");
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "data.csv", true);
 	files[0].ino = 555;
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "data.csv", false);
 
 	/* A file that disappears and comes back does not get its hash back. */
 	set_sha(f->path, "data.csv");
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files + 1, 1), 0);
+				       files + 1, 1, NULL), 0);
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       files, 2), 0);
+				       files, 2, NULL), 0);
 	assert_sha(index, "data.csv", false);
 	index_close(index);
 }
@@ -454,9 +454,9 @@ static void test_dropped_entry_kept_for_a_promoted_file(void **state)
 	memcpy(files, some_files, sizeof(files));
 	without.artifacts = NULL;
 	without.n_artifacts = 0;
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2, NULL), 0);
 	set_sha(f->path, "chart.png");
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2, NULL), 0);
 	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
 	assert_int_equal(attrs.count, 5);
 	assert_attr(&attrs, 0, "agent_id", "agent-1");
@@ -468,7 +468,7 @@ static void test_dropped_entry_kept_for_a_promoted_file(void **state)
 	assert_null(index_attrs_value(&attrs, "workflow_id"));
 	index_attrs_release(&attrs);
 	/* Still kept the next time (the row now holds it). */
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2, NULL), 0);
 	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
 	assert_int_equal(attrs.count, 5);
 	index_attrs_release(&attrs);
@@ -478,10 +478,52 @@ static void test_dropped_entry_kept_for_a_promoted_file(void **state)
 	index_attrs_release(&attrs);
 	/* Rewritten since: what we knew is about other bytes. */
 	files[1].mtime_ns++;
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &without, files, 2, NULL), 0);
 	assert_int_equal(index_get_file_attrs(index, "c1", "r1", "chart.png", &attrs), 0);
 	assert_int_equal(attrs.count, 0);
 	index_attrs_release(&attrs);
+	index_close(index);
+}
+
+/* A hash source that knows chart.png's SHA-256 and counts what it is asked. */
+static char *count_asks(void *ctx, const struct index_file *file)
+{
+	unsigned int *asked = ctx;
+
+	(*asked)++;
+	return strcmp(file->filename, "chart.png") == 0 ? strdup(SHA) : NULL;
+}
+
+/*
+ * The hash source is asked only for files whose previous row holds no
+ * SHA-256 for the same bytes, and what it gives is stored.
+ */
+static void test_hash_source_is_asked_for_unhashed_files_only(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	unsigned int asked = 0;
+	struct index_hash_source hashes = { count_asks, &asked };
+	struct index_file files[2];
+	char *sha;
+
+	memcpy(files, some_files, sizeof(files));
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2,
+				       &hashes), 0);
+	assert_int_equal(asked, 2);
+	sha = get_sha(index, "chart.png");
+	assert_string_equal(sha, SHA);
+	free(sha);
+	assert_null(get_sha(index, "data.csv"));
+	/* Kept for the same bytes: chart.png is not asked again, data.csv is. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2,
+				       &hashes), 0);
+	assert_int_equal(asked, 3);
+	/* Other bytes (another mtime): asked again. */
+	files[1].mtime_ns++;
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, files, 2,
+				       &hashes), 0);
+	assert_int_equal(asked, 5);
 	index_close(index);
 }
 
@@ -492,9 +534,9 @@ static void test_delete_run(void **state)
 	struct index_run_stamp got;
 
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), 8);
 
 	assert_int_equal(index_delete_run(index, "c1", "r1"), 0);
@@ -573,8 +615,8 @@ static void test_typed_reads(void **state)
 	struct index_audit row = { .time_ns = 1000, .client = "c3",
 				   .action = INDEX_ACTION_DELETE, .filename = "x", .size = -1 };
 
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, some_files, 2), 0);
-	assert_int_equal(index_put_run(index, "c2", "r2", &stamp1, NULL, some_files, 1), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta, some_files, 2, NULL), 0);
+	assert_int_equal(index_put_run(index, "c2", "r2", &stamp1, NULL, some_files, 1, NULL), 0);
 	set_sha(f->path, "chart.png");
 	assert_int_equal(index_claim_run(index, "c4", "r4"), 0);
 	assert_int_equal(index_add_audit(index, &row), 0);
@@ -653,10 +695,10 @@ static void test_list_runs(void **state)
 
 	for (i = 0; i < 4; i++)
 		assert_int_equal(index_put_run(index, "alice", a_runs[i], &stamp1,
-					       NULL, NULL, 0), 0);
+					       NULL, NULL, 0, NULL), 0);
 	assert_int_equal(index_put_run(index, "bob", "r1", &stamp1, &full_meta,
-				       NULL, 0), 0);
-	assert_int_equal(index_put_run(index, "bob", "x", &stamp1, NULL, NULL, 0), 0);
+				       NULL, 0, NULL), 0);
+	assert_int_equal(index_put_run(index, "bob", "x", &stamp1, NULL, NULL, 0, NULL), 0);
 
 	assert_int_equal(index_list_runs(index, "alice", &runs, &n), 0);
 	assert_int_equal(n, 4);
@@ -704,18 +746,18 @@ static void test_expiry(void **state)
 
 	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
 
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
 
 	meta.expires_at = (char *)"next tuesday";
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &meta, NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &meta, NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), -ENOENT);
 	/* The text is kept for the xattr even though it is not a time. */
 	assert_int_equal(sql_int(f->path, "SELECT expires_at = 'next tuesday'"
 				 " FROM runs"), 1);
 
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       NULL, 0), 0);
+				       NULL, 0, NULL), 0);
 	assert_int_equal(index_get_run_expiry(index, "c1", "r1", &when), 0);
 	assert_int_equal(when, EXPIRES_UNIX);
 	assert_int_equal(sql_int(f->path, "SELECT expires_at_unix FROM runs"),
@@ -803,7 +845,7 @@ static void assert_rebuilt(struct fixture *f, const char *logged,
 			 INDEX_SCHEMA_VERSION);
 	index = open_ok(f->path);
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(index_get_run_stamp(index, "c1", "r1", &got), 0);
 	index_close(index);
 }
@@ -931,14 +973,14 @@ static void test_two_handles(void **state)
 	size_t n;
 
 	assert_int_equal(index_put_run(a, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(index_get_run_stamp(b, "c1", "r1", &got), 0);
 	assert_memory_equal(&got, &stamp1, sizeof(got));
 	assert_int_equal(index_get_file_attrs(b, "c1", "r1", "chart.png", &attrs), 0);
 	assert_int_equal(attrs.count, 4);
 	index_attrs_release(&attrs);
 
-	assert_int_equal(index_put_run(b, "c1", "r2", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_put_run(b, "c1", "r2", &stamp1, NULL, NULL, 0, NULL), 0);
 	assert_int_equal(index_delete_run(b, "c1", "r1"), 0);
 	assert_int_equal(index_list_runs(a, "c1", &runs, &n), 0);
 	assert_int_equal(n, 1);
@@ -973,12 +1015,12 @@ static void *worker_main(void *arg)
 	snprintf(run, sizeof(run), "run-%d", w->id);
 	for (i = 0; i < WORKER_FILES; i++) {
 		snprintf(names[i], sizeof(names[i]), "file-%03d", i);
-		files[i] = (struct index_file){ names[i], i, i, i + 1, NULL };
+		files[i] = (struct index_file){ names[i], i, i, i + 1 };
 	}
 	for (round = 0; round < WORKER_ROUNDS; round++) {
 		stamp.dir_mtime_ns = round;
 		if (index_put_run(w->index, "c", run, &stamp, &full_meta,
-				  files, WORKER_FILES))
+				  files, WORKER_FILES, NULL))
 			w->failures++;
 		if (index_get_run_stamp(w->index, "c", run, &got) ||
 		    got.dir_mtime_ns != round)
@@ -1073,15 +1115,15 @@ static void test_large_run(void **state)
 	for (i = 0; i < N; i++) {
 		snprintf(names + 16 * i, 16, "f%06zu", N - 1 - i);
 		files[i] = (struct index_file){ names + 16 * i, (int64_t)i, 7,
-						(int64_t)i + 1000, NULL };
+						(int64_t)i + 1000 };
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(index_put_run(index, "c", "big", &stamp1, &full_meta,
-				       files, N), 0);
+				       files, N, NULL), 0);
 	sql_exec(f->path, "UPDATE artifacts SET sha256 = '" SHA "'");
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	assert_int_equal(index_put_run(index, "c", "big", &stamp1, &full_meta,
-				       files, N), 0);
+				       files, N, NULL), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t2);
 	print_message("100,000 files: first put %.2f s, second put (carrying hashes) %.2f s\n",
 		      (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
@@ -1252,7 +1294,7 @@ static void test_claim(void **state)
 	free(owner);
 
 	/* Ownership outlives the run's rows: sessions/<run> is still there. */
-	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0), 0);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, NULL, NULL, 0, NULL), 0);
 	assert_int_equal(index_delete_run(index, "c1", "r1"), 0);
 	assert_int_equal(index_claim_run(index, "c2", "r1"), -EACCES);
 	index_close(index);
@@ -1565,15 +1607,15 @@ static void test_usage(void **state)
 
 	/* 4 rows: chart.png and data.csv have files, bare.txt and huge.bin not. */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
 	assert_int_equal(bytes, 1244);
 	assert_int_equal(files, 2);
 
 	assert_int_equal(index_put_run(index, "c1", "r2", &stamp1, NULL,
-				       other, 1), 0);
+				       other, 1, NULL), 0);
 	assert_int_equal(index_put_run(index, "c2", "r1", &stamp1, NULL,
-				       some_files, 1), 0);
+				       some_files, 1, NULL), 0);
 	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
 	assert_int_equal(bytes, 1001244);
 	assert_int_equal(files, 3);
@@ -1583,7 +1625,7 @@ static void test_usage(void **state)
 
 	/* A run with entries but no files adds nothing. */
 	assert_int_equal(index_put_run(index, "c3", "r1", &stamp1, &full_meta,
-				       NULL, 0), 0);
+				       NULL, 0, NULL), 0);
 	assert_int_equal(index_get_usage(index, "c3", &bytes, &files), 0);
 	assert_int_equal(bytes, 0);
 	assert_int_equal(files, 0);
@@ -1603,7 +1645,7 @@ static void test_set_sha256(void **state)
 
 	/* data.csv: size 10, mtime 1000, ino 101; chart.png: 1234, 2000, 102. */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_int_equal(index_set_sha256(index, "c1", "r1", "data.csv",
 					  101, 10, 1000, SHA), 0);
 	assert_sha(index, "data.csv", true);
@@ -1641,7 +1683,7 @@ static void test_set_sha256(void **state)
 
 	/* The hash then lives as any other: kept while the file stays. */
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	assert_sha(index, "data.csv", true);
 	index_close(index);
 }
@@ -1658,7 +1700,7 @@ static void test_put_artifact(void **state)
 	struct index_file file = { .filename = "new.md", .size = 5, .mtime_ns = 3000, .ino = 103 };
 
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
-				       some_files, 2), 0);
+				       some_files, 2, NULL), 0);
 	int64_t before = sql_int(f->path, "SELECT count(*) FROM artifacts");
 	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
 					    &file, SHA), 0);
@@ -1688,6 +1730,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_artifact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hash_source_is_asked_for_unhashed_files_only,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_empty_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stamp, setup, teardown),
