@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -317,16 +316,10 @@ static int record_landing(struct writer *w, int run_fd, const struct landing *l,
 /* --- seals ------------------------------------------------------------------ */
 
 /*
- * Recovery trusts a file in a run, or in a dead instance's staging, as
- * the one a landing describes only when its seal (seal.h) names that
- * landing (run, name, generation time) and its bytes hash to the sealed
- * SHA-256.
- */
-
-/*
- * Whether fd (of st) is a file sealed for run/name at generated_at that
- * holds the sealed bytes; the sealed SHA-256 goes to sha256.  Hashes the
- * whole file.
+ * Whether fd (of st) is a file sealed (seal.h) for run/name at
+ * generated_at that holds the sealed bytes; the sealed SHA-256 goes to
+ * sha256.  Hashes the whole file: recovery trusts a file in a run, or in a
+ * dead instance's staging, as the one a landing describes only then.
  */
 static bool seal_holds(int fd, const struct stat *st, const char *run, const char *name,
 		       const char *generated_at, char sha256[LANDING_SHA256_HEX_SIZE])
@@ -381,9 +374,9 @@ static int seal_staged(int staged_dir, const char *staged_name, const struct lan
  * Landings into one run by the writer's threads at once share their
  * flushes.  A landing waits in w->landings_waiting; the first thread to
  * find no group of its run being landed leads: it takes every landing of
- * the run waiting then, lands them together (one intent, one
- * metadata.json rewrite, one fsync of each directory) and wakes the
- * others.  Landings that arrive meanwhile form the next group.
+ * the run waiting then, lands them together (one record, one
+ * metadata.json rewrite, one flush_all() and one fsync of the run dir)
+ * and wakes the others.  Landings that arrive meanwhile form the next group.
  */
 struct landing_job {
 	int staged_dir;
@@ -1002,7 +995,7 @@ static unsigned int recover_intent(struct writer *w, int work_fd, const char *na
 	int run_fd, fd, lock;
 
 	if (store_read_file(work_fd, name, INTENT_MAX, &buf, &len, &st) < 0)
-		return false;
+		return 0;
 	doc = json_loadb(buf, len, 0, &error);
 	if (doc && json_object_get(doc, "artifacts")) {
 		done = recover_record(w, intent_run(name), buf, len);
@@ -1034,7 +1027,7 @@ static unsigned int recover_intent(struct writer *w, int work_fd, const char *na
 	    record_landing(w, run_fd, &l, &meta, &version, reason) == 0) {
 		log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
 			    w->view->client, l.run, l.name);
-		done = true;
+		done = 1;
 	}
 	if (fd >= 0)
 		close(fd);
@@ -1060,7 +1053,7 @@ static bool recover_staged(struct writer *w, int dir_fd, const char *name)
 	const struct meta_artifact *entry;
 	struct landing l = { 0 };
 	struct seal seal = { 0 };
-	bool done = false;
+	bool done = false, there;
 	int fd, in_run, run_fd = -1, lock = -1;
 	struct stat st, landed;
 
@@ -1078,14 +1071,12 @@ static bool recover_staged(struct writer *w, int dir_fd, const char *name)
 	if (!entry || !entry->generated_at || strcmp(entry->generated_at, seal.generated_at) != 0)
 		goto out;	/* its entry never landed: nothing was promised */
 	in_run = store_open_regular(run_fd, seal.name, O_RDONLY, &landed);
-	if (in_run >= 0) {
-		done = seal_holds(in_run, &landed, seal.run, seal.name, seal.generated_at, l.sha256);
+	there = in_run >= 0 &&
+		seal_holds(in_run, &landed, seal.run, seal.name, seal.generated_at, l.sha256);
+	if (in_run >= 0)
 		close(in_run);
-		if (done) {
-			done = false;	/* there already */
-			goto out;
-		}
-	}
+	if (there)
+		goto out;
 	l.run = seal.run;
 	l.name = seal.name;
 	l.size = (uint64_t)st.st_size;

@@ -20,9 +20,9 @@
 #include "store.h"
 
 /* How often a half-written file is read again. */
+#define RETRY_INTERVAL_MS 10
 /* Reads again of a metadata.json replaced meanwhile (ESTALE) before giving up. */
 #define METAFILE_STALE_RETRIES 16
-#define RETRY_INTERVAL_MS 10
 
 static int64_t monotonic_ms(void)
 {
