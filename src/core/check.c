@@ -615,7 +615,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 {
 	char reason[AUDIT_REASON_SIZE] = "";
 	struct check_repair_result ignored = { 0 };
-	struct metafile_version version;
+	struct metafile_version version, read;
 	struct meta_run meta = { 0 }, before = { 0 };
 	struct repair r = { .flags = flags };
 	struct timespec now;
@@ -669,6 +669,7 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 		goto out;
 	}
 	duplicates = meta.n_duplicates;
+	read = version;
 	ret = copy_sizes(&meta, &before);
 	if (ret == 0)
 		ret = metaedit_apply(w, run_fd, &meta, &version, repair_entries, &r, reason);
@@ -684,7 +685,10 @@ unsigned int check_repair_run(struct writer *w, const char *run, unsigned int gr
 			     "the broken one kept in " STORE_PRIVATE_DIR "/" CHECK_KEPT_DIR);
 	}
 	audit_repair(w, run, &r, &before, duplicates, &meta, result);
-	store_note_change(w->view->store, w->view->client, run);
+	/* Other hosts hear of a repair that rewrote metadata.json, not of every look. */
+	if (rebuilt || read.present != version.present || read.ino != version.ino ||
+	    read.mtime_ns != version.mtime_ns)
+		store_note_change(w->view->store, w->view->client, run);
 	view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);
 	result->reindexed = true;
 out:
