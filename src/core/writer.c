@@ -42,7 +42,7 @@ static void host_label(char *label, size_t size)
  */
 static int make_instance(struct writer *w)
 {
-	char host[33], making[sizeof(w->instance) + 1];
+	char host[33], making[sizeof(w->instance) + 1] = "";
 	struct timespec now;
 	int ret = 0;
 
@@ -79,6 +79,7 @@ static int make_instance(struct writer *w)
 		ret = -errno;
 		goto out;
 	}
+	making[0] = '\0';	/* named: writer_close() removes it */
 	w->runs_fd = store_make_dir(w->instance_fd, "runs", 0700, NULL);
 	w->requests_fd = store_make_dir(w->instance_fd, "requests", 0700, NULL);
 	w->work_fd = store_make_dir(w->instance_fd, "work", 0700, NULL);
@@ -88,6 +89,9 @@ out:
 	if (ret < 0)
 		log_error("client %s: cannot make the staging directory: %s", w->view->client,
 			  strerror(-ret));
+	/* Never named, so recovery would never see it: gone at once. */
+	if (ret < 0 && making[0] && w->instance_fd >= 0)
+		store_remove_tree(w->staging_fd, making);
 	return ret;
 }
 
