@@ -1113,6 +1113,24 @@ static int commit_upload(struct upload *u)
 	return ret;
 }
 
+/*
+ * What can no longer land leaves promote/ at the close that settled it,
+ * not at the release the kernel sends after close() has returned: a
+ * failed upload, and a request, which its first commit spends.  Upload
+ * locked.
+ */
+static void withdraw_if_spent(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+
+	if (!u->failure && (u->run[0] || !u->committed))
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (u->registered)
+		discard_registered(p, u);	/* never frees: the caller holds a reference */
+	pthread_mutex_unlock(&p->lock);
+}
+
 void promote_abandon_upload(struct upload *u, const char *reason)
 {
 	pthread_mutex_lock(&u->lock);
@@ -1121,6 +1139,7 @@ void promote_abandon_upload(struct upload *u, const char *reason)
 		record(u->promoter, INDEX_ACTION_PROMOTE, u->run[0] ? u->run : NULL, u->name,
 		       (int64_t)u->size, NULL, EINTR, reason);
 	}
+	withdraw_if_spent(u);
 	pthread_mutex_unlock(&u->lock);
 }
 
@@ -1144,6 +1163,7 @@ int promote_commit_upload(struct upload *u)
 		ret = commit_upload(u);
 	else
 		ret = u->outcome;
+	withdraw_if_spent(u);
 	pthread_mutex_unlock(&u->lock);
 	return ret;
 }
