@@ -53,6 +53,16 @@ struct fs {
 	 */
 	unsigned int read_ahead_kb;
 	char bdi[32];		/* "MAJOR:MINOR" of the mount */
+	/*
+	 * The largest request (write, or read through the daemon) the INIT
+	 * reply allows, and the block size an upload in promote/ reports,
+	 * the largest power of two within it: cp sizes its writes by
+	 * st_blksize, so a copy into promote/ sends a few large requests
+	 * where 128 KiB ones would each pay a round trip.  Set by
+	 * fs_size_requests() before mounting.
+	 */
+	unsigned int max_request;
+	blksize_t upload_block;
 	struct timespec mounted_at;
 	struct ino_cipher ino_cipher;	/* how backing inode numbers are shown */
 	/*
@@ -88,6 +98,9 @@ struct fs {
 };
 
 extern const struct fuse_lowlevel_ops fs_operations;
+
+/* Sets fs->max_request and fs->upload_block (before mounting). */
+void fs_size_requests(struct fs *fs);
 
 /*
  * Starts and stops the pruner thread (after the mount, before the

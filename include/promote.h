@@ -105,11 +105,16 @@ int promote_begin_upload(struct promoter *promoter, const char *run, const char 
 int promote_upload_fd(const struct upload *upload);
 
 /*
- * Writes to the staged file.  Returns the bytes written, or -EDQUOT (the
- * upload then fails as a whole), -errno.
+ * Writes to the staged file, and calls answer(context, result) as soon as
+ * the write is taken: result is the bytes written, or -EDQUOT (the upload
+ * then fails as a whole), -errno.  What is left is done before it returns,
+ * while the writer sends its next bytes: a large aligned write's bytes
+ * reach the staged file then (a failure there fails the upload at its
+ * commit, as a write-back error fails close()), and buf is folded into
+ * the upload's SHA-256.  answer is called exactly once.
  */
-ssize_t promote_upload_write(struct upload *upload, const void *buf, size_t size,
-			     off_t offset);
+void promote_upload_write(struct upload *upload, const void *buf, size_t size, off_t offset,
+			  void (*answer)(void *context, ssize_t result), void *context);
 
 /* Truncates or extends the staged file.  Returns 0, -EDQUOT, -errno. */
 int promote_upload_truncate(struct upload *upload, off_t size);
@@ -172,6 +177,16 @@ int promote_rename_upload(struct promoter *p, const char *run, const char *from,
  * Logs and audits the refusal, naming the path.  Returns -EPERM.
  */
 int promote_refuse_directory(struct promoter *p, const char *run, const char *name);
+
+/*
+ * Waits until every write answered so far to the upload (upload, or if
+ * NULL the one in flight for run/name) is in its staged file.  A write is
+ * answered before its bytes reach the staged file (promote_upload_write());
+ * whatever reads the staged file through another way than this module
+ * (a FUSE read of an open file, lseek) calls this first.
+ */
+void promote_settle_upload(struct promoter *promoter, struct upload *upload, const char *run,
+			   const char *name);
 
 /*
  * Looks up the upload in flight for run/name (run NULL: a request).

@@ -46,6 +46,20 @@ struct run_attrs {
 	struct run_attrs *next;
 };
 
+/* Uploads are sent to the disk in chunks of this many bytes as they come. */
+#define WRITEBACK_CHUNK (8u << 20)
+
+/*
+ * Writes from this size up, on offsets and sizes aligned to
+ * DIRECT_WRITE_ALIGN, bypass the page cache (write_staged()); larger than
+ * DIRECT_WRITE_MAX, which no FUSE request is, they go buffered.
+ */
+#define DIRECT_WRITE_MIN (64u << 10)
+#define DIRECT_WRITE_MAX (1u << 20)
+#define DIRECT_WRITE_ALIGN 4096u
+/* Direct writes of one upload in flight at once, each with its buffer. */
+#define DIRECT_BUFFERS 8
+
 /*
  * One file being written in promote/: from the open that starts it to the
  * release of its last descriptor.
@@ -65,13 +79,32 @@ struct run_attrs {
  *  - fd keeps its number from the first stage to upload_free(): a new
  *    open file is dup3()'d onto it, so readers of that number (FUSE
  *    reads, fstat in listings) never meet a closed or reused one.
+ *  - direct_fd is a second, O_DIRECT open file of the staged file for
+ *    large aligned writes (write_staged()); it exists only while the
+ *    staged file does, and is closed before the file lands, or anything
+ *    is put in place of fd.  Upload's lock.
  *  - refs (promoter's lock) counts who holds the struct: each open file
  *    that writes it, and a rename or unlink at work on it.  The last one
  *    frees it, unless it is a temporary that still holds its name: that
  *    one stays, parked, for a rename, a reopen, an unlink, the idle limit
  *    or the end of the mount.  Whoever finds an upload under the
  *    promoter's lock and lets go of the lock takes a reference first.
- * Lock order: an upload's lock, then the promoter's.
+ *  - A write is answered as soon as it is taken; what is left of it is
+ *    done behind the writer's back, so the writer sends its next bytes
+ *    meanwhile: a large aligned write's direct write to the staged file
+ *    (from one of the upload's aligned buffers), and the fold of a
+ *    sequential write into the running SHA-256 (see
+ *    promote_upload_write()).  hash_end (upload's lock) is where the
+ *    sequential writes handed to the hash end; they fold in that order.
+ *    behind_lock guards behind (writes answered, not yet done), hashed
+ *    (where the folded bytes end), the buffers' busy flags and
+ *    behind_error; the thread whose write starts at hashed folds, with
+ *    no lock held.  Whatever reads the staged file or its size, resets,
+ *    copies or frees the hash, or closes direct_fd first waits for
+ *    behind to reach 0 (settle_behind()); under the upload's lock no new
+ *    write can be taken meanwhile.
+ * Lock order: an upload's lock, then the promoter's, then an upload's
+ * behind_lock (which is never held across I/O).
  */
 struct upload {
 	struct promoter *promoter;
@@ -81,6 +114,9 @@ struct upload {
 	char name[NAMES_FILE_MAX + 1];
 	int fd;			/* the staged file; after a commit, the artifact */
 	int dir_fd;		/* where it is staged */
+	int direct_fd;		/* fd opened O_DIRECT, -1: not yet, or closed */
+	bool direct_refused;	/* the file system refused O_DIRECT: buffered only */
+	uint64_t direct_end;	/* end of the direct writes taken since the last settle */
 	uint64_t size;		/* apparent size, as the quota counts it */
 	bool dirty;		/* written since the last commit */
 	bool committed;		/* committed at least once */
@@ -97,7 +133,15 @@ struct upload {
 	char *agent_id;
 	/* SHA-256 of a sequential write, so a plain copy is hashed once. */
 	EVP_MD_CTX *hash;
+	uint64_t hash_end;	/* UINT64_MAX: not sequential, hashed at commit */
+	/* What answered writes still do; see above. */
+	pthread_mutex_t behind_lock;
+	pthread_cond_t behind_moved;
+	unsigned int behind;
 	uint64_t hashed;
+	int behind_error;	/* sticky -errno of a direct write that failed */
+	void *direct_buffers[DIRECT_BUFFERS];	/* DIRECT_WRITE_MAX bytes each */
+	bool direct_busy[DIRECT_BUFFERS];
 };
 
 struct promoter {
@@ -120,8 +164,6 @@ struct promoter {
 	uint64_t used_files;
 };
 
-/* Uploads are sent to the disk in chunks of this many bytes as they come. */
-#define WRITEBACK_CHUNK (8u << 20)
 
 static int refresh_usage(struct promoter *p);
 
@@ -431,14 +473,61 @@ static void sweep_parked(struct promoter *p)
 	}
 }
 
+/*
+ * Waits until every answered write is done (see struct upload).  With
+ * the upload's lock held, or, where only the staged file is read, the
+ * promoter's.
+ */
+static void settle_behind(struct upload *u)
+{
+	pthread_mutex_lock(&u->behind_lock);
+	while (u->behind)
+		pthread_cond_wait(&u->behind_moved, &u->behind_lock);
+	pthread_mutex_unlock(&u->behind_lock);
+}
+
+/*
+ * A direct write that failed after its write was answered fails the
+ * upload, as a write-back error fails fsync() and close(): its bytes are
+ * not in the staged file.  Upload locked, settled.
+ */
+static void take_behind_error(struct upload *u)
+{
+	int error;
+
+	pthread_mutex_lock(&u->behind_lock);
+	error = u->behind_error;
+	pthread_mutex_unlock(&u->behind_lock);
+	if (!error || u->failure)
+		return;
+	u->failure = error;
+	record(u->promoter, INDEX_ACTION_PROMOTE, u->run[0] ? u->run : NULL, u->name,
+	       (int64_t)u->size, NULL, -error, "a write to the staged file failed after it "
+	       "was acknowledged");
+}
+
+/* Closes the O_DIRECT open file of the staged file.  Upload locked. */
+static void close_direct(struct upload *u)
+{
+	settle_behind(u);
+	if (u->direct_fd >= 0)
+		close(u->direct_fd);
+	u->direct_fd = -1;
+}
+
 static void upload_free(struct upload *u)
 {
+	close_direct(u);	/* a write answered before the release may still be behind */
+	for (int i = 0; i < DIRECT_BUFFERS; i++)
+		free(u->direct_buffers[i]);
 	if (u->fd >= 0)
 		close(u->fd);
 	if (u->dir_fd >= 0)
 		close(u->dir_fd);
 	EVP_MD_CTX_free(u->hash);
 	free(u->agent_id);
+	pthread_cond_destroy(&u->behind_moved);
+	pthread_mutex_destroy(&u->behind_lock);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 }
@@ -479,8 +568,12 @@ static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t 
 /* Starts the sequential hash over a staged file of size bytes.  Upload locked. */
 static void start_hash(struct upload *u, uint64_t size)
 {
+	settle_behind(u);
 	/* Content copied in: the sequential hash cannot cover it. */
-	u->hashed = size ? UINT64_MAX : 0;
+	u->hash_end = size ? UINT64_MAX : 0;
+	pthread_mutex_lock(&u->behind_lock);
+	u->hashed = 0;
+	pthread_mutex_unlock(&u->behind_lock);
 	EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
 }
 
@@ -569,11 +662,13 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	if (!u)
 		return -ENOMEM;
 	u->promoter = p;
-	u->fd = u->dir_fd = -1;
+	u->fd = u->dir_fd = u->direct_fd = -1;
 	u->refs = 1;
 	u->opener = opener;
 	u->temporary = run && names_is_temporary(name);
 	pthread_mutex_init(&u->lock, NULL);
+	pthread_mutex_init(&u->behind_lock, NULL);
+	pthread_cond_init(&u->behind_moved, NULL);
 	snprintf(u->run, sizeof(u->run), "%s", run ? run : "");
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	u->hash = EVP_MD_CTX_new();
@@ -701,6 +796,7 @@ static int restage(struct upload *u)
 	uint64_t size;
 
 	ret = make_staged_file(u, u->fd, &fd, &size);
+	close_direct(u);	/* it would write to the file landed before */
 	if (ret == 0 && dup3(fd, u->fd, O_CLOEXEC) < 0) {
 		ret = -errno;
 		unlinkat(u->dir_fd, u->name, 0);
@@ -737,6 +833,7 @@ static int prepare_change(struct upload *u, uint64_t new_size)
 	struct promoter *p = u->promoter;
 	int ret = 0;
 
+	take_behind_error(u);
 	if (u->failure)
 		return u->failure;
 	if (!u->run[0] && new_size > PROMOTE_REQUEST_MAX)
@@ -773,29 +870,170 @@ static void start_writeback(int fd, uint64_t offset, uint64_t len)
 	sync_file_range(fd, (off64_t)(end - chunk), (off64_t)chunk, SYNC_FILE_RANGE_WRITE);
 }
 
-ssize_t promote_upload_write(struct upload *u, const void *buf, size_t size, off_t offset)
+/* What is left of an answered write: see promote_upload_write(). */
+struct behind_work {
+	int buffer;	/* the direct write's buffer, -1: none (written already) */
+	bool fold;	/* folds into the hash */
+};
+
+/*
+ * Takes a free aligned buffer for a direct write, waiting for one of the
+ * writes behind to finish if all are busy.  Returns its index, or -ENOMEM.
+ * Upload locked.
+ */
+static int take_buffer(struct upload *u)
 {
+	int ret = -ENOMEM;
+
+	pthread_mutex_lock(&u->behind_lock);
+	for (;;) {
+		int i;
+		for (i = 0; i < DIRECT_BUFFERS && u->direct_busy[i]; i++)
+			;
+		if (i < DIRECT_BUFFERS) {
+			if (u->direct_buffers[i] ||
+			    posix_memalign(&u->direct_buffers[i], DIRECT_WRITE_ALIGN,
+					   DIRECT_WRITE_MAX) == 0) {
+				u->direct_busy[i] = true;
+				ret = i;
+			} else {
+				u->direct_buffers[i] = NULL;
+			}
+			break;
+		}
+		pthread_cond_wait(&u->behind_moved, &u->behind_lock);
+	}
+	pthread_mutex_unlock(&u->behind_lock);
+	return ret;
+}
+
+/* Whether a write may go past the page cache (see write_staged()).  Upload locked. */
+static bool may_write_direct(struct upload *u, size_t size, off_t offset)
+{
+	char proc[32];
+
+	if (u->direct_refused || size < DIRECT_WRITE_MIN || size > DIRECT_WRITE_MAX ||
+	    size % DIRECT_WRITE_ALIGN || (uint64_t)offset % DIRECT_WRITE_ALIGN)
+		return false;
+	if (u->direct_fd < 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", u->fd);
+		u->direct_fd = open(proc, O_WRONLY | O_DIRECT | O_CLOEXEC);
+		if (u->direct_fd < 0) {
+			log_info("client %s run %s file %s: the staged file cannot be opened "
+				 "with O_DIRECT (%s); writing through the page cache",
+				 u->promoter->view->client, u->run, u->name, strerror(errno));
+			u->direct_refused = true;
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Takes a write into the staged file.  A large aligned write (a copy's:
+ * cp sizes them by st_blksize) is copied to an aligned buffer, to be
+ * written past the page cache once answered (work->buffer): on these
+ * kernels copying new data into freshly allocated page cache is what a
+ * buffered write costs most, and every byte must reach the disk before
+ * the commit anyway.  Anything else is written now, through the page
+ * cache, and sent to the disk as it comes.  The kernel keeps the page
+ * cache coherent with direct writes, so reads through fd see them once
+ * settled.  Returns the bytes taken or -errno.  Upload locked.
+ */
+static ssize_t take_write(struct upload *u, const void *buf, size_t size, off_t offset,
+			  struct behind_work *work)
+{
+	ssize_t written;
+
+	/*
+	 * Direct writes behind may finish in any order, so they never
+	 * overlap: one below the last one's end, or any other write, waits
+	 * for them first.
+	 */
+	work->buffer = -1;
+	if (may_write_direct(u, size, offset) && (uint64_t)offset >= u->direct_end)
+		work->buffer = take_buffer(u);
+	if (work->buffer < 0) {
+		settle_behind(u);
+		u->direct_end = 0;
+	}
+	if (work->buffer >= 0) {
+		u->direct_end = (uint64_t)offset + size;
+		memcpy(u->direct_buffers[work->buffer], buf, size);
+		return (ssize_t)size;
+	}
+	written = pwrite(u->fd, buf, size, offset);
+	if (written < 0)
+		return -errno;
+	start_writeback(u->fd, (uint64_t)offset, (uint64_t)written);
+	return written;
+}
+
+/*
+ * Does what is left of an answered write: its direct write, then its fold
+ * into the hash, in the order the sequential writes were taken.  No lock
+ * held; see struct upload.
+ */
+static void finish_behind(struct upload *u, const struct behind_work *work, const void *buf,
+			  size_t size, uint64_t offset)
+{
+	int error = 0;
+
+	if (work->buffer >= 0) {
+		ssize_t n = pwrite(u->direct_fd, u->direct_buffers[work->buffer], size,
+				   (off_t)offset);
+		if (n != (ssize_t)size)
+			error = n < 0 ? -errno : -EIO;
+	}
+	if (work->fold) {
+		pthread_mutex_lock(&u->behind_lock);
+		while (u->hashed != offset)
+			pthread_cond_wait(&u->behind_moved, &u->behind_lock);
+		pthread_mutex_unlock(&u->behind_lock);
+		EVP_DigestUpdate(u->hash, buf, size);
+	}
+	pthread_mutex_lock(&u->behind_lock);
+	if (work->fold)
+		u->hashed += size;
+	if (work->buffer >= 0)
+		u->direct_busy[work->buffer] = false;
+	if (error && !u->behind_error)
+		u->behind_error = error;
+	u->behind--;
+	pthread_cond_broadcast(&u->behind_moved);
+	pthread_mutex_unlock(&u->behind_lock);
+}
+
+void promote_upload_write(struct upload *u, const void *buf, size_t size, off_t offset,
+			  void (*answer)(void *context, ssize_t written), void *context)
+{
+	struct behind_work work = { .buffer = -1 };
 	ssize_t written;
 
 	pthread_mutex_lock(&u->lock);
 	written = prepare_change(u, (uint64_t)offset + size);
 	if (written < 0)
 		goto out;
-	written = pwrite(u->fd, buf, size, offset);
-	if (written < 0) {
-		written = -errno;
+	written = take_write(u, buf, size, offset, &work);
+	if (written <= 0)
 		goto out;
+	if ((uint64_t)offset == u->hash_end) {
+		u->hash_end += (uint64_t)written;
+		work.fold = true;
+	} else {
+		/* Out of order, or over bytes already hashed: hash the file at commit. */
+		u->hash_end = UINT64_MAX;
 	}
-	start_writeback(u->fd, (uint64_t)offset, (uint64_t)written);
-	if ((uint64_t)offset == u->hashed) {
-		EVP_DigestUpdate(u->hash, buf, (size_t)written);
-		u->hashed += (uint64_t)written;
-	} else if ((uint64_t)offset + (uint64_t)written > u->hashed) {
-		u->hashed = UINT64_MAX;	/* out of order: hash the file at commit */
+	if (work.fold || work.buffer >= 0) {
+		pthread_mutex_lock(&u->behind_lock);
+		u->behind++;
+		pthread_mutex_unlock(&u->behind_lock);
 	}
 out:
 	pthread_mutex_unlock(&u->lock);
-	return written;
+	answer(context, written);
+	if (work.fold || work.buffer >= 0)
+		finish_behind(u, &work, buf, (size_t)written, (uint64_t)offset);
 }
 
 int promote_upload_truncate(struct upload *u, off_t size)
@@ -805,6 +1043,7 @@ int promote_upload_truncate(struct upload *u, off_t size)
 	if (size < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&u->lock);
+	settle_behind(u);	/* a direct write behind would extend it again */
 	ret = prepare_change(u, (uint64_t)size);
 	if (ret < 0)
 		goto out;
@@ -812,7 +1051,7 @@ int promote_upload_truncate(struct upload *u, off_t size)
 		ret = -errno;
 		goto out;
 	}
-	if ((uint64_t)size != u->hashed)
+	if ((uint64_t)size != u->hash_end)
 		start_hash(u, (uint64_t)size);
 out:
 	pthread_mutex_unlock(&u->lock);
@@ -865,7 +1104,8 @@ static int land_upload(struct upload *u, const char *name)
 		goto out;
 	}
 	l.size = (uint64_t)st.st_size;
-	if (u->hashed == l.size) {
+	settle_behind(u);
+	if (u->hash_end == l.size) {
 		unsigned char digest[EVP_MAX_MD_SIZE];
 		EVP_MD_CTX *copy = EVP_MD_CTX_new();
 		if (!copy || !EVP_MD_CTX_copy_ex(copy, u->hash)) {
@@ -903,6 +1143,7 @@ static int land_upload(struct upload *u, const char *name)
 	 * store (our own too) like a file rewritten in place, and have the
 	 * whole run indexed again.  Reads and a later restage need no more.
 	 */
+	close_direct(u);
 	ret = reopen_fd(u->fd, O_RDONLY);
 	if (ret == 0) {
 		ret = land_file(p, u->dir_fd, u->name, &l, reason);
@@ -1148,6 +1389,8 @@ int promote_commit_upload(struct upload *u)
 	int ret;
 
 	pthread_mutex_lock(&u->lock);
+	settle_behind(u);
+	take_behind_error(u);
 	/*
 	 * Only what was written since the last commit is committed: a shell
 	 * opens, dup2()s and closes the first descriptor before it writes a
@@ -1174,6 +1417,8 @@ void promote_end_upload(struct upload *u)
 	bool gone;
 
 	pthread_mutex_lock(&u->lock);
+	settle_behind(u);
+	take_behind_error(u);
 	/*
 	 * What no close committed: a write after the last flush, or a new
 	 * file nothing was written to (touch).  An artifact opened for
@@ -1380,10 +1625,26 @@ int promote_stat_upload(struct promoter *p, const char *run, const char *name,
 
 	pthread_mutex_lock(&p->lock);
 	struct upload *u = find_upload(p, run, name);
-	if (u && u->staged)
+	if (u && u->staged) {
+		settle_behind(u);	/* its size counts the writes behind */
 		ret = fstat(u->fd, st) < 0 ? -errno : 0;
+	}
 	pthread_mutex_unlock(&p->lock);
 	return ret;
+}
+
+void promote_settle_upload(struct promoter *p, struct upload *u, const char *run,
+			   const char *name)
+{
+	if (u) {
+		settle_behind(u);	/* the caller's reference keeps it */
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	u = find_upload(p, run, name);
+	if (u)
+		settle_behind(u);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int promote_open_staged(struct promoter *p, const char *run, const char *name)
@@ -1413,9 +1674,13 @@ int promote_list_uploads(struct promoter *p, const char *run,
 	int ret = 0;
 
 	pthread_mutex_lock(&p->lock);
-	for (u = p->uploads; u && ret == 0; u = u->next)
-		if (u->staged && strcmp(u->run, run ? run : "") == 0 && fstat(u->fd, &st) == 0)
+	for (u = p->uploads; u && ret == 0; u = u->next) {
+		if (!u->staged || strcmp(u->run, run ? run : "") != 0)
+			continue;
+		settle_behind(u);
+		if (fstat(u->fd, &st) == 0)
 			ret = fn(ctx, u->name, &st);
+	}
 	pthread_mutex_unlock(&p->lock);
 	return ret;
 }

@@ -732,6 +732,17 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	open_upload(req, dir, name, true, fi, true);
 }
 
+/*
+ * An upload's last writes may still be on their way to its staged file
+ * (promote_upload_write()): whatever reads it waits for them.
+ */
+static void settle_upload(struct inode *inode, struct open_file *handle)
+{
+	if (inode->kind == INODE_UPLOAD && inode->tenant->promoter)
+		promote_settle_upload(inode->tenant->promoter, handle->upload,
+				      fs_promote_upload_run(inode), inode->name);
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
 		    struct fuse_file_info *fi)
 {
@@ -748,6 +759,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 		fuse_reply_buf(req, handle->text + start,
 			       size < handle->len - start ? size : handle->len - start);
 	} else {
+		settle_upload(inode_of(req, nodeid), handle);
 		data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		data.buf[0].fd = handle->fd;
 		data.buf[0].pos = offset;
@@ -756,21 +768,27 @@ static void fs_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset
 	fs_open_file_put(handle);
 }
 
+static void answer_write(void *context, ssize_t written)
+{
+	fuse_req_t req = context;
+
+	if (written < 0)
+		fuse_reply_err(req, (int)-written);
+	else
+		fuse_reply_write(req, (size_t)written);
+}
+
 static void fs_write(fuse_req_t req, fuse_ino_t nodeid, const char *buf, size_t size,
 		     off_t offset, struct fuse_file_info *fi)
 {
 	struct open_file *handle = handle_of(fi);
-	ssize_t written;
 
 	if (!handle->upload) {
 		fuse_reply_err(req, EBADF);
 		return;
 	}
-	written = promote_upload_write(handle->upload, buf, size, offset);
-	if (written < 0)
-		fuse_reply_err(req, (int)-written);
-	else
-		fuse_reply_write(req, (size_t)written);
+	/* Answered once the bytes are staged; their hash follows on this thread. */
+	promote_upload_write(handle->upload, buf, size, offset, answer_write, req);
 }
 
 /* The writer's close(): the moment its upload is committed (fs_promote_flush()). */
@@ -802,7 +820,12 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t nodeid, off_t offset, int whence
 		     struct fuse_file_info *fi)
 {
 	/* SEEK_DATA and SEEK_HOLE: sparse-aware copies need the backing answer. */
-	off_t result = handle_of(fi)->fd < 0 ? -1 : lseek(handle_of(fi)->fd, offset, whence);
+	off_t result = -1;
+
+	if (handle_of(fi)->fd >= 0) {
+		settle_upload(inode_of(req, nodeid), handle_of(fi));
+		result = lseek(handle_of(fi)->fd, offset, whence);
+	}
 
 	if (result < 0)
 		fuse_reply_err(req, handle_of(fi)->fd < 0 ? ESPIPE : errno);
@@ -1353,6 +1376,14 @@ static unsigned int splice_request_max(void)
 	return (unsigned int)(pipe_max - 4 * page);
 }
 
+void fs_size_requests(struct fs *fs)
+{
+	fs->max_request = splice_request_max();
+	fs->upload_block = 4096;
+	while ((unsigned long)fs->upload_block * 2 <= fs->max_request)
+		fs->upload_block *= 2;
+}
+
 /*
  * The kernel gives a FUSE mount 128 KiB of read-ahead, so a sequential
  * reader waits on a round trip per 128 KiB; with a few MiB the daemon
@@ -1415,7 +1446,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	 * not fit falls back to a fresh 1 MiB buffer per request, about ten
 	 * times slower.  So requests stay 4 pages short of what a pipe holds.
 	 */
-	conn->max_write = splice_request_max();
+	conn->max_write = ((struct fs *)userdata)->max_request;
 	/*
 	 * Always readdirplus: a listing then brings every entry's attributes
 	 * at once, where the kernel's adaptive mode would send a lookup per

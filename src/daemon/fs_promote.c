@@ -268,6 +268,7 @@ static int stat_promote_entry(struct fs *fs, struct tenant *tenant, enum inode_k
 	if (ret < 0)
 		return ret;
 	fs_present_backing(fs, tenant, st, &backing);
+	st->st_blksize = fs->upload_block;
 	return 0;
 }
 
@@ -386,6 +387,7 @@ int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name
 			return ret;
 		}
 		fs_present_backing(fs, tenant, &e->attr, &st);
+		e->attr.st_blksize = fs->upload_block;
 		e->ino = inode_to_nodeid(inode);
 	}
 	*handle = writer;

@@ -231,6 +231,7 @@ int main(int argc, char *argv[])
 		.passthrough_off = passthrough_off_reason(&opts),
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
+	fs_size_requests(&fs);
 	ino_cipher_init(&fs.ino_cipher, inode_key);
 	pthread_mutex_init(&fs.open_lock, NULL);
 	pthread_mutex_init(&fs.backing_lock, NULL);

@@ -358,6 +358,72 @@ def test_ftruncate_shrink_and_grow(store, mounter):
     assert_promoted(store, m, ALICE_RUN, "trunc.bin", data[:100] + b"\0" * 299_900 + b"END")
 
 
+def test_a_header_rewritten_after_the_body_is_hashed_as_stored(store, mounter):
+    """What zip and tar do: a placeholder header, the body, then the header
+    written again over bytes already hashed.  The SHA-256 is the stored
+    bytes', not the first header's."""
+    m = mounter(store, ALICE)
+    body = rand(3 * 1024 * 1024 + 17, 12)
+    fd = os.open(P(m, ALICE_RUN, "archive.zip"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"\0" * 64)
+        for off in range(0, len(body), 128 * 1024):
+            os.write(fd, body[off:off + 128 * 1024])
+        assert os.pwrite(fd, b"HEADER" * 10, 0) == 60
+    finally:
+        os.close(fd)
+    assert_promoted(store, m, ALICE_RUN, "archive.zip", b"HEADER" * 10 + b"\0" * 4 + body)
+
+
+def test_large_writes_answered_before_they_are_stored_read_back_in_order(store, mounter):
+    """Large aligned writes are answered before their bytes reach the
+    staged file (they go past the page cache behind the writer's back).
+    Whatever comes next sees them in order: a read and fstat right after
+    (same fd and a second one), a small write over the first block, a
+    large rewrite below the last one, a truncate, and the SHA-256."""
+    m = mounter(store, ALICE)
+    block = 512 * 1024
+    model = bytearray(rand(8 * block, 21))
+    path = P(m, ALICE_RUN, "behind.bin")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, len(model), block):
+            assert os.pwrite(fd, model[off:off + block], off) == block
+        assert os.fstat(fd).st_size == len(model)
+        assert os.pread(fd, len(model), 0) == model
+        assert read_bytes(path) == model
+        os.pwrite(fd, b"HEADER", 10)
+        model[10:16] = b"HEADER"
+        again = rand(block, 22)
+        assert os.pwrite(fd, again, 2 * block) == block
+        model[2 * block:3 * block] = again
+        assert os.pwrite(fd, again, 8 * block) == block
+        model += again
+        os.ftruncate(fd, 8 * block + 4096)
+        del model[8 * block + 4096:]
+        assert os.pread(fd, len(model) + 10, 0) == model
+    finally:
+        os.close(fd)
+    assert_promoted(store, m, ALICE_RUN, "behind.bin", bytes(model))
+
+
+def test_an_upload_asks_for_large_writes(store, mounter):
+    """cp and dd size their writes by st_blksize: an upload reports a block
+    of hundreds of KiB (a power of two within the largest request), not
+    the 4 KiB of the store, so a copy sends few round trips."""
+    m = mounter(store, ALICE)
+    fd = os.open(P(m, ALICE_RUN, "block.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        block = os.fstat(fd).st_blksize
+        assert block >= 256 * 1024 and block & (block - 1) == 0, block
+        assert os.stat(P(m, ALICE_RUN, "block.bin")).st_blksize == block
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+    stored = store.run_dir(ALICE, ALICE_RUN) / "block.bin"
+    assert os.stat(m.mnt / ALICE_RUN / "block.bin").st_blksize == os.stat(stored).st_blksize
+
+
 def test_random_writes_are_read_back_before_close(store, mounter):
     """Overlapping pwrites, shrinking and growing ftruncates; the staged
     file reads back right at every step (same fd and a second one), is
