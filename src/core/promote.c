@@ -633,6 +633,7 @@ static int reopen_upload(struct promoter *p, const char *run, const char *name,
 		upload_put(u);
 		return ret;
 	}
+	settle_behind(u);	/* the size it opens with counts the writes behind */
 	if (fstat(u->fd, st) < 0)
 		memset(st, 0, sizeof(*st));
 	*out = u;
