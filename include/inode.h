@@ -57,8 +57,22 @@ struct inode {
 	 * (inode_hold_child()).  The inode is freed when none are left.
 	 */
 	uint64_t lookups;
-	/* INODE_FILE: least recently looked up last; guarded by the table. */
-	struct inode *lru_prev, *lru_next;
+	/* Guarded by the table, like the lookups. */
+	union {
+		/* INODE_FILE: least recently looked up last. */
+		struct {
+			struct inode *lru_prev, *lru_next;
+		};
+		/*
+		 * INODE_RUN: how many of its files are on that list, and
+		 * when one of them was last looked up (inode_collect_stale()
+		 * counts lookups as its clock).
+		 */
+		struct {
+			size_t cached_files;
+			uint64_t last_lookup;
+		};
+	};
 	/*
 	 * INODE_FILE read through FUSE passthrough: the kernel's id of the
 	 * backing file (0: none), which its open files share, and how many
@@ -127,16 +141,27 @@ int inode_hold_children(struct inode_table *table, struct inode *parent,
 /* Gives back a hold; the inode is freed if nothing else references it. */
 void inode_release(struct inode_table *table, struct inode *inode);
 
+/* How many file inodes are held: what max_files bounds. */
+size_t inode_cached_files(struct inode_table *table);
+
 /* Whether more file inodes are held than the table's max_files. */
 bool inode_over_limit(struct inode_table *table);
 
 /*
  * The daemon's memory must not grow with the store: beyond max_files, the
- * least recently looked-up files are offered here (up to max of them,
- * each held: see inode_hold_child()) for the kernel to be asked to drop
- * their entries; it then forgets them and, once released, they are
- * freed.  Files still in use stay (the kernel keeps them; they are
- * offered again later).  Returns how many.
+ * least recently looked-up files are offered here (up to max victims,
+ * each held: see inode_hold_child()), down to three quarters of
+ * max_files, for the kernel to be asked to drop their entries; it then
+ * forgets them and, once released, they are freed.  Where such a file's
+ * run has gone cold (none of its files looked up in the last
+ * max_files / 2 lookups), the victim is the run directory instead: one
+ * invalidation drops all its files.  Why runs, and why in large rounds:
+ * each time the kernel evicts an inode while a LOOKUP or READDIRPLUS is
+ * in flight, it distrusts the attributes of the new inodes that reply
+ * brings, and asks again with a GETATTR.  Pruning file by file, a little
+ * after every lookup over the bound, cost a walk one GETATTR per file.
+ * Files still in use stay (the kernel keeps them; they are offered again
+ * later).  Returns how many victims.
  */
 size_t inode_collect_stale(struct inode_table *table, struct inode **victims, size_t max);
 

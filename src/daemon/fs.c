@@ -1141,22 +1141,32 @@ static void add_stats(void *ctx, struct tenant *tenant)
 	sums[3] += tenant->stats.passthrough_opens;
 }
 
-/* A tenant's figures, or (tenant NULL: the all-tenants root) every tenant's summed. */
-static void reply_stats(fuse_req_t req, struct tenant *tenant, size_t size)
+/*
+ * The read counters of inode's tenant (the all-tenants root: every
+ * tenant's, summed).  The daemon's root adds how many file inodes it
+ * holds, the figure -o max_cached_files bounds; a tenant directory of an
+ * all-tenants daemon does not, or its tenant would learn the others'
+ * activity from it.
+ */
+static void reply_stats(fuse_req_t req, struct inode *inode, size_t size)
 {
+	struct fs *fs = fs_of(req);
 	uint64_t sums[4] = { 0 };
-	char text[192];
+	char text[224], cached[48] = "";
 
-	if (tenant)
-		add_stats(sums, tenant);
+	if (inode->tenant)
+		add_stats(sums, inode->tenant);
 	else
-		tenant_for_each(fs_of(req)->tenants, add_stats, sums);
+		tenant_for_each(fs->tenants, add_stats, sums);
+	if (inode == inode_root(fs->inodes))
+		snprintf(cached, sizeof(cached), ",\"cached_files\":%zu",
+			 inode_cached_files(fs->inodes));
 	snprintf(text, sizeof(text),
 		 "{\"opens\":%llu,\"reads\":%llu,\"read_bytes\":%llu,"
-		 "\"passthrough_opens\":%llu,\"passthrough\":%s}",
+		 "\"passthrough_opens\":%llu,\"passthrough\":%s%s}",
 		 (unsigned long long)sums[0], (unsigned long long)sums[1],
 		 (unsigned long long)sums[2], (unsigned long long)sums[3],
-		 atomic_load(&fs_of(req)->passthrough) ? "true" : "false");
+		 atomic_load(&fs->passthrough) ? "true" : "false", cached);
 	reply_xattr_value(req, text, size);
 }
 
@@ -1168,7 +1178,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
 
 	if ((inode->kind == INODE_TENANT || inode->kind == INODE_TENANTS) &&
 	    strcmp(name, XATTR_STATS) == 0) {
-		reply_stats(req, inode->tenant, size);
+		reply_stats(req, inode, size);
 		return;
 	}
 	/*

@@ -23,11 +23,14 @@ struct inode_table {
 	/* File inodes, most recently looked up first. */
 	struct inode *lru_first, *lru_last;
 	size_t files, max_files;
+	uint64_t file_lookups;	/* the clock of a run's last_lookup */
 };
 
 /* Takes a file inode out of the recency list.  Locked. */
 static void lru_unlink(struct inode_table *table, struct inode *inode)
 {
+	if (inode->kind != INODE_FILE)
+		return;
 	if (inode->lru_prev)
 		inode->lru_prev->lru_next = inode->lru_next;
 	else if (table->lru_first == inode)
@@ -40,6 +43,8 @@ static void lru_unlink(struct inode_table *table, struct inode *inode)
 		table->lru_last = inode->lru_prev;
 	inode->lru_prev = inode->lru_next = NULL;
 	table->files--;
+	if (inode->parent->kind == INODE_RUN)
+		inode->parent->cached_files--;
 }
 
 /* Puts a file inode first in the recency list.  Locked. */
@@ -55,6 +60,8 @@ static void lru_touch(struct inode_table *table, struct inode *inode)
 	if (!table->lru_last)
 		table->lru_last = inode;
 	table->files++;
+	if (inode->parent->kind == INODE_RUN)
+		inode->parent->cached_files++;
 }
 
 static int compare_inodes(const void *a, const void *b)
@@ -80,7 +87,12 @@ static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
 	inode->ino = ino;
 	inode->fd = fd;
 	inode->lookups = 0;
-	inode->lru_prev = inode->lru_next = NULL;
+	if (kind == INODE_RUN) {
+		inode->cached_files = 0;
+		inode->last_lookup = 0;
+	} else {
+		inode->lru_prev = inode->lru_next = NULL;
+	}
 	inode->backing_id = 0;
 	inode->backing_opens = 0;
 	memcpy(inode->name, name, len + 1);
@@ -191,6 +203,8 @@ static int get_inode(struct inode_table *table, struct inode *parent, enum inode
 	}
 	inode->lookups++;
 	lru_touch(table, inode);
+	if (kind == INODE_FILE && parent->kind == INODE_RUN)
+		parent->last_lookup = ++table->file_lookups;
 	pthread_mutex_unlock(&table->lock);
 	if (fresh)
 		inode_free(fresh);	/* closes the caller's duplicate fd */
@@ -265,6 +279,16 @@ void inode_release(struct inode_table *table, struct inode *inode)
 	inode_forget(table, inode, 1);
 }
 
+size_t inode_cached_files(struct inode_table *table)
+{
+	size_t files;
+
+	pthread_mutex_lock(&table->lock);
+	files = table->files;
+	pthread_mutex_unlock(&table->lock);
+	return files;
+}
+
 bool inode_over_limit(struct inode_table *table)
 {
 	bool over;
@@ -275,20 +299,33 @@ bool inode_over_limit(struct inode_table *table)
 	return over;
 }
 
+/* Whether a whole run may go: none of its files looked up lately.  Locked. */
+static bool run_is_cold(const struct inode_table *table, const struct inode *run)
+{
+	return run->kind == INODE_RUN &&
+	       table->file_lookups - run->last_lookup >= table->max_files / 2;
+}
+
 size_t inode_collect_stale(struct inode_table *table, struct inode **victims, size_t max)
 {
-	size_t n = 0;
+	/* Down to three quarters: fewer, larger rounds (inode.h says why). */
+	size_t keep = table->max_files - table->max_files / 4;
+	size_t n = 0, offered = 0, looked = 0;
 
 	pthread_mutex_lock(&table->lock);
-	while (n < max && table->files > table->max_files && table->lru_last) {
-		struct inode *inode = table->lru_last;
+	while (n < max && table->files > keep &&
+	       offered < table->files - keep && looked++ < table->files) {
+		struct inode *file = table->lru_last, *victim = file;
 
-		inode->lookups++;	/* held until the kernel has been told */
-		victims[n++] = inode;
+		if (run_is_cold(table, file->parent))
+			victim = file->parent;
 		/* First again: one still in use is not offered at every turn. */
-		lru_touch(table, inode);
-		if (n >= table->files - table->max_files)
-			break;
+		lru_touch(table, file);
+		if (n > 0 && victims[n - 1] == victim)
+			continue;	/* its run, offered already */
+		offered += victim == file ? 1 : victim->cached_files;
+		victim->lookups++;	/* held until the kernel has been told */
+		victims[n++] = victim;
 	}
 	pthread_mutex_unlock(&table->lock);
 	return n;

@@ -1,20 +1,25 @@
 """The tenant view: listings, bytes, stat fields, inode numbers, readdir,
 modes, owners, expiry, statfs, and ordinary tools on a mounted tenant."""
 
+import json
 import mmap
 import os
 import random
 import stat
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import (
-    ALICE, ALICE_RUN, BOB, DT_DIR, DT_REG, FILE_XATTRS, RUN_XATTRS, SHARED_RUN,
+    ALICE, ALICE_RUN, BOB, DT_DIR, DT_REG, FILE_XATTRS, REPO_ROOT, RUN_XATTRS, SHARED_RUN,
     expected_files, expected_runs, inode_map, raw_readdir, read_bytes, run_cmd,
-    view_file_mode, walk_view, xattrs,
+    view_file_mode, wait_until, walk_view, xattrs,
 )
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+from fusetrace import FuseRequests  # noqa: E402  (tools/fusetrace.py)
 
 C_LOCALE = {**os.environ, "LC_ALL": "C"}
 
@@ -471,3 +476,52 @@ def test_walk_reaches_every_backing_file(store, alice):
     view = walk_view(alice.mnt)
     files = {rel for rel, info in view.items() if info["type"] == "f"}
     assert files == {f"{r}/{n}" for r, n in all_files(store, ALICE)} | {"promote/.status"}
+
+
+# ---------------------------------------------------------- the inode bound
+
+def daemon_cached_files(mnt) -> int:
+    """How many file inodes the daemon serving mnt holds (its root's stats)."""
+    return json.loads(os.getxattr(mnt, "user.artifactfs.stats"))["cached_files"]
+
+
+def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter):
+    """Beyond -o max_cached_files the daemon has the kernel drop what was
+    looked up longest ago, a cold run at a time.  The walk still sees every
+    file with its size, the daemon's file inodes come back to the bound,
+    and the kernel does not ask again for the attributes READDIRPLUS gave
+    it (one GETATTR per file when files were dropped one by one: each
+    eviction during a READDIRPLUS makes the kernel distrust its reply)."""
+    runs, per_run, bound = 10, 400, 800
+    sizes = {}
+    for r in range(runs):
+        run = f"{r:08x}-0000-4000-8000-00000000walk"
+        files = {f"f-{i:03d}.txt": b"x" * (r + i) for i in range(per_run)}
+        store.add_run(ALICE, run, files)
+        sizes.update({f"{run}/{name}": len(data) for name, data in files.items()})
+    m = mounter(store, ALICE, "-o", f"max_cached_files={bound}")
+    with FuseRequests(m.mnt) as requests:
+        out = run_cmd(["find", ".", "-type", "f", "-name", "f-*", "-printf", "%P %s\n"],
+                      cwd=m.mnt).stdout.decode()
+        counts = requests.counts()
+    seen = dict(line.rsplit(" ", 1) for line in out.splitlines())
+    assert {k: int(v) for k, v in seen.items()} == sizes
+    assert counts.get("GETATTR", 0) < (runs * per_run - bound) // 3, counts
+    # The kernel's FORGETs come after the invalidations that asked for them.
+    wait_until(lambda: daemon_cached_files(m.mnt) <= bound, 5.0,
+               what=f"at most {bound} file inodes held")
+
+
+def test_a_run_in_use_is_not_dropped_whole(store, mounter):
+    """One run larger than the bound, walked twice: the files go one by one
+    (the run is in use), and every file is seen both times."""
+    run = "00000000-0000-4000-8000-0000000large"
+    files = {f"f-{i:04d}.txt": b"y" * (i % 7) for i in range(1500)}
+    store.add_run(ALICE, run, files)
+    m = mounter(store, ALICE, "-o", "max_cached_files=300")
+    for _ in range(2):
+        seen = {p.name: p.stat().st_size for p in (m.mnt / run).iterdir()
+                if p.name.startswith("f-")}
+        assert seen == {name: len(data) for name, data in files.items()}
+    wait_until(lambda: daemon_cached_files(m.mnt) <= 300, 5.0,
+               what="at most 300 file inodes held")
