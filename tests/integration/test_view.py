@@ -485,13 +485,16 @@ def daemon_cached_files(mnt) -> int:
     return json.loads(os.getxattr(mnt, "user.artifactfs.stats"))["cached_files"]
 
 
-def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter):
+@pytest.mark.parametrize("daemon", ["one tenant", "all tenants"])
+def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter, daemon):
     """Beyond -o max_cached_files the daemon has the kernel drop what was
     looked up longest ago, a cold run at a time.  The walk still sees every
     file with its size, the daemon's file inodes come back to the bound,
     and the kernel does not ask again for the attributes READDIRPLUS gave
     it (one GETATTR per file when files were dropped one by one: each
-    eviction during a READDIRPLUS makes the kernel distrust its reply)."""
+    eviction during a READDIRPLUS makes the kernel distrust its reply).
+    Only the daemon's root says how many inodes it holds: a tenant's
+    directory in an all-tenants daemon does not tell about the others."""
     runs, per_run, bound = 10, 400, 800
     sizes = {}
     for r in range(runs):
@@ -499,22 +502,30 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter)
         files = {f"f-{i:03d}.txt": b"x" * (r + i) for i in range(per_run)}
         store.add_run(ALICE, run, files)
         sizes.update({f"{run}/{name}": len(data) for name, data in files.items()})
-    m = mounter(store, ALICE, "-o", f"max_cached_files={bound}")
+    if daemon == "one tenant":
+        m = mounter(store, ALICE, "-o", f"max_cached_files={bound}")
+        root, tenant_dir = m.daemon_mnt, m.mnt  # one mount, unless bound (conftest)
+    else:
+        m = mounter(store, None, "-o", "all_tenants", "-o", f"max_cached_files={bound}")
+        root, tenant_dir = m.mnt, m.mnt / ALICE
+        stats = json.loads(os.getxattr(tenant_dir, "user.artifactfs.stats"))
+        assert "cached_files" not in stats, stats
     with FuseRequests(m.mnt) as requests:
         out = run_cmd(["find", ".", "-type", "f", "-name", "f-*", "-printf", "%P %s\n"],
-                      cwd=m.mnt).stdout.decode()
+                      cwd=tenant_dir).stdout.decode()
         counts = requests.counts()
     seen = dict(line.rsplit(" ", 1) for line in out.splitlines())
     assert {k: int(v) for k, v in seen.items()} == sizes
     assert counts.get("GETATTR", 0) < (runs * per_run - bound) // 3, counts
     # The kernel's FORGETs come after the invalidations that asked for them.
-    wait_until(lambda: daemon_cached_files(m.mnt) <= bound, 5.0,
+    wait_until(lambda: daemon_cached_files(root) <= bound, 5.0,
                what=f"at most {bound} file inodes held")
 
 
-def test_a_run_in_use_is_not_dropped_whole(store, mounter):
-    """One run larger than the bound, walked twice: the files go one by one
-    (the run is in use), and every file is seen both times."""
+def test_a_run_larger_than_the_bound_is_walked_whole_twice(store, mounter):
+    """One run larger than the bound: it is in use while it is walked, so
+    its files go one by one, not the run at once.  Every file is seen with
+    its size both times, and the daemon comes back within the bound."""
     run = "00000000-0000-4000-8000-0000000large"
     files = {f"f-{i:04d}.txt": b"y" * (i % 7) for i in range(1500)}
     store.add_run(ALICE, run, files)
@@ -523,5 +534,5 @@ def test_a_run_in_use_is_not_dropped_whole(store, mounter):
         seen = {p.name: p.stat().st_size for p in (m.mnt / run).iterdir()
                 if p.name.startswith("f-")}
         assert seen == {name: len(data) for name, data in files.items()}
-    wait_until(lambda: daemon_cached_files(m.mnt) <= 300, 5.0,
+    wait_until(lambda: daemon_cached_files(m.daemon_mnt) <= 300, 5.0,
                what="at most 300 file inodes held")
