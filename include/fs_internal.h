@@ -37,6 +37,18 @@ struct open_file {
 struct dir_handle {
 	DIR *stream;		/* INODE_RUN: the backing directory */
 	off_t offset;		/* stream position: the next entry's cookie */
+	/*
+	 * The stream entry that did not fit in the last reply, sent first in
+	 * the next: seeking back for it would drop the stream's buffer, and
+	 * every reply would read the backing directory again.
+	 */
+	bool held;
+	struct held_entry {
+		char name[NAME_MAX + 1];
+		ino_t ino;
+		unsigned char type;
+		off_t next;	/* its cookie: the entry after it */
+	} held_entry;
 	struct dir_entry {
 		char *name;
 		ino_t ino;

@@ -952,8 +952,19 @@ static int read_stream(fuse_req_t req, struct inode *dir, struct dir_handle *han
 	if (offset != handle->offset) {
 		seekdir(handle->stream, offset);
 		handle->offset = offset;
+		handle->held = false;
 	}
 	*pos = 0;
+	if (handle->held) {
+		struct held_entry *held = &handle->held_entry;
+
+		*pos = add_entry(req, dir, buf, size, held->name, held->ino, held->type,
+				 held->next, plus);
+		if (!*pos)
+			return 0;
+		handle->held = false;
+		handle->offset = held->next;
+	}
 	while ((errno = 0, entry = readdir(handle->stream))) {
 		unsigned char type = DT_DIR;
 		ino_t ino = entry->d_ino;
@@ -968,7 +979,13 @@ static int read_stream(fuse_req_t req, struct inode *dir, struct dir_handle *han
 		used = add_entry(req, dir, buf + *pos, size - *pos, entry->d_name, ino,
 				 type, entry->d_off, plus);
 		if (!used) {
-			seekdir(handle->stream, handle->offset);
+			struct held_entry *held = &handle->held_entry;
+
+			snprintf(held->name, sizeof(held->name), "%s", entry->d_name);
+			held->ino = ino;
+			held->type = type;
+			held->next = entry->d_off;
+			handle->held = true;
 			return 0;
 		}
 		*pos += used;

@@ -544,6 +544,9 @@ _libc.opendir.restype = ctypes.c_void_p
 _libc.readdir64.argtypes = [ctypes.c_void_p]
 _libc.readdir64.restype = ctypes.POINTER(_Dirent64)
 _libc.closedir.argtypes = [ctypes.c_void_p]
+_libc.telldir.argtypes = [ctypes.c_void_p]
+_libc.telldir.restype = ctypes.c_long
+_libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
 _libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
 _libc.getxattr.restype = ctypes.c_ssize_t
 _libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
@@ -571,6 +574,36 @@ def raw_readdir(path) -> dict[str, tuple[int, int]]:
             name = os.fsdecode(ent.contents.d_name)
             if name not in (".", ".."):
                 out[name] = (ent.contents.d_ino, ent.contents.d_type)
+    finally:
+        _libc.closedir(d)
+    return out
+
+
+def readdir_with_positions(path, start: int | None = None,
+                           skim: int = 0) -> list[tuple[str, int]]:
+    """(name, telldir() after it) of each entry readdir(3) gives, from the
+    beginning or, with start, from seekdir(start), after reading skim
+    entries first in the same open directory: a seek sends the daemon that
+    cookie.  "." and ".." included."""
+    d = _libc.opendir(os.fsencode(str(path)))
+    if not d:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(path))
+    out = []
+    try:
+        for _ in range(skim):
+            _libc.readdir64(d)
+        if start is not None:
+            _libc.seekdir(d, start)
+        while True:
+            ctypes.set_errno(0)
+            ent = _libc.readdir64(d)
+            if not ent:
+                e = ctypes.get_errno()
+                if e:
+                    raise OSError(e, os.strerror(e), str(path))
+                break
+            out.append((os.fsdecode(ent.contents.d_name), _libc.telldir(d)))
     finally:
         _libc.closedir(d)
     return out

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import (
     ALICE, ALICE_RUN, BOB, DT_DIR, DT_REG, FILE_XATTRS, REPO_ROOT, RUN_XATTRS, SHARED_RUN,
-    expected_files, expected_runs, inode_map, raw_readdir, read_bytes, run_cmd,
+    expected_files, expected_runs, inode_map, raw_readdir, read_bytes, readdir_with_positions,
+    run_cmd,
     view_file_mode, wait_until, walk_view, xattrs,
 )
 
@@ -67,6 +68,26 @@ def test_large_directories_list_every_entry(store, mounter, where):
     if where == "runs_in_root":
         assert os.stat(m.mnt).st_nlink == 2 + n + 2 + 1
         assert read_bytes(m.mnt / names[-1] / "f.txt") == names[-1].encode()
+
+
+def test_a_listing_resumed_at_any_position_goes_on_from_there(store, mounter):
+    """A run listed over many replies, then again from positions telldir()
+    gave, in a fresh directory stream and in one that already read a
+    reply: each resumed listing is exactly the rest of the first one.
+    (The entry that did not fit in a reply is kept for the next, so the
+    daemon never rereads the backing directory to find it again; a seek
+    elsewhere must forget it.)"""
+    names = [f"{i:05d}-" + "r" * 100 for i in range(2000)]
+    for name in names:
+        (store.run_dir(ALICE, ALICE_RUN) / name).write_bytes(b"x")
+    m = mounter(store, ALICE, "-o", "cache_timeout=0")  # every listing from the daemon
+    first = readdir_with_positions(m.mnt / ALICE_RUN)
+    listed = [name for name, _ in first]
+    assert len(listed) == len(set(listed)) and set(names) <= set(listed)
+    for k in (0, 1, 137, 138, 139, 500, 1001, len(first) - 2, len(first) - 1):
+        for skim in (0, 1):
+            rest = readdir_with_positions(m.mnt / ALICE_RUN, start=first[k][1], skim=skim)
+            assert [name for name, _ in rest] == listed[k + 1:], (k, skim)
 
 
 def test_metadata_entries_without_a_file_are_not_listed(store, mounter):
