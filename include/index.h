@@ -27,7 +27,7 @@
 struct index;
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define INDEX_SCHEMA_VERSION 3
+#define INDEX_SCHEMA_VERSION 4
 
 /*
  * What a run's rows were built from.  When a fresh stat of the run dir and

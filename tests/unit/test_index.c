@@ -1592,6 +1592,24 @@ static void test_audit_bound(void **state)
 	index_close(index);
 }
 
+/*
+ * The usage the runs' counters give (index_get_usage()) equals the sum
+ * over the artifact rows they are kept from.
+ */
+static void assert_usage_of_rows(struct index *index, const char *path, const char *client)
+{
+	char sql[256];
+	uint64_t bytes, files;
+
+	assert_int_equal(index_get_usage(index, client, &bytes, &files), 0);
+	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(a.file_size), 0) FROM runs r"
+		 " JOIN artifacts a ON a.run_id = r.id WHERE r.client = '%s'", client);
+	assert_int_equal((int64_t)bytes, sql_int(path, sql));
+	snprintf(sql, sizeof(sql), "SELECT count(a.file_size) FROM runs r"
+		 " JOIN artifacts a ON a.run_id = r.id WHERE r.client = '%s'", client);
+	assert_int_equal((int64_t)files, sql_int(path, sql));
+}
+
 static void test_usage(void **state)
 {
 	struct fixture *f = *state;
@@ -1634,6 +1652,18 @@ static void test_usage(void **state)
 	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
 	assert_int_equal(bytes, 1244);
 	assert_int_equal(files, 2);
+
+	/* Indexed again with other files: the counters follow the rows. */
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       other, 1, NULL), 0);
+	assert_int_equal(index_get_usage(index, "c1", &bytes, &files), 0);
+	assert_int_equal(bytes, 1000000);
+	assert_int_equal(files, 1);
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2, NULL), 0);
+	assert_usage_of_rows(index, f->path, "c1");
+	assert_usage_of_rows(index, f->path, "c2");
+	assert_usage_of_rows(index, f->path, "c3");
 	index_close(index);
 }
 
@@ -1719,6 +1749,11 @@ static void test_put_artifact(void **state)
 			 1);
 	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts WHERE filename = 'new.md'"),
 			 104);
+	/* A replaced row leaves the usage, the new one counts. */
+	file.size = 7;
+	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
+					    &file, SHA), 0);
+	assert_usage_of_rows(index, f->path, "c1");
 	/* A run not indexed yet gets its row too. */
 	assert_int_equal(index_put_artifact(index, "c1", "r9", &stamp1, &full_meta, &entry,
 					    &file, SHA), 0);
