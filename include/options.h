@@ -18,6 +18,8 @@
 
 /* Beyond this, read-ahead only fills memory no reader asked for. */
 #define READ_AHEAD_KB_MAX 65536
+/* -o max_cached_files below this would drop files as soon as they are looked up. */
+#define MAX_CACHED_FILES_MIN 16
 
 struct options {
 	char *store;		/* STORE, as given */

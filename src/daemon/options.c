@@ -107,7 +107,8 @@ void options_print_help(const char *program)
 	       "    -o cache_timeout=S     kernel attribute and entry cache, seconds\n"
 	       "                           (default 3600; changes are pushed out at once)\n"
 	       "    -o max_cached_files=N  files the kernel may keep looked up before the\n"
-	       "                           least recently used are dropped (default 200000)\n"
+	       "                           least recently used are dropped (default 200000,\n"
+	       "                           at least 16)\n"
 	       "    -o read_ahead_kb=N     sequential read-ahead of the mount, KiB (default\n"
 	       "                           4096; 0 keeps the kernel's 128)\n"
 	       "    -o ready_fd=N          write \"ready\\n\" to fd N once mounted\n"
@@ -238,6 +239,11 @@ int options_parse(struct fuse_args *args, struct options *opts)
 	if (!(opts->cache_timeout >= 0 && opts->cache_timeout <= 86400 * 365)) {
 		log_error("invalid cache_timeout %g: use 0 to 31536000 seconds",
 			  opts->cache_timeout);
+		return -EINVAL;
+	}
+	if (opts->max_cached_files < MAX_CACHED_FILES_MIN) {
+		log_error("invalid max_cached_files %lu: use at least %u", opts->max_cached_files,
+			  MAX_CACHED_FILES_MIN);
 		return -EINVAL;
 	}
 	if (opts->read_ahead_kb > READ_AHEAD_KB_MAX) {
