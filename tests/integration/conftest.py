@@ -555,41 +555,15 @@ _libc.listxattr.restype = ctypes.c_ssize_t
 DT_UNKNOWN, DT_DIR, DT_REG = 0, 4, 8
 
 
-def raw_readdir(path) -> dict[str, tuple[int, int]]:
-    """name -> (d_ino, d_type) straight from readdir(3), "." and ".." left out."""
+def _readdir(path, start: int | None = None, skim: int = 0):
+    """Yields (name, d_ino, d_type, telldir() after it) for each entry
+    readdir(3) gives, "." and ".." included: from the beginning or, with
+    start, from seekdir(start), after reading skim entries first in the
+    same open directory (a seek sends the daemon that cookie)."""
     d = _libc.opendir(os.fsencode(str(path)))
     if not d:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e), str(path))
-    out = {}
-    try:
-        while True:
-            ctypes.set_errno(0)
-            ent = _libc.readdir64(d)
-            if not ent:
-                e = ctypes.get_errno()
-                if e:
-                    raise OSError(e, os.strerror(e), str(path))
-                break
-            name = os.fsdecode(ent.contents.d_name)
-            if name not in (".", ".."):
-                out[name] = (ent.contents.d_ino, ent.contents.d_type)
-    finally:
-        _libc.closedir(d)
-    return out
-
-
-def readdir_with_positions(path, start: int | None = None,
-                           skim: int = 0) -> list[tuple[str, int]]:
-    """(name, telldir() after it) of each entry readdir(3) gives, from the
-    beginning or, with start, from seekdir(start), after reading skim
-    entries first in the same open directory: a seek sends the daemon that
-    cookie.  "." and ".." included."""
-    d = _libc.opendir(os.fsencode(str(path)))
-    if not d:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), str(path))
-    out = []
     try:
         for _ in range(skim):
             _libc.readdir64(d)
@@ -602,11 +576,23 @@ def readdir_with_positions(path, start: int | None = None,
                 e = ctypes.get_errno()
                 if e:
                     raise OSError(e, os.strerror(e), str(path))
-                break
-            out.append((os.fsdecode(ent.contents.d_name), _libc.telldir(d)))
+                return
+            yield (os.fsdecode(ent.contents.d_name), ent.contents.d_ino, ent.contents.d_type,
+                   _libc.telldir(d))
     finally:
         _libc.closedir(d)
-    return out
+
+
+def raw_readdir(path) -> dict[str, tuple[int, int]]:
+    """name -> (d_ino, d_type) straight from readdir(3), "." and ".." left out."""
+    return {name: (ino, dtype) for name, ino, dtype, _ in _readdir(path)
+            if name not in (".", "..")}
+
+
+def readdir_with_positions(path, start: int | None = None,
+                           skim: int = 0) -> list[tuple[str, int]]:
+    """(name, telldir() after it) of each entry, as _readdir() reads them."""
+    return [(name, position) for name, _, _, position in _readdir(path, start, skim)]
 
 
 def c_getxattr(path, name, size: int) -> tuple[int, int, bytes]:
