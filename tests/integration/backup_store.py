@@ -440,16 +440,6 @@ def compare_restore(world: World, tenant: str, restored: Path, *, mtime_res_ns: 
 # The daemon's read counters, and mounts for backups
 # --------------------------------------------------------------------------
 
-STATS_XATTR = "user.artifactfs.stats"
-
-
-def daemon_stats(mnt) -> dict:
-    """{"opens", "reads", "read_bytes", "passthrough_opens", "passthrough"}
-    of the daemon serving mnt, since it mounted (the root's unlisted
-    xattr).  Reads of a passthrough open reach the kernel, not the daemon:
-    they are in none of the counts."""
-    return json.loads(os.getxattr(str(mnt), STATS_XATTR))
-
 
 def stats_delta(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k]

@@ -595,6 +595,18 @@ def readdir_with_positions(path, start: int | None = None,
     return [(name, position) for name, _, _, position in _readdir(path, start, skim)]
 
 
+STATS_XATTR = "user.artifactfs.stats"
+
+
+def daemon_stats(mnt) -> dict:
+    """{"opens", "reads", "read_bytes", "passthrough_opens", "passthrough"}
+    of the daemon serving mnt, since it mounted (the unlisted xattr of a
+    tenant's directory or the root), and on the daemon's root only
+    "cached_files", the file inodes it holds.  Reads of a passthrough open
+    reach the kernel, not the daemon: they are in none of the counts."""
+    return json.loads(os.getxattr(str(mnt), STATS_XATTR))
+
+
 def c_getxattr(path, name, size: int) -> tuple[int, int, bytes]:
     """getxattr(2) with a buffer of the given size: (return value, errno, bytes)."""
     buf = ctypes.create_string_buffer(max(size, 1))

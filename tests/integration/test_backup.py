@@ -32,10 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from conftest import daemon_stats, wait_until
 from backup_store import (
     ACME, BIG_SIZE, GLOBEX, SPARSE_SIZE, UTF8_ENV,
-    compare_restore, daemon_stats, expected_tree, mount_ro, run_tool, stats_delta,
+    compare_restore, expected_tree, mount_ro, run_tool, stats_delta,
     visible_files,
 )
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALICE, REPO_ROOT, SHARED_RUN, read_bytes, wait_until
+from conftest import ALICE, REPO_ROOT, SHARED_RUN, daemon_stats, read_bytes, wait_until
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 from fusetrace import FuseRequests  # noqa: E402  (tools/fusetrace.py, shared with tools/bench)
@@ -68,11 +68,6 @@ def big(store):
     return data
 
 
-def stats(mnt) -> dict:
-    import json
-    return json.loads(os.getxattr(mnt, "user.artifactfs.stats"))
-
-
 def read_direct(path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
     try:
@@ -103,7 +98,7 @@ def test_reads_never_reach_the_daemon(store, mounter, big, requests):
     counts = trace.counts()
     assert counts.get("OPEN", 0) == 3, counts
     assert "READ" not in counts, counts
-    s = stats(m.mnt)
+    s = daemon_stats(m.mnt)
     assert s["passthrough"] is True and s["passthrough_opens"] == 3 and s["reads"] == 0, s
 
 
@@ -115,7 +110,7 @@ def test_passthrough_off_serves_reads_in_the_daemon(store, mounter, big, request
     trace = requests(m.mnt)
     assert read_bytes(m.mnt / SHARED_RUN / "passthrough.bin") == big
     assert trace.counts().get("READ", 0) > 0
-    s = stats(m.mnt)
+    s = daemon_stats(m.mnt)
     assert s["passthrough"] is False and s["reads"] > 0 and s["passthrough_opens"] == 0, s
 
 
@@ -203,7 +198,7 @@ def test_many_opens_of_one_file_share_its_backing(store, mounter, big):
     assert read_bytes(m.mnt / SHARED_RUN / "report.md").startswith(b"# Alice")
     assert read_bytes(path) == big
     if built_with_passthrough(m):
-        assert stats(m.mnt)["passthrough_opens"] == 16 + 4 + 2
+        assert daemon_stats(m.mnt)["passthrough_opens"] == 16 + 4 + 2
 
 
 def test_a_file_the_kernel_refuses_falls_back(tmp_path, mounter, requests):
@@ -233,7 +228,7 @@ def test_a_file_the_kernel_refuses_falls_back(tmp_path, mounter, requests):
         assert trace.counts().get("READ", 0) > 0
         refusals = [line for line in m.log_lines("warning") if "passthrough" in line]
         assert len(refusals) == 1 and "over.bin" in refusals[0], refusals
-        assert stats(m.mnt)["passthrough"] is False
+        assert daemon_stats(m.mnt)["passthrough"] is False
         m.unmount()
     finally:
         # The daemon keeps the overlay busy: it goes first, even on a skip.

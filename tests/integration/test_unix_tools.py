@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DT_DIR, DT_REG, raw_readdir, wait_until
+from conftest import DT_DIR, DT_REG, daemon_stats, raw_readdir, wait_until
 from backup_store import (
     ACME, BIG_NAME, BIG_SIZE, BIGDIR_FILES, BIGDIR_RUN, DB_NAME, GIB, HUGE_DATA, HUGE_NAME,
     HUGE_RUN, HUGE_SIZE, INITECH, MIB, NEEDLE, SHOWCASE_RUN, SPARSE_DATA, SPARSE_NAME,
-    SPARSE_SIZE, UTF8_ENV, daemon_stats, expected_tree, mount_ro, run_tool, stats_delta,
+    SPARSE_SIZE, UTF8_ENV, expected_tree, mount_ro, run_tool, stats_delta,
     visible_files,
 )
 

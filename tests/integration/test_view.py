@@ -1,7 +1,6 @@
 """The tenant view: listings, bytes, stat fields, inode numbers, readdir,
 modes, owners, expiry, statfs, and ordinary tools on a mounted tenant."""
 
-import json
 import mmap
 import os
 import random
@@ -14,6 +13,7 @@ import pytest
 
 from conftest import (
     ALICE, ALICE_RUN, BOB, DT_DIR, DT_REG, FILE_XATTRS, REPO_ROOT, RUN_XATTRS, SHARED_RUN,
+    daemon_stats,
     expected_files, expected_runs, inode_map, raw_readdir, read_bytes, readdir_with_positions,
     run_cmd,
     view_file_mode, wait_until, walk_view, xattrs,
@@ -501,11 +501,6 @@ def test_walk_reaches_every_backing_file(store, alice):
 
 # ---------------------------------------------------------- the inode bound
 
-def daemon_cached_files(mnt) -> int:
-    """How many file inodes the daemon serving mnt holds (its root's stats)."""
-    return json.loads(os.getxattr(mnt, "user.artifactfs.stats"))["cached_files"]
-
-
 @pytest.mark.parametrize("daemon", ["one tenant", "all tenants"])
 def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter, daemon):
     """Beyond -o max_cached_files the daemon has the kernel drop what was
@@ -529,7 +524,7 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter,
     else:
         m = mounter(store, None, "-o", "all_tenants", "-o", f"max_cached_files={bound}")
         root, tenant_dir = m.mnt, m.mnt / ALICE
-        stats = json.loads(os.getxattr(tenant_dir, "user.artifactfs.stats"))
+        stats = daemon_stats(tenant_dir)
         assert "cached_files" not in stats, stats
     with FuseRequests(m.mnt) as requests:
         out = run_cmd(["find", ".", "-type", "f", "-name", "f-*", "-printf", "%P %s\n"],
@@ -539,7 +534,7 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter,
     assert {k: int(v) for k, v in seen.items()} == sizes
     assert counts.get("GETATTR", 0) < (runs * per_run - bound) // 3, counts
     # The kernel's FORGETs come after the invalidations that asked for them.
-    wait_until(lambda: daemon_cached_files(root) <= bound, 5.0,
+    wait_until(lambda: daemon_stats(root)["cached_files"] <= bound, 5.0,
                what=f"at most {bound} file inodes held")
 
 
@@ -555,5 +550,5 @@ def test_a_run_larger_than_the_bound_is_walked_whole_twice(store, mounter):
         seen = {p.name: p.stat().st_size for p in (m.mnt / run).iterdir()
                 if p.name.startswith("f-")}
         assert seen == {name: len(data) for name, data in files.items()}
-    wait_until(lambda: daemon_cached_files(m.daemon_mnt) <= 300, 5.0,
+    wait_until(lambda: daemon_stats(m.daemon_mnt)["cached_files"] <= 300, 5.0,
                what="at most 300 file inodes held")
