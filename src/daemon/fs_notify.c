@@ -197,8 +197,8 @@ const struct watch_handler fs_watch_handler = {
  * Asks the kernel to drop the dentries of the least recently used files
  * beyond the limit, a whole run at a time where the run has gone cold
  * (inode_collect_stale() says why).  It forgets those not in use, and the
- * inodes are freed.  A thread of its own: the kernel may be waiting on us (a lookup
- * in that very directory) while we notify it.
+ * inodes are freed.  A thread of its own: the kernel may be waiting on us
+ * (a lookup in that very directory) while we notify it.
  */
 static void *prune(void *arg)
 {

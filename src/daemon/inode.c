@@ -291,12 +291,7 @@ size_t inode_cached_files(struct inode_table *table)
 
 bool inode_over_limit(struct inode_table *table)
 {
-	bool over;
-
-	pthread_mutex_lock(&table->lock);
-	over = table->files > table->max_files;
-	pthread_mutex_unlock(&table->lock);
-	return over;
+	return inode_cached_files(table) > table->max_files;	/* max_files never changes */
 }
 
 /* Whether a whole run may go: none of its files looked up lately.  Locked. */
