@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "audit.h"
 #include "metaedit.h"
 
@@ -50,14 +51,6 @@ static int write_failed(int ret, char *reason)
 	snprintf(reason, AUDIT_REASON_SIZE, "cannot %s metadata.json: %s",
 		 ret == -EINVAL ? "format" : "write", strerror(-ret));
 	return -EIO;
-}
-
-static int64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* One change of a run's metadata.json, ordered when before is set. */
@@ -127,7 +120,7 @@ static int write_metadata(struct change *c, const struct meta_run *meta,
 static int apply(struct change *c, struct meta_run *meta, struct metafile_version *version,
 		 metaedit_fn edit, const void *ctx, char *reason)
 {
-	int64_t deadline = monotonic_ns() + (int64_t)METAEDIT_RETRY_MS * 1000000;
+	int64_t deadline = clock_ns(CLOCK_MONOTONIC) + (int64_t)METAEDIT_RETRY_MS * 1000000;
 	int ret;
 
 	for (long tries = 1;; tries++) {
@@ -143,7 +136,7 @@ static int apply(struct change *c, struct meta_run *meta, struct metafile_versio
 		ret = write_metadata(c, meta, version, reason);
 		if (ret != -ESTALE && ret != 1)
 			break;
-		if (ret == -ESTALE && monotonic_ns() >= deadline) {
+		if (ret == -ESTALE && clock_ns(CLOCK_MONOTONIC) >= deadline) {
 			snprintf(reason, AUDIT_REASON_SIZE, "metadata.json kept changing while it "
 				 "was being rewritten (%ld tries in %d ms)", tries, METAEDIT_RETRY_MS);
 			ret = -EIO;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "metafile.h"
 #include "names.h"
 #include "store.h"
@@ -23,14 +24,6 @@
 #define RETRY_INTERVAL_MS 10
 /* Reads again of a metadata.json replaced meanwhile (ESTALE) before giving up. */
 #define METAFILE_STALE_RETRIES 16
-
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* How long the file has gone unchanged, by the clock the file system stamps with. */
 static int64_t unchanged_for_ms(const struct stat *st)
@@ -65,7 +58,7 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 		  struct metafile_version *version, char *problem, size_t problem_size)
 {
 	const struct timespec pause = { .tv_nsec = RETRY_INTERVAL_MS * 1000000L };
-	int64_t started = monotonic_ms();
+	int64_t started = clock_monotonic_ms();
 	unsigned int stale = 0;
 	struct stat st;
 	size_t len;
@@ -108,7 +101,7 @@ int metafile_read(int run_fd, bool wait, struct meta_run *meta,
 				return -EBADMSG;
 			if (!wait)
 				return -EAGAIN;
-			if (monotonic_ms() - started >= METAFILE_WAIT_MAX_MS)
+			if (clock_monotonic_ms() - started >= METAFILE_WAIT_MAX_MS)
 				return -EBADMSG;
 			nanosleep(&pause, NULL);
 			if (fstatat(run_fd, NAMES_METADATA_FILE, &now, AT_SYMLINK_NOFOLLOW) < 0 ||

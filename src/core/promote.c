@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "audit.h"
 #include "check.h"
 #include "deletion.h"
@@ -168,15 +169,6 @@ struct promoter {
 static int refresh_usage(struct promoter *p);
 
 /* --- small helpers ------------------------------------------------------- */
-
-/* Nanoseconds by clock: CLOCK_REALTIME for records, CLOCK_MONOTONIC for waits. */
-static int64_t clock_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Accepts an attribute value: bounded UTF-8 text without control characters. */
 static int check_attr_value(const char *value, size_t size)

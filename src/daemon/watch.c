@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "names.h"
 #include "watch.h"
@@ -244,17 +245,9 @@ static void establish(struct watch *watch)
 		store_for_each_tenant(watch->store, establish_tenant, watch);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void mark_dirty(struct watch *watch, const char *client, const char *run, bool content)
 {
-	int64_t now = now_ms();
+	int64_t now = clock_monotonic_ms();
 
 	for (size_t i = 0; i < watch->n_dirty; i++)
 		if (strcmp(watch->dirty[i].run, run) == 0 &&
@@ -297,7 +290,7 @@ static int64_t settle_due_ms(const struct dirty_run *dirty)
  */
 static int settle_due_runs(struct watch *watch)
 {
-	int64_t now = now_ms(), wait = -1;
+	int64_t now = clock_monotonic_ms(), wait = -1;
 	size_t kept = 0;
 
 	for (size_t i = 0; i < watch->n_dirty; i++) {
@@ -546,7 +539,7 @@ static void poll_run(struct watch *watch, struct polled_tenant *t, int tenant_fd
 		return;
 	run->dir = dir;
 	run->meta = meta;
-	run->hot_until_ms = now_ms() + POLL_HOT_MS;
+	run->hot_until_ms = clock_monotonic_ms() + POLL_HOT_MS;
 	report_run(watch, t->client, run->name, report);
 }
 
@@ -656,7 +649,7 @@ out:
 static void poll_tenant(struct watch *watch, struct polled_tenant *t, size_t sweep, bool report)
 {
 	int tenant_fd = store_open_tenant(watch->store, t->client, O_PATH);
-	int64_t now = now_ms();
+	int64_t now = clock_monotonic_ms();
 	struct stamp dir;
 
 	if (tenant_fd < 0) {
@@ -768,7 +761,7 @@ static void *watch_thread(void *arg)
 		{ .fd = watch->stop_fd, .events = POLLIN },
 		{ .fd = watch->inotify_fd, .events = POLLIN },
 	};
-	int64_t next_poll = now_ms() + watch->poll_ms;
+	int64_t next_poll = clock_monotonic_ms() + watch->poll_ms;
 	int timeout = -1;
 
 	for (;;) {
@@ -776,7 +769,7 @@ static void *watch_thread(void *arg)
 		ssize_t len;
 
 		if (polling) {
-			int64_t until_poll = next_poll - now_ms();
+			int64_t until_poll = next_poll - clock_monotonic_ms();
 
 			if (until_poll < 0)
 				until_poll = 0;
@@ -798,9 +791,9 @@ static void *watch_thread(void *arg)
 			establish(watch);
 			watch->handler->tenant_changed(watch->ctx, watch->client);
 		}
-		if (polling && now_ms() >= next_poll) {
+		if (polling && clock_monotonic_ms() >= next_poll) {
 			poll_store(watch, true);
-			next_poll = now_ms() + watch->poll_ms;
+			next_poll = clock_monotonic_ms() + watch->poll_ms;
 		}
 		timeout = settle_due_runs(watch);
 	}
