@@ -11,6 +11,7 @@
 #define ARTIFACTFS_FS_INTERNAL_H
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -33,22 +34,40 @@ struct open_file {
 	size_t len;
 };
 
+/*
+ * An entry of a run directory's stream read but not yet sent (see struct
+ * dir_handle).
+ */
+struct pending_entry {
+	char name[NAME_MAX + 1];
+	ino_t ino;
+	unsigned char type;
+	off_t next;		/* its cookie: the entry after it */
+	bool stat_taken;	/* st is its backing file's, taken at read_ahead_ns */
+	struct stat st;
+};
+
 /* An open directory: a stream for run dirs, a snapshot for the others. */
 struct dir_handle {
-	DIR *stream;		/* INODE_RUN: the backing directory */
-	off_t offset;		/* stream position: the next entry's cookie */
 	/*
-	 * The stream entry that did not fit in the last reply, sent first in
-	 * the next: seeking back for it would drop the stream's buffer, and
-	 * every reply would read the backing directory again.
+	 * Guards all below against the reply's read-ahead, which runs on
+	 * after the reply, into the next readdir or the release.
 	 */
-	bool held;
-	struct held_entry {
-		char name[NAME_MAX + 1];
-		ino_t ino;
-		unsigned char type;
-		off_t next;	/* its cookie: the entry after it */
-	} held_entry;
+	pthread_mutex_t lock;
+	DIR *stream;		/* INODE_RUN: the backing directory */
+	ino_t dir_ino;		/* INODE_RUN: the directory's own, for "." */
+	off_t offset;		/* the cookie of the next entry to send */
+	/*
+	 * Entries read from the stream but not yet sent, from
+	 * pending[pending_first] to pending[pending_count - 1], next in line when the kernel asks at offset:
+	 * the one that did not fit in the last reply (seeking back for it
+	 * would drop the stream's buffer, and every reply would read the
+	 * backing directory again), and those read ahead, with their stat,
+	 * while the reader took that reply in.
+	 */
+	struct pending_entry *pending;
+	size_t pending_first, pending_count, pending_capacity;
+	int64_t read_ahead_ns;	/* CLOCK_MONOTONIC */
 	struct dir_entry {
 		char *name;
 		ino_t ino;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fs_internal.h"
 #include "log.h"
 #include "names.h"
@@ -126,6 +127,8 @@ static void dir_handle_free(struct dir_handle *handle)
 	if (!handle)
 		return;
 	fs_dir_handle_release(handle);
+	free(handle->pending);
+	pthread_mutex_destroy(&handle->lock);
 	free(handle);
 }
 
@@ -143,6 +146,9 @@ static void dir_handle_close(struct fs *fs, struct dir_handle *handle)
 	pthread_mutex_lock(&fs->open_lock);
 	list_unlink(&fs->dir_handles, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
+	/* The last reply's read-ahead may still be at work. */
+	pthread_mutex_lock(&handle->lock);
+	pthread_mutex_unlock(&handle->lock);
 	dir_handle_free(handle);
 }
 
@@ -376,6 +382,31 @@ static void limit_to_expiry(struct view *view, const char *run, struct fuse_entr
  * Resolves name in parent and counts a kernel reference to the result.
  * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
  */
+/*
+ * The entry of a run's file, from its backing stat.  Returns 0 with *e
+ * (a reference counted), or -errno.
+ */
+static int lookup_run_file(struct fs *fs, struct inode *parent, const char *name,
+			   const struct stat *backing, struct fuse_entry_param *e)
+{
+	struct inode *inode;
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = cache_timeout(fs);
+	e->entry_timeout = cache_timeout(fs);
+	if (!S_ISREG(backing->st_mode))
+		return -ENOENT;
+	ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing->st_ino, -1, &inode);
+	if (ret < 0)
+		return ret;
+	if (inode_over_limit(fs->inodes))
+		fs_wake_pruner(fs);
+	fs_present_backing(fs, inode->tenant, &e->attr, backing);
+	e->ino = inode_to_nodeid(inode);
+	return 0;
+}
+
 static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 			struct fuse_entry_param *e)
 {
@@ -424,12 +455,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	case INODE_RUN:
 		if (fstatat(parent->fd, name, &backing, AT_SYMLINK_NOFOLLOW) < 0)
 			return errno == ENOTDIR || errno == ELOOP ? -ENOENT : -errno;
-		if (!S_ISREG(backing.st_mode))
-			return -ENOENT;
-		ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing.st_ino, -1, &inode);
-		if (ret == 0 && inode_over_limit(fs->inodes))
-			fs_wake_pruner(fs);
-		break;
+		return lookup_run_file(fs, parent, name, &backing, e);
 	case INODE_PROMOTE:
 	case INODE_STAGED_RUN:
 		return fs_promote_lookup(fs, parent, name, e);
@@ -853,6 +879,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	pthread_mutex_init(&handle->lock, NULL);
 	switch (inode->kind) {
 	case INODE_TENANTS:
 		ret = list_tenants(fs, handle);
@@ -867,6 +894,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 		ret = fs_promote_list_run(inode, handle);
 		break;
 	case INODE_RUN:
+		handle->dir_ino = inode->ino;
 		ret = store_open_dir(inode->fd, &handle->stream);
 		break;
 	default:
@@ -890,12 +918,14 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 }
 
 /*
- * Adds one entry to a readdir reply.  Returns the bytes used, or 0 when it
- * did not fit (then nothing was added, and no reference is left counted).
+ * Adds one entry to a readdir reply; for READDIRPLUS, with the attributes
+ * of backing when given (a run's file, stat taken by the read-ahead), else
+ * looked up.  Returns the bytes used, or 0 when it did not fit (then
+ * nothing was added, and no reference is left counted).
  */
 static size_t add_entry(fuse_req_t req, struct inode *dir, char *buf, size_t space,
 			const char *name, ino_t ino, unsigned char type, off_t next,
-			bool plus)
+			bool plus, const struct stat *backing)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
@@ -911,7 +941,8 @@ static size_t add_entry(fuse_req_t req, struct inode *dir, char *buf, size_t spa
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = ino;
 		e.attr.st_mode = DTTOIF(type);
-	} else if (lookup_child(fs, dir, name, &e) < 0) {
+	} else if ((backing ? lookup_run_file(fs, dir, name, backing, &e) :
+			      lookup_child(fs, dir, name, &e)) < 0) {
 		/* Vanished since it was listed: list it without attributes. */
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = ino;
@@ -935,7 +966,8 @@ static size_t read_snapshot(fuse_req_t req, struct inode *dir, struct dir_handle
 	/* A snapshot entry's cookie is its index + 1. */
 	for (size_t i = (size_t)offset; i < handle->count; i++) {
 		size_t used = add_entry(req, dir, buf + pos, size - pos, handle->entries[i].name,
-					handle->entries[i].ino, handle->entries[i].type, (off_t)i + 1, plus);
+					handle->entries[i].ino, handle->entries[i].type, (off_t)i + 1, plus,
+					NULL);
 		if (!used)
 			break;
 		pos += used;
@@ -943,56 +975,139 @@ static size_t read_snapshot(fuse_req_t req, struct inode *dir, struct dir_handle
 	return pos;
 }
 
-static int read_stream(fuse_req_t req, struct inode *dir, struct dir_handle *handle,
-		       char *buf, size_t size, off_t offset, bool plus, size_t *pos)
+/*
+ * Entries a READDIRPLUS reply's read-ahead takes at most: about what one
+ * reply to a 32 KiB getdents() holds.
+ */
+#define READ_AHEAD_MAX 256
+/*
+ * How long attributes taken ahead may be sent: well within the second in
+ * which the mount shows a change made in the store.
+ */
+#define READ_AHEAD_FRESH_NS (100 * 1000000LL)
+
+/* Makes room for count pending entries.  Returns 0 or -ENOMEM.  Handle locked. */
+static int make_pending_room(struct dir_handle *handle, size_t count)
 {
+	struct pending_entry *bigger;
+
+	if (handle->pending_capacity >= count)
+		return 0;
+	bigger = realloc(handle->pending, count * sizeof(*bigger));
+	if (!bigger)
+		return -ENOMEM;
+	handle->pending = bigger;
+	handle->pending_capacity = count;
+	return 0;
+}
+
+/*
+ * Reads the stream's next entry that the view shows into a new pending
+ * entry.  Returns 1, 0 at the end of the stream, or -errno.  Handle
+ * locked, with room for one more pending.
+ */
+static int read_pending(struct dir_handle *handle)
+{
+	struct pending_entry *pending;
 	struct dirent *entry;
+
+	for (;;) {
+		errno = 0;
+		entry = readdir(handle->stream);
+		if (!entry)
+			return -errno;
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0 ||
+		    store_entry_type(handle->stream, entry) == DT_REG)
+			break;
+		/* symlinks, FIFOs, devices, subdirectories: not shown */
+	}
+	pending = &handle->pending[handle->pending_count++];
+	snprintf(pending->name, sizeof(pending->name), "%s", entry->d_name);
+	pending->ino = entry->d_ino;
+	pending->type = DT_REG;
+	if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) {
+		pending->ino = entry->d_name[1] ? INODE_ROOT_INO : handle->dir_ino;
+		pending->type = DT_DIR;
+	}
+	pending->next = entry->d_off;
+	pending->stat_taken = false;
+	return 1;
+}
+
+/*
+ * Fills a reply from a run directory's stream, pending entries first.
+ * Sets *pos to the bytes used and *sent to the entries.  Returns 0 or
+ * -errno (only when nothing was added).  Handle locked.
+ */
+static int read_stream(fuse_req_t req, struct inode *dir, struct dir_handle *handle,
+		       char *buf, size_t size, off_t offset, bool plus, size_t *pos, size_t *sent)
+{
+	bool fresh = clock_ns(CLOCK_MONOTONIC) - handle->read_ahead_ns < READ_AHEAD_FRESH_NS;
+	int ret = 0;
 
 	/* The backing directory's own cookies: stable while entries come and go. */
 	if (offset != handle->offset) {
 		seekdir(handle->stream, offset);
 		handle->offset = offset;
-		handle->held = false;
+		handle->pending_first = handle->pending_count = 0;
 	}
-	*pos = 0;
-	if (handle->held) {
-		struct held_entry *held = &handle->held_entry;
-
-		*pos = add_entry(req, dir, buf, size, held->name, held->ino, held->type,
-				 held->next, plus);
-		if (!*pos)
-			return 0;
-		handle->held = false;
-		handle->offset = held->next;
-	}
-	while ((errno = 0, entry = readdir(handle->stream))) {
-		unsigned char type = DT_DIR;
-		ino_t ino = entry->d_ino;
+	*pos = *sent = 0;
+	for (;;) {
+		struct pending_entry *next;
 		size_t used;
 
-		if (strcmp(entry->d_name, ".") == 0)
-			ino = dir->ino;
-		else if (strcmp(entry->d_name, "..") == 0)
-			ino = INODE_ROOT_INO;
-		else if ((type = store_entry_type(handle->stream, entry)) != DT_REG)
-			goto next;	/* symlinks, FIFOs, devices, subdirectories */
-		used = add_entry(req, dir, buf + *pos, size - *pos, entry->d_name, ino,
-				 type, entry->d_off, plus);
-		if (!used) {
-			struct held_entry *held = &handle->held_entry;
-
-			snprintf(held->name, sizeof(held->name), "%s", entry->d_name);
-			held->ino = ino;
-			held->type = type;
-			held->next = entry->d_off;
-			handle->held = true;
-			return 0;
+		if (handle->pending_first == handle->pending_count) {
+			handle->pending_first = handle->pending_count = 0;
+			ret = make_pending_room(handle, 1);
+			if (ret == 0)
+				ret = read_pending(handle);
+			if (ret <= 0)
+				break;
 		}
+		next = &handle->pending[handle->pending_first];
+		used = add_entry(req, dir, buf + *pos, size - *pos, next->name, next->ino,
+				 next->type, next->next, plus,
+				 plus && fresh && next->stat_taken ? &next->st : NULL);
+		if (!used)
+			return 0;	/* it stays pending: first in the next reply */
 		*pos += used;
-next:
-		handle->offset = entry->d_off;
+		(*sent)++;
+		handle->pending_first++;
+		handle->offset = next->next;
 	}
-	return *pos ? 0 : -errno;
+	return *pos ? 0 : ret;
+}
+
+/*
+ * After a full READDIRPLUS reply from a run directory, reads the entries
+ * the next one will need and takes their stat, while the kernel and the
+ * reader take this reply in: a walk's stat() calls then overlap with the
+ * reader's work instead of adding to it.  Touches nothing but the handle,
+ * which the release waits for: the kernel may forget the directory's
+ * inode meanwhile.  Handle locked.
+ */
+static void read_ahead(struct dir_handle *handle, size_t sent)
+{
+	size_t want = sent < READ_AHEAD_MAX ? sent : READ_AHEAD_MAX;
+	size_t left = handle->pending_count - handle->pending_first;
+	int fd = dirfd(handle->stream);
+
+	if (make_pending_room(handle, READ_AHEAD_MAX) < 0)
+		return;		/* the next reply reads as it goes */
+	memmove(handle->pending, handle->pending + handle->pending_first,
+		left * sizeof(*handle->pending));
+	handle->pending_first = 0;
+	handle->pending_count = left;
+	while (handle->pending_count < want && read_pending(handle) > 0)
+		;
+	handle->read_ahead_ns = clock_ns(CLOCK_MONOTONIC);
+	for (size_t i = 0; i < handle->pending_count; i++) {
+		struct pending_entry *pending = &handle->pending[i];
+
+		pending->stat_taken = pending->type == DT_REG &&
+				      fstatat(fd, pending->name, &pending->st,
+					      AT_SYMLINK_NOFOLLOW) == 0;
+	}
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t offset,
@@ -1000,7 +1115,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off
 {
 	struct dir_handle *handle = (struct dir_handle *)(uintptr_t)fi->fh;
 	struct inode *dir = inode_of(req, nodeid);
-	size_t pos = 0;
+	size_t pos = 0, sent = 0;
 	char *buf;
 	int ret = 0;
 
@@ -1009,14 +1124,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	pthread_mutex_lock(&handle->lock);
 	if (handle->stream)
-		ret = read_stream(req, dir, handle, buf, size, offset, plus, &pos);
+		ret = read_stream(req, dir, handle, buf, size, offset, plus, &pos, &sent);
 	else
 		pos = read_snapshot(req, dir, handle, buf, size, offset, plus);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_buf(req, buf, pos);
+	if (ret == 0 && plus && handle->stream && handle->pending_first < handle->pending_count)
+		read_ahead(handle, sent);
+	pthread_mutex_unlock(&handle->lock);
 	free(buf);
 }
 

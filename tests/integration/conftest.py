@@ -555,7 +555,7 @@ _libc.listxattr.restype = ctypes.c_ssize_t
 DT_UNKNOWN, DT_DIR, DT_REG = 0, 4, 8
 
 
-def _readdir(path, start: int | None = None, skim: int = 0):
+def iter_readdir(path, start: int | None = None, skim: int = 0):
     """Yields (name, d_ino, d_type, telldir() after it) for each entry
     readdir(3) gives, "." and ".." included: from the beginning or, with
     start, from seekdir(start), after reading skim entries first in the
@@ -585,14 +585,14 @@ def _readdir(path, start: int | None = None, skim: int = 0):
 
 def raw_readdir(path) -> dict[str, tuple[int, int]]:
     """name -> (d_ino, d_type) straight from readdir(3), "." and ".." left out."""
-    return {name: (ino, dtype) for name, ino, dtype, _ in _readdir(path)
+    return {name: (ino, dtype) for name, ino, dtype, _ in iter_readdir(path)
             if name not in (".", "..")}
 
 
 def readdir_with_positions(path, start: int | None = None,
                            skim: int = 0) -> list[tuple[str, int]]:
-    """(name, telldir() after it) of each entry, as _readdir() reads them."""
-    return [(name, position) for name, _, _, position in _readdir(path, start, skim)]
+    """(name, telldir() after it) of each entry, as iter_readdir() reads them."""
+    return [(name, position) for name, _, _, position in iter_readdir(path, start, skim)]
 
 
 STATS_XATTR = "user.artifactfs.stats"

@@ -7,6 +7,7 @@ import random
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from conftest import (
     ALICE, ALICE_RUN, BOB, DT_DIR, DT_REG, FILE_XATTRS, REPO_ROOT, RUN_XATTRS, SHARED_RUN,
     daemon_stats,
-    expected_files, expected_runs, inode_map, raw_readdir, read_bytes, readdir_with_positions,
+    expected_files, expected_runs, inode_map, iter_readdir, raw_readdir, read_bytes,
+    readdir_with_positions,
     run_cmd,
     view_file_mode, wait_until, walk_view, xattrs,
 )
@@ -88,6 +90,55 @@ def test_a_listing_resumed_at_any_position_goes_on_from_there(store, mounter):
         for skim in (0, 1):
             rest = readdir_with_positions(m.mnt / ALICE_RUN, start=first[k][1], skim=skim)
             assert [name for name, _ in rest] == listed[k + 1:], (k, skim)
+
+
+def test_attributes_read_ahead_are_not_sent_stale(store, mounter):
+    """After a full READDIRPLUS reply the daemon reads the next entries of
+    a run and takes their stat, ahead of the next request.  Files that grow
+    in the store before that request comes, later than a moment after, are
+    listed with their new size, not the one taken ahead."""
+    names = [f"{i:05d}-" + "r" * 100 for i in range(600)]
+    for name in names:
+        (store.run_dir(ALICE, ALICE_RUN) / name).write_bytes(b"x")
+    m = mounter(store, ALICE)
+    entries = iter_readdir(m.mnt / ALICE_RUN)
+    first = next(entries)[0]     # one reply, of far fewer than 600 entries
+    time.sleep(0.3)              # the read-ahead is done; it then grows stale
+    for name in names:
+        (store.run_dir(ALICE, ALICE_RUN) / name).write_bytes(b"grown")
+    time.sleep(0.3)
+    rest = [name for name, *_ in entries if name in names]
+    assert len(rest) > 300, (first, len(rest))
+    sizes = {name: os.stat(m.mnt / ALICE_RUN / name).st_size for name in rest}
+    assert sizes == {name: 5 for name in rest}
+
+
+def test_listings_closed_during_their_read_ahead(store, mounter):
+    """Listings that stop after one reply and close at once, from 8 threads:
+    each release meets the read-ahead of its reply still at work.  The
+    daemon serves on, and a whole listing is still exact."""
+    names = {f"{i:05d}-" + "r" * 100 for i in range(600)}
+    for name in names:
+        (store.run_dir(ALICE, ALICE_RUN) / name).write_bytes(b"x")
+    m = mounter(store, ALICE, "-o", "cache_timeout=0")  # every listing from the daemon
+    errors = []
+
+    def list_briefly():
+        try:
+            for _ in range(40):
+                entries = iter_readdir(m.mnt / ALICE_RUN)
+                next(entries)
+                entries.close()
+        except Exception as e:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=list_briefly) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert names <= set(raw_readdir(m.mnt / ALICE_RUN))
 
 
 def test_metadata_entries_without_a_file_are_not_listed(store, mounter):
