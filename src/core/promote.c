@@ -963,31 +963,34 @@ static ssize_t take_write(struct upload *u, const void *buf, size_t size, off_t 
 }
 
 /*
- * Does what is left of an answered write: its direct write, then its fold
- * into the hash, in the order the sequential writes were taken.  No lock
- * held; see struct upload.
+ * Does what is left of an answered write: its fold into the hash, in the
+ * order the sequential writes were taken, then its direct write.  Folding
+ * first keeps the hash, which goes one write at a time, from waiting on
+ * the disk.  No lock held; see struct upload.
  */
 static void finish_behind(struct upload *u, const struct behind_work *work, const void *buf,
 			  size_t size, uint64_t offset)
 {
 	int error = 0;
 
-	if (work->buffer >= 0) {
-		ssize_t n = pwrite(u->direct_fd, u->direct_buffers[work->buffer], size,
-				   (off_t)offset);
-		if (n != (ssize_t)size)
-			error = n < 0 ? -errno : -EIO;
-	}
 	if (work->fold) {
 		pthread_mutex_lock(&u->behind_lock);
 		while (u->hashed != offset)
 			pthread_cond_wait(&u->behind_moved, &u->behind_lock);
 		pthread_mutex_unlock(&u->behind_lock);
 		EVP_DigestUpdate(u->hash, buf, size);
+		pthread_mutex_lock(&u->behind_lock);
+		u->hashed += size;
+		pthread_cond_broadcast(&u->behind_moved);
+		pthread_mutex_unlock(&u->behind_lock);
+	}
+	if (work->buffer >= 0) {
+		ssize_t n = pwrite(u->direct_fd, u->direct_buffers[work->buffer], size,
+				   (off_t)offset);
+		if (n != (ssize_t)size)
+			error = n < 0 ? -errno : -EIO;
 	}
 	pthread_mutex_lock(&u->behind_lock);
-	if (work->fold)
-		u->hashed += size;
 	if (work->buffer >= 0)
 		u->direct_busy[work->buffer] = false;
 	if (error && !u->behind_error)
