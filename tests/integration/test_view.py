@@ -583,7 +583,9 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter,
         counts = requests.counts()
     seen = dict(line.rsplit(" ", 1) for line in out.splitlines())
     assert {k: int(v) for k, v in seen.items()} == sizes
-    assert counts.get("GETATTR", 0) < (runs * per_run - bound) // 3, counts
+    # Files pruned one by one cost one GETATTR each (3,211-3,250 here);
+    # runs pruned whole, 88-850 on a machine kept busy meanwhile.
+    assert counts.get("GETATTR", 0) < (runs * per_run - bound) // 2, counts
     # The kernel's FORGETs come after the invalidations that asked for them.
     wait_until(lambda: daemon_stats(root)["cached_files"] <= bound, 5.0,
                what=f"at most {bound} file inodes held")
