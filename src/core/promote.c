@@ -75,8 +75,8 @@ struct run_attrs {
  *  - The promoter's lock guards what other threads look at: registered
  *    and agent_id (written under it only: a newer upload of the same name
  *    takes the name over, setxattr sets the agent); staged, dirty,
- *    committed, dropped and size (written under both locks, so either one
- *    is enough to read them).  agent_id is copied under it, never kept.
+ *    committed, spending, dropped and size (written under both locks, so
+ *    either one is enough to read them).  agent_id is copied under it, never kept.
  *  - fd keeps its number from the first stage to upload_free(): a new
  *    open file is dup3()'d onto it, so readers of that number (FUSE
  *    reads, fstat in listings) never meet a closed or reused one.
@@ -121,6 +121,7 @@ struct upload {
 	uint64_t size;		/* apparent size, as the quota counts it */
 	bool dirty;		/* written since the last commit */
 	bool committed;		/* committed at least once */
+	bool spending;		/* a request whose commit has begun: no longer listed */
 	bool registered;	/* in the promoter's list, holding its name */
 	bool staged;		/* the staged name exists (not yet renamed away) */
 	int failure;		/* sticky -errno: the upload can no longer commit */
@@ -1340,8 +1341,18 @@ out:
 static int commit_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
-	int ret = u->run[0] ? land_upload(u, u->name) : commit_request(u);
+	int ret;
 
+	if (!u->run[0]) {
+		/*
+		 * A request is spent by its first commit: gone from promote/'s
+		 * listing before .status can tell its outcome.
+		 */
+		pthread_mutex_lock(&p->lock);
+		u->spending = true;
+		pthread_mutex_unlock(&p->lock);
+	}
+	ret = u->run[0] ? land_upload(u, u->name) : commit_request(u);
 	pthread_mutex_lock(&p->lock);
 	u->dirty = false;
 	u->committed = true;
@@ -1671,7 +1682,7 @@ int promote_list_uploads(struct promoter *p, const char *run,
 
 	pthread_mutex_lock(&p->lock);
 	for (u = p->uploads; u && ret == 0; u = u->next) {
-		if (!u->staged || strcmp(u->run, run ? run : "") != 0)
+		if (!u->staged || u->spending || strcmp(u->run, run ? run : "") != 0)
 			continue;
 		settle_behind(u);
 		if (fstat(u->fd, &st) == 0)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import (ALICE, ALICE_RUN, REFUSALS, StoreGuard, check_status_safe, errno_of,
-                      outcome, request, rss_limit_kb, vmrss_kb)
+                      outcome, read_bytes, request, rss_limit_kb, vmrss_kb)
 
 MIB = 1 << 20
 RUN = ALICE_RUN.encode()
@@ -84,6 +84,25 @@ def test_hostile_request_document(world, mounter, doc, expected):
     assert not [n for n in os.listdir(m.mnt / "promote") if n.endswith(".json")]
     rel = f"artifacts/{ALICE}/{ALICE_RUN}"
     guard.check(allow=[f"{rel}/ok.txt", f"{rel}/metadata.json"] if expected == "ok" else [])
+
+
+def test_a_request_settled_at_release_is_gone_once_status_tells(world, mounter):
+    """An empty request is settled at the release the kernel sends after
+    close() returned (nothing to commit at the close).  As soon as .status
+    shows its outcome, promote/ no longer lists it: 40 times, each read the
+    moment the outcome appears."""
+    m = mounter(world, ALICE, expect_warnings=REFUSALS)
+    status = m.mnt / "promote" / ".status"
+    for i in range(40):
+        before = len(read_bytes(status).splitlines())
+        fd = os.open(m.mnt / "promote" / f"req-{i}.json", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+        deadline = time.monotonic() + 10
+        while len(read_bytes(status).splitlines()) == before:
+            assert time.monotonic() < deadline, "no outcome in .status"
+        listed = [n for n in os.listdir(m.mnt / "promote") if n.endswith(".json")]
+        assert not listed, (i, listed)
+    assert [e["result"] for e in check_status_safe(m.mnt)[-40:]] == ["EINVAL"] * 40
 
 
 @pytest.mark.parametrize("how", ["ftruncate-1TiB", "pwrite-at-2MiB", "sparse-seek-1TiB"])
