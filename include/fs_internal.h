@@ -59,11 +59,11 @@ struct dir_handle {
 	off_t offset;		/* the cookie of the next entry to send */
 	/*
 	 * Entries read from the stream but not yet sent, from
-	 * pending[pending_first] to pending[pending_count - 1], next in line when the kernel asks at offset:
-	 * the one that did not fit in the last reply (seeking back for it
-	 * would drop the stream's buffer, and every reply would read the
-	 * backing directory again), and those read ahead, with their stat,
-	 * while the reader took that reply in.
+	 * pending[pending_first] to pending[pending_count - 1], next in line
+	 * when the kernel asks at offset: the one that did not fit in the
+	 * last reply (seeking back for it would drop the stream's buffer,
+	 * and every reply would read the backing directory again), and those
+	 * read ahead, with their stat, while the reader took that reply in.
 	 */
 	struct pending_entry *pending;
 	size_t pending_first, pending_count, pending_capacity;

@@ -76,7 +76,8 @@ struct run_attrs {
  *    and agent_id (written under it only: a newer upload of the same name
  *    takes the name over, setxattr sets the agent); staged, dirty,
  *    committed, spending, dropped and size (written under both locks, so
- *    either one is enough to read them).  agent_id is copied under it, never kept.
+ *    either one is enough to read them).  agent_id is copied under it,
+ *    never kept.
  *  - fd keeps its number from the first stage to upload_free(): a new
  *    open file is dup3()'d onto it, so readers of that number (FUSE
  *    reads, fstat in listings) never meet a closed or reused one.
@@ -1343,7 +1344,9 @@ static int commit_upload(struct upload *u)
 	struct promoter *p = u->promoter;
 	int ret;
 
-	if (!u->run[0]) {
+	if (u->run[0]) {
+		ret = land_upload(u, u->name);
+	} else {
 		/*
 		 * A request is spent by its first commit: gone from promote/'s
 		 * listing before .status can tell its outcome.
@@ -1351,8 +1354,8 @@ static int commit_upload(struct upload *u)
 		pthread_mutex_lock(&p->lock);
 		u->spending = true;
 		pthread_mutex_unlock(&p->lock);
+		ret = commit_request(u);
 	}
-	ret = u->run[0] ? land_upload(u, u->name) : commit_request(u);
 	pthread_mutex_lock(&p->lock);
 	u->dirty = false;
 	u->committed = true;

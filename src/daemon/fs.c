@@ -378,10 +378,14 @@ static void limit_to_expiry(struct view *view, const char *run, struct fuse_entr
 		e->entry_timeout = e->attr_timeout = left > 0 ? left : 0;
 }
 
-/*
- * Resolves name in parent and counts a kernel reference to the result.
- * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
- */
+/* An empty entry with the mount's cache timeouts. */
+static void init_entry(struct fs *fs, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = cache_timeout(fs);
+	e->entry_timeout = cache_timeout(fs);
+}
+
 /*
  * The entry of a run's file, from its backing stat.  Returns 0 with *e
  * (a reference counted), or -errno.
@@ -392,9 +396,7 @@ static int lookup_run_file(struct fs *fs, struct inode *parent, const char *name
 	struct inode *inode;
 	int ret;
 
-	memset(e, 0, sizeof(*e));
-	e->attr_timeout = cache_timeout(fs);
-	e->entry_timeout = cache_timeout(fs);
+	init_entry(fs, e);
 	if (!S_ISREG(backing->st_mode))
 		return -ENOENT;
 	ret = inode_get(fs->inodes, parent, INODE_FILE, name, backing->st_ino, -1, &inode);
@@ -407,6 +409,10 @@ static int lookup_run_file(struct fs *fs, struct inode *parent, const char *name
 	return 0;
 }
 
+/*
+ * Resolves name in parent and counts a kernel reference to the result.
+ * Returns 0 with *e filled, or -errno (-ENOENT for anything the view hides).
+ */
 static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 			struct fuse_entry_param *e)
 {
@@ -414,9 +420,7 @@ static int lookup_child(struct fs *fs, struct inode *parent, const char *name,
 	struct stat backing;
 	int fd, ret;
 
-	memset(e, 0, sizeof(*e));
-	e->attr_timeout = cache_timeout(fs);
-	e->entry_timeout = cache_timeout(fs);
+	init_entry(fs, e);
 
 	switch (parent->kind) {
 	case INODE_TENANTS: {
@@ -1010,14 +1014,15 @@ static int read_pending(struct dir_handle *handle)
 {
 	struct pending_entry *pending;
 	struct dirent *entry;
+	bool dot;
 
 	for (;;) {
 		errno = 0;
 		entry = readdir(handle->stream);
 		if (!entry)
 			return -errno;
-		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0 ||
-		    store_entry_type(handle->stream, entry) == DT_REG)
+		dot = strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0;
+		if (dot || store_entry_type(handle->stream, entry) == DT_REG)
 			break;
 		/* symlinks, FIFOs, devices, subdirectories: not shown */
 	}
@@ -1025,7 +1030,7 @@ static int read_pending(struct dir_handle *handle)
 	snprintf(pending->name, sizeof(pending->name), "%s", entry->d_name);
 	pending->ino = entry->d_ino;
 	pending->type = DT_REG;
-	if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) {
+	if (dot) {
 		pending->ino = entry->d_name[1] ? INODE_ROOT_INO : handle->dir_ino;
 		pending->type = DT_DIR;
 	}
