@@ -182,17 +182,22 @@ static json_t *landing_intent(const struct landing *l)
  * time, across threads, processes and hosts), into *lock, then opens its
  * dir, making it if needed: a deletion of the run (rm -r) that held the
  * lock before us has removed it, and the landing makes it anew.
- * Returns the fd or -errno (then nothing is held).
+ * Returns the fd, or -errno with reason saying which step failed (then
+ * nothing is held).
  */
-static int lock_run_for_landing(struct writer *w, const char *run, int *lock)
+static int lock_run_for_landing(struct writer *w, const char *run, int *lock, char *reason)
 {
 	int run_fd;
 
 	*lock = store_lock_run(w->view->store, w->view->client, run, true);
-	if (*lock < 0)
+	if (*lock < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot lock the run: %s", strerror(-*lock));
 		return *lock;
+	}
 	run_fd = store_make_run(w->view->store, w->view->client, run);
 	if (run_fd < 0) {
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot make or open the run directory: %s",
+			 strerror(-run_fd));
 		store_unlock(*lock);
 		*lock = -1;
 	}
@@ -533,10 +538,8 @@ static void land_group(struct landing_group *g)
 	struct meta_run meta = { 0 };
 	int run_fd, lock, ret;
 
-	run_fd = lock_run_for_landing(w, g->run, &lock);
+	run_fd = lock_run_for_landing(w, g->run, &lock, reason);
 	if (run_fd < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot %s the run directory: %s",
-			 lock < 0 ? "lock" : "make", strerror(-run_fd));
 		ret = -EIO;
 		goto out;
 	}
