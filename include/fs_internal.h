@@ -159,9 +159,12 @@ int fs_promote_list(struct tenant *tenant, struct dir_handle *handle);
 int fs_promote_list_run(struct inode *dir, struct dir_handle *handle);
 
 /*
- * Removes the idle staging of promote/<run> once the store has run (after
- * an upload into it was released): promote/ lists the store's runs, and
- * a staging left behind would outlive the run.
+ * Removes the idle staging of promote/<run> once the store has run:
+ * promote/ lists the store's runs, and a staging left behind would
+ * outlive the run.  Called when the run has settled (quiet for a moment
+ * after its last change, see watch.h), not at each release: a writer
+ * landing one file after another would otherwise remove and make the
+ * staging directory once per file, under the promoter's lock.
  */
 void fs_promote_tidy_run(struct tenant *tenant, const char *run);
 

@@ -836,13 +836,11 @@ static void fs_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
 static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
 {
 	struct inode *inode = inode_of(req, nodeid);
-	bool upload = handle_of(fi)->upload != NULL;
 
 	if (handle_of(fi)->passthrough)
 		release_passthrough(req, inode);
+	/* The upload's staging directory stays for the next file: see fs_promote_tidy_run(). */
 	fs_open_file_put(handle_of(fi));
-	if (upload && fs_promote_upload_run(inode))
-		fs_promote_tidy_run(inode->tenant, fs_promote_upload_run(inode));
 	fuse_reply_err(req, 0);
 }
 

@@ -178,6 +178,8 @@ static unsigned int settle_run(void *ctx, const char *client, const char *run, b
 	/* A rewritten metadata.json may have moved the run's expiry. */
 	if (view_run_visible(&tenant->view, run) != was_visible)
 		fs_notify_run(fs, client, run);
+	if (tenant->promoter)
+		fs_promote_tidy_run(tenant, run);
 	return again;
 }
 

@@ -43,8 +43,10 @@ static bool store_has_run(struct tenant *tenant, const char *run, struct stat *s
 
 /*
  * promote/<run> of a run the store has needs no staging: a write makes
- * one, and it goes once idle, so that no staging outlives a run deleted
- * behind the daemon's back (a busy one goes at a later listing).
+ * one, and it goes when the run settles with no upload in flight (a
+ * landing changes the run, so the last one brings the settle that
+ * removes it), so that no staging outlives a run deleted behind the
+ * daemon's back.
  */
 void fs_promote_tidy_run(struct tenant *tenant, const char *run)
 {
