@@ -349,32 +349,44 @@ out:
 	return ret;
 }
 
-/* A growing output buffer; the first failed allocation sticks. */
+/*
+ * A growing output buffer; the first failed allocation sticks, and so does
+ * a string that is not UTF-8 (invalid).
+ */
 struct meta_out {
 	char *data;
 	size_t len;
 	size_t cap;
 	bool failed;
+	bool invalid;
 };
+
+/* Makes room for len more bytes and a NUL.  Returns false once failed. */
+static bool meta_out_reserve(struct meta_out *out, size_t len)
+{
+	size_t cap = out->cap ? out->cap : 1024;
+	char *data;
+
+	if (out->failed)
+		return false;
+	if (out->len + len + 1 <= out->cap)
+		return true;
+	while (out->len + len + 1 > cap)
+		cap *= 2;
+	data = realloc(out->data, cap);
+	if (!data) {
+		out->failed = true;
+		return false;
+	}
+	out->data = data;
+	out->cap = cap;
+	return true;
+}
 
 static void meta_out_add(struct meta_out *out, const char *text, size_t len)
 {
-	if (out->failed)
+	if (!meta_out_reserve(out, len))
 		return;
-	if (out->len + len + 1 > out->cap) {
-		size_t cap = out->cap ? out->cap : 1024;
-		char *data;
-
-		while (out->len + len + 1 > cap)
-			cap *= 2;
-		data = realloc(out->data, cap);
-		if (!data) {
-			out->failed = true;
-			return;
-		}
-		out->data = data;
-		out->cap = cap;
-	}
 	memcpy(out->data + out->len, text, len);
 	out->len += len;
 	out->data[out->len] = '\0';
@@ -386,23 +398,71 @@ static void meta_out_text(struct meta_out *out, const char *text)
 }
 
 /*
+ * The length of the well-formed UTF-8 sequence that starts with the
+ * non-ASCII byte at p, or 0 when it is not one (serde's strings always
+ * are, and the kernel-server would refuse the whole file over one bad
+ * byte).
+ */
+static size_t meta_utf8_sequence(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		n = 2;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		lo = p[0] == 0xe0 ? 0xa0 : 0x80;	/* overlong */
+		hi = p[0] == 0xed ? 0x9f : 0xbf;	/* surrogates */
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		lo = p[0] == 0xf0 ? 0x90 : 0x80;	/* overlong */
+		hi = p[0] == 0xf4 ? 0x8f : 0xbf;	/* > U+10FFFF */
+	} else {
+		return 0;
+	}
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	/* A NUL fails these tests, so nothing past it is read. */
+	for (size_t i = 2; i < n; i++) {
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	}
+	return n;
+}
+
+/*
  * Writes text as a JSON string exactly as serde_json does: only '"', '\\'
  * and U+0000-U+001F are escaped, the latter as \b \t \n \f \r or \u00xx
- * with lowercase hex.  '/', DEL and non-ASCII go out as they are (jansson
- * differs here: it writes \u001F in uppercase).
+ * (lowercase hex).  Everything else, non-ASCII included, is copied as is,
+ * once checked to be UTF-8: a document is written whole in one pass.
  */
 static void meta_out_string(struct meta_out *out, const char *text)
 {
 	static const char hex[] = "0123456789abcdef";
-	const char *plain = text;	/* start of the bytes not yet written */
-	const char *p;
+	const unsigned char *p = (const unsigned char *)text;
+	const unsigned char *plain = p;	/* start of the bytes not yet written */
 
 	meta_out_add(out, "\"", 1);
-	for (p = text; *p; p++) {
-		unsigned char c = (unsigned char)*p;
+	while (*p) {
+		unsigned char c = *p;
 		char escape[7];
 		const char *seq;
 
+		if (c >= 0x80) {
+			size_t n = meta_utf8_sequence(p);
+
+			if (!n) {
+				out->invalid = true;
+				return;
+			}
+			p += n;
+			continue;
+		}
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			p++;
+			continue;
+		}
 		switch (c) {
 		case '"':  seq = "\\\""; break;
 		case '\\': seq = "\\\\"; break;
@@ -412,18 +472,15 @@ static void meta_out_string(struct meta_out *out, const char *text)
 		case '\f': seq = "\\f"; break;
 		case '\r': seq = "\\r"; break;
 		default:
-			if (c >= 0x20)
-				continue;
-			snprintf(escape, sizeof(escape), "\\u00%c%c",
-				 hex[c >> 4], hex[c & 0xf]);
+			snprintf(escape, sizeof(escape), "\\u00%c%c", hex[c >> 4], hex[c & 0xf]);
 			seq = escape;
 			break;
 		}
-		meta_out_add(out, plain, (size_t)(p - plain));
+		meta_out_add(out, (const char *)plain, (size_t)(p - plain));
 		meta_out_text(out, seq);
-		plain = p + 1;
+		plain = ++p;
 	}
-	meta_out_add(out, plain, (size_t)(p - plain));
+	meta_out_add(out, (const char *)plain, (size_t)(p - plain));
 	meta_out_add(out, "\"", 1);
 }
 
@@ -438,65 +495,18 @@ static void meta_out_member(struct meta_out *out, const char *indent,
 	meta_out_string(out, value);
 }
 
-/*
- * Whether s is well-formed UTF-8: serde's strings always are, and the
- * kernel-server would refuse the whole file over one bad byte.
- */
-static bool meta_utf8_valid(const char *s)
+/* Whether every field a document needs is there (their text is checked as written). */
+static bool meta_run_complete(const struct meta_run *run)
 {
-	const unsigned char *p = (const unsigned char *)s;
-
-	while (*p) {
-		unsigned char lo = 0x80, hi = 0xbf;
-		size_t n;
-
-		if (p[0] < 0x80) {
-			p++;
-			continue;
-		}
-		if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-			n = 2;
-		} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-			n = 3;
-			lo = p[0] == 0xe0 ? 0xa0 : 0x80;	/* overlong */
-			hi = p[0] == 0xed ? 0x9f : 0xbf;	/* surrogates */
-		} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-			n = 4;
-			lo = p[0] == 0xf0 ? 0x90 : 0x80;	/* overlong */
-			hi = p[0] == 0xf4 ? 0x8f : 0xbf;	/* > U+10FFFF */
-		} else {
-			return false;
-		}
-		if (p[1] < lo || p[1] > hi)
-			return false;
-		/* A NUL fails these tests, so nothing past it is read. */
-		for (size_t i = 2; i < n; i++) {
-			if (p[i] < 0x80 || p[i] > 0xbf)
-				return false;
-		}
-		p += n;
-	}
-	return true;
-}
-
-static bool meta_text_ok(const char *s)
-{
-	return s && meta_utf8_valid(s);
-}
-
-static bool meta_run_formattable(const struct meta_run *run)
-{
-	if (!meta_text_ok(run->run_id) || !meta_text_ok(run->workflow_id) ||
-	    !meta_text_ok(run->user_directive) || !meta_text_ok(run->created_at) ||
-	    !meta_text_ok(run->expires_at) || !meta_text_ok(run->status))
+	if (!run->run_id || !run->workflow_id || !run->user_directive || !run->created_at ||
+	    !run->expires_at || !run->status)
 		return false;
 	if (run->n_artifacts && !run->artifacts)
 		return false;
 	for (size_t i = 0; i < run->n_artifacts; i++) {
 		const struct meta_artifact *a = &run->artifacts[i];
 
-		if (!meta_text_ok(a->filename) || !meta_text_ok(a->agent_id) ||
-		    !meta_text_ok(a->generated_at) || !meta_text_ok(a->content_type) ||
+		if (!a->filename || !a->agent_id || !a->generated_at || !a->content_type ||
 		    !a->has_size_bytes)
 			return false;
 	}
@@ -513,8 +523,10 @@ int meta_format(const struct meta_run *run, char **out, size_t *len)
 		return -EINVAL;
 	*out = NULL;
 	*len = 0;
-	if (!meta_run_formattable(run))
+	if (!meta_run_complete(run))
 		return -EINVAL;
+	/* About what an entry takes, so that a run of thousands is not copied over and over. */
+	meta_out_reserve(&doc, 512 + run->n_artifacts * 256);
 
 	/* serde's PrettyFormatter: "\n" + indent before each member. */
 	meta_out_text(&doc, "{");
@@ -542,8 +554,8 @@ int meta_format(const struct meta_run *run, char **out, size_t *len)
 	meta_out_member(&doc, "  ", "status", run->status, false);
 	meta_out_text(&doc, "\n}");
 
-	if (doc.failed) {
-		ret = -ENOMEM;
+	if (doc.failed || doc.invalid) {
+		ret = doc.failed ? -ENOMEM : -EINVAL;
 		goto out;
 	}
 	*out = doc.data;
