@@ -392,7 +392,7 @@ static void meta_out_add(struct meta_out *out, const char *text, size_t len)
 	out->data[out->len] = '\0';
 }
 
-static void meta_out_text(struct meta_out *out, const char *text)
+static inline void meta_out_text(struct meta_out *out, const char *text)
 {
 	meta_out_add(out, text, strlen(text));
 }
@@ -484,14 +484,18 @@ static void meta_out_string(struct meta_out *out, const char *text)
 	meta_out_add(out, "\"", 1);
 }
 
-/* One `<indent>"key": "value"` member; first says whether to lead with ','. */
+/*
+ * One `<indent>"key": "value"` member; first says whether to lead with ','.
+ * The keys are the schema's, plain ASCII: only the value needs escaping.
+ */
 static void meta_out_member(struct meta_out *out, const char *indent,
 			    const char *key, const char *value, bool first)
 {
 	meta_out_text(out, first ? "\n" : ",\n");
 	meta_out_text(out, indent);
-	meta_out_string(out, key);
-	meta_out_text(out, ": ");
+	meta_out_add(out, "\"", 1);
+	meta_out_text(out, key);
+	meta_out_add(out, "\": ", 3);
 	meta_out_string(out, value);
 }
 
