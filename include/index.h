@@ -104,18 +104,25 @@ int index_put_run(struct index *index, const char *client, const char *run,
 		  const struct index_file *files, size_t n_files,
 		  const struct index_hash_source *hashes);
 
+/* One file just promoted, for index_put_artifacts(). */
+struct index_landed {
+	const struct meta_artifact *entry;	/* its entry in the metadata.json written */
+	struct index_file file;			/* its stat */
+	const char *sha256;
+};
+
 /*
- * Records, in one transaction, one file that was just promoted: the run's
- * row (fields from meta, which may be NULL, and stamp) and the file's
- * artifact row (entry's metadata, file's stat, its sha256), leaving the
- * run's other rows alone.  Cheaper than index_put_run() for a run of many
- * files, which a commit must not pay for each file.
- * Returns 0, -EIO.
+ * Records, in one transaction, files just promoted into one run together:
+ * the run's row (fields from meta, which may be NULL, and stamp) and each
+ * file's artifact row (entry's metadata, file's stat, its sha256), leaving
+ * the run's other rows alone.  Cheaper than index_put_run() for a run of
+ * many files, which a commit must not pay for each file, and one
+ * transaction for a whole group commit.
+ * Returns 0, -EIO (nothing recorded).
  */
-int index_put_artifact(struct index *index, const char *client, const char *run,
-		       const struct index_run_stamp *stamp, const struct meta_run *meta,
-		       const struct meta_artifact *entry, const struct index_file *file,
-		       const char *sha256);
+int index_put_artifacts(struct index *index, const char *client, const char *run,
+			const struct index_run_stamp *stamp, const struct meta_run *meta,
+			const struct index_landed *landed, size_t n_landed);
 
 /* Deletes a run's row and its artifact rows.  Returns 0 (also when absent), -EIO. */
 int index_delete_run(struct index *index, const char *client, const char *run);

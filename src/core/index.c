@@ -1860,44 +1860,39 @@ int index_set_sha256(struct index *index, const char *client, const char *run,
 	return ret;
 }
 
-int index_put_artifact(struct index *index, const char *client, const char *run,
-		       const struct index_run_stamp *stamp, const struct meta_run *meta,
-		       const struct meta_artifact *entry, const struct index_file *file,
-		       const char *sha256)
+int index_put_artifacts(struct index *index, const char *client, const char *run,
+			const struct index_run_stamp *stamp, const struct meta_run *meta,
+			const struct index_landed *landed, size_t n_landed)
 {
-	sqlite3_stmt *stmt;
-	const char *what;
+	sqlite3_stmt *stmt = index->stmt[STMT_REPLACE_ARTIFACT];
+	const char *what = "write the artifact";
 	int64_t run_id = 0;
-	bool bad = false, sized;
-	int rc, ret = 0;
+	int ret;
 
 	pthread_mutex_lock(&index->lock);
 	ret = begin_run_write(index, client, run, stamp, meta, &run_id);
 	if (ret < 0)
 		goto unlock;
+	for (size_t i = 0; i < n_landed && ret == 0; i++) {
+		const struct meta_artifact *entry = landed[i].entry;
+		const struct index_file *file = &landed[i].file;
+		bool sized = entry->has_size_bytes && entry->size_bytes <= INT64_MAX;
+		bool bad = false;
 
-	what = "write the artifact";
-	stmt = index->stmt[STMT_REPLACE_ARTIFACT];
-	sized = entry->has_size_bytes && entry->size_bytes <= INT64_MAX;
-	bind_int64(stmt, 1, true, run_id, &bad);
-	bind_text(stmt, 2, file->filename, &bad);
-	bind_text(stmt, 3, entry->agent_id, &bad);
-	bind_text(stmt, 4, entry->generated_at, &bad);
-	bind_int64(stmt, 5, sized, sized ? (int64_t)entry->size_bytes : 0, &bad);
-	bind_text(stmt, 6, entry->content_type, &bad);
-	bind_text(stmt, 7, sha256, &bad);
-	bind_int64(stmt, 8, true, file->size, &bad);
-	bind_int64(stmt, 9, true, file->mtime_ns, &bad);
-	bind_int64(stmt, 10, true, file->ino, &bad);
-	rc = bad ? bind_failed(index) : sqlite3_step(stmt);
-	stmt_done(stmt);
-	if (rc != SQLITE_DONE)
-		goto fail;
-	goto end;
-
-fail:
-	ret = -EIO;
-end:
+		bind_int64(stmt, 1, true, run_id, &bad);
+		bind_text(stmt, 2, file->filename, &bad);
+		bind_text(stmt, 3, entry->agent_id, &bad);
+		bind_text(stmt, 4, entry->generated_at, &bad);
+		bind_int64(stmt, 5, sized, sized ? (int64_t)entry->size_bytes : 0, &bad);
+		bind_text(stmt, 6, entry->content_type, &bad);
+		bind_text(stmt, 7, landed[i].sha256, &bad);
+		bind_int64(stmt, 8, true, file->size, &bad);
+		bind_int64(stmt, 9, true, file->mtime_ns, &bad);
+		bind_int64(stmt, 10, true, file->ino, &bad);
+		if ((bad ? bind_failed(index) : sqlite3_step(stmt)) != SQLITE_DONE)
+			ret = -EIO;
+		stmt_done(stmt);
+	}
 	ret = end_transaction(index, ret, what, client, run);
 unlock:
 	pthread_mutex_unlock(&index->lock);

@@ -269,18 +269,19 @@ static int add_landing(struct meta_run *meta, const void *ctx)
 }
 
 /*
- * Records a landed file in the index: its row and the run's, not the
- * whole run again (a run of many files would pay for each one).
- * meta is the metadata.json just written, *version the file written;
- * run_fd is locked.
+ * Records files landed together in the index, in one transaction: their
+ * rows and the run's, not the whole run again (a run of many files would
+ * pay for each one).  meta is the metadata.json just written, *version
+ * the file written; run_fd is locked.
  */
-static void index_landing(struct writer *w, int run_fd, const struct meta_run *meta,
-			  const struct metafile_version *version, const struct landing *l)
+static void index_landings(struct writer *w, int run_fd, const char *run,
+			   const struct meta_run *meta, const struct metafile_version *version,
+			   const struct landing *const *landings, size_t n)
 {
-	struct index_file file = { .filename = l->name };
-	const struct meta_artifact *entry = meta_find_artifact(meta, l->name);
+	struct index_landed *landed = calloc(n, sizeof(*landed));
 	struct index_run_stamp stamp;
 	struct stat st;
+	size_t i;
 
 	/*
 	 * The stamp of the very file we wrote: if another writer changed it
@@ -291,15 +292,23 @@ static void index_landing(struct writer *w, int run_fd, const struct meta_run *m
 	stamp.meta_size = version->size;
 	stamp.meta_mtime_ns = version->mtime_ns;
 	stamp.meta_ctime_ns = version->ctime_ns;
-	if (!entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		view_index_run(w->view, l->run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
-		return;
+	for (i = 0; landed && i < n; i++) {
+		const struct landing *l = landings[i];
+
+		landed[i].entry = meta_find_artifact(meta, l->name);
+		if (!landed[i].entry || fstatat(run_fd, l->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			break;
+		landed[i].file = (struct index_file){
+			.filename = l->name, .size = st.st_size,
+			.mtime_ns = store_time_ns(&st.st_mtim), .ino = (int64_t)st.st_ino,
+		};
+		landed[i].sha256 = l->sha256;
 	}
-	file.size = st.st_size;
-	file.mtime_ns = store_time_ns(&st.st_mtim);
-	file.ino = (int64_t)st.st_ino;
-	index_put_artifact(w->view->index, w->view->client, l->run, &stamp, meta, entry,
-			   &file, l->sha256);
+	if (landed && i == n)
+		index_put_artifacts(w->view->index, w->view->client, run, &stamp, meta, landed, n);
+	else
+		view_index_run(w->view, run, run_fd, VIEW_SYNC_FORCE, NULL);	/* the slow way */
+	free(landed);
 }
 
 /* Adds the landing's entry to metadata.json and the index.  run_fd is locked. */
@@ -313,7 +322,7 @@ static int record_landing(struct writer *w, int run_fd, const struct landing *l,
 	ret = metaedit_apply(w, run_fd, meta, version, add_landing, &edit, reason);
 	if (ret < 0)
 		return ret;
-	index_landing(w, run_fd, meta, version, l);
+	index_landings(w, run_fd, l->run, meta, version, &l, 1);
 	writer_keep_metadata(w, l->run, version, meta);
 	return 0;
 }
@@ -529,6 +538,30 @@ static void prepare_group(struct landing_group *g)
 	}
 }
 
+/* Records the group's landed files in the index.  run_fd is locked. */
+static void index_group(struct landing_group *g, int run_fd, const struct meta_run *meta,
+			const struct metafile_version *version)
+{
+	const struct landing **landings;
+	size_t n = 0;
+
+	for (struct landing_job *job = g->jobs; job; job = job->next)
+		n += !job->failed;
+	if (n == 0)
+		return;
+	landings = calloc(n, sizeof(*landings));
+	if (!landings) {
+		view_index_run(g->writer->view, g->run, run_fd, VIEW_SYNC_FORCE, NULL);
+		return;
+	}
+	n = 0;
+	for (struct landing_job *job = g->jobs; job; job = job->next)
+		if (!job->failed)
+			landings[n++] = job->landing;
+	index_landings(g->writer, run_fd, g->run, meta, version, landings, n);
+	free(landings);
+}
+
 /* Lands a group, under the run lock; sets every job's outcome. */
 static void land_group(struct landing_group *g)
 {
@@ -551,9 +584,7 @@ static void land_group(struct landing_group *g)
 	ret = metaedit_apply_ordered(w, run_fd, g->run, &meta, &version, add_group, g,
 				     move_group, g, reason);
 	if (ret == 0) {
-		for (struct landing_job *job = g->jobs; job; job = job->next)
-			if (!job->failed)
-				index_landing(w, run_fd, &meta, &version, job->landing);
+		index_group(g, run_fd, &meta, &version);
 		writer_keep_metadata(w, g->run, &version, &meta);
 	}
 out:
@@ -1088,7 +1119,7 @@ static bool recover_staged(struct writer *w, int dir_fd, const char *name)
 	    fchmodat(dir_fd, name, w->options.file_mode, 0) < 0 ||
 	    renameat(dir_fd, name, run_fd, seal.name) < 0 || fsync(run_fd) < 0)
 		goto out;
-	index_landing(w, run_fd, &meta, &version, &l);
+	index_landings(w, run_fd, l.run, &meta, &version, &(const struct landing *){ &l }, 1);
 	log_warning("client %s run %s file %s: completed a promotion cut short by a crash",
 		    w->view->client, l.run, l.name);
 	done = true;

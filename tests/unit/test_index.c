@@ -1718,6 +1718,15 @@ static void test_set_sha256(void **state)
 	index_close(index);
 }
 
+/* index_put_artifacts() of one file. */
+static int put_artifact(struct index *index, const char *run, const struct meta_artifact *entry,
+			const struct index_file *file)
+{
+	struct index_landed landed = { entry, *file, SHA };
+
+	return index_put_artifacts(index, "c1", run, &stamp1, &full_meta, &landed, 1);
+}
+
 static void test_put_artifact(void **state)
 {
 	struct fixture *f = *state;
@@ -1732,8 +1741,7 @@ static void test_put_artifact(void **state)
 	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
 				       some_files, 2, NULL), 0);
 	int64_t before = sql_int(f->path, "SELECT count(*) FROM artifacts");
-	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
-					    &file, SHA), 0);
+	assert_int_equal(put_artifact(index, "r1", &entry, &file), 0);
 	/* One row more, the others untouched, the new one complete. */
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), before + 1);
 	assert_sha(index, "new.md", true);
@@ -1743,21 +1751,53 @@ static void test_put_artifact(void **state)
 				 " WHERE filename = 'data.csv' AND file_ino = 101"), 1);
 	/* Again with other content: replaced, never duplicated. */
 	file.ino = 104;
-	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
-					    &file, SHA), 0);
+	assert_int_equal(put_artifact(index, "r1", &entry, &file), 0);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts WHERE filename = 'new.md'"),
 			 1);
 	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts WHERE filename = 'new.md'"),
 			 104);
 	/* A replaced row leaves the usage, the new one counts. */
 	file.size = 7;
-	assert_int_equal(index_put_artifact(index, "c1", "r1", &stamp1, &full_meta, &entry,
-					    &file, SHA), 0);
+	assert_int_equal(put_artifact(index, "r1", &entry, &file), 0);
 	assert_usage_of_rows(index, f->path, "c1");
 	/* A run not indexed yet gets its row too. */
-	assert_int_equal(index_put_artifact(index, "c1", "r9", &stamp1, &full_meta, &entry,
-					    &file, SHA), 0);
+	assert_int_equal(put_artifact(index, "r9", &entry, &file), 0);
 	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM runs WHERE run = 'r9'"), 1);
+	index_close(index);
+}
+
+static void test_put_artifacts_of_a_group(void **state)
+{
+	struct fixture *f = *state;
+	struct index *index = open_ok(f->path);
+	struct meta_artifact entries[2] = {
+		{ .filename = "a.md", .agent_id = "agent-1", .generated_at = "2026-11-27T08:52:13Z",
+		  .content_type = "text/markdown", .has_size_bytes = true, .size_bytes = 5 },
+		{ .filename = "b.md", .agent_id = "agent-2", .generated_at = "2026-11-27T08:52:14Z",
+		  .content_type = "text/markdown", .has_size_bytes = true, .size_bytes = 6 },
+	};
+	struct index_landed landed[2] = {
+		{ &entries[0], { .filename = "a.md", .size = 5, .mtime_ns = 1, .ino = 201 }, SHA },
+		{ &entries[1], { .filename = "b.md", .size = 6, .mtime_ns = 2, .ino = 202 }, NULL },
+	};
+
+	assert_int_equal(index_put_run(index, "c1", "r1", &stamp1, &full_meta,
+				       some_files, 2, NULL), 0);
+	int64_t before = sql_int(f->path, "SELECT count(*) FROM artifacts");
+	assert_int_equal(index_put_artifacts(index, "c1", "r1", &stamp1, &full_meta, landed, 2),
+			 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), before + 2);
+	assert_int_equal(sql_int(f->path, "SELECT file_ino FROM artifacts WHERE filename = 'b.md'"),
+			 202);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE filename = 'a.md' AND sha256 = '" SHA "'"), 1);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"
+				 " WHERE filename = 'b.md' AND sha256 IS NULL"), 1);
+	assert_usage_of_rows(index, f->path, "c1");
+	/* Nothing to record is a transaction that changes nothing. */
+	assert_int_equal(index_put_artifacts(index, "c1", "r1", &stamp1, &full_meta, landed, 0),
+			 0);
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM artifacts"), before + 2);
 	index_close(index);
 }
 
@@ -1765,6 +1805,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_artifact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_artifacts_of_a_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_source_is_asked_for_unhashed_files_only,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
