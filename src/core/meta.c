@@ -437,17 +437,40 @@ static size_t meta_utf8_sequence(const unsigned char *p)
  * (lowercase hex).  Everything else, non-ASCII included, is copied as is,
  * once checked to be UTF-8: a document is written whole in one pass.
  */
+/*
+ * Whether any of the 8 bytes at p asks meta_out_string() to look closer:
+ * a control, '"', '\\' or a non-ASCII byte.  Most of a document is plain
+ * ASCII, skipped this way a word at a time.
+ */
+static bool meta_word_special(const unsigned char *p)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	uint64_t word, quote, backslash;
+
+	memcpy(&word, p, sizeof(word));
+	quote = word ^ (ones * '"');		/* 0 where a byte is '"' */
+	backslash = word ^ (ones * '\\');
+	/* A byte below 0x20, or a 0 byte, sets its high bit when 1 or 0x20 is taken away. */
+	return ((word - ones * 0x20) | (quote - ones) | (backslash - ones) | word) & highs;
+}
+
 static void meta_out_string(struct meta_out *out, const char *text)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)text;
 	const unsigned char *plain = p;	/* start of the bytes not yet written */
+	const unsigned char *end = p + strlen(text);
 
 	meta_out_add(out, "\"", 1);
 	while (*p) {
 		unsigned char c = *p;
 		char escape[7];
 		const char *seq;
+
+		if (end - p >= 8 && !meta_word_special(p)) {
+			p += 8;
+			continue;
+		}
 
 		if (c >= 0x80) {
 			size_t n = meta_utf8_sequence(p);

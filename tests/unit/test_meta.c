@@ -267,6 +267,49 @@ static void test_format_escapes(void **state)
 	free(out);
 }
 
+/*
+ * Each byte that needs a look, at every place of a word and past it: the
+ * formatter skips plain ASCII eight bytes at a time, and must stop at any
+ * of them, wherever it falls.  jansson reads the text back.
+ */
+static void test_format_escapes_anywhere(void **state)
+{
+	static const char *const specials[] = {
+		"\"", "\\", "\n", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xf0\x9f\x98\x80",
+	};
+	struct meta_run run = {
+		.run_id = "r", .workflow_id = "w", .created_at = "c", .expires_at = "e",
+		.status = "s",
+	};
+	char text[64], *out;
+	size_t len;
+
+	for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+		for (size_t at = 0; at < 20; at++) {
+			json_error_t error;
+			json_t *doc;
+
+			memset(text, 'a', at);
+			snprintf(text + at, sizeof(text) - at, "%s%s", specials[k], "bcdefghijk");
+			run.user_directive = text;
+			assert_int_equal(meta_format(&run, &out, &len), 0);
+			doc = json_loadb(out, len, 0, &error);
+			assert_non_null(doc);
+			assert_string_equal(json_string_value(json_object_get(doc, "user_directive")),
+					    text);
+			json_decref(doc);
+			free(out);
+
+			/* Bytes that are no UTF-8 at the same place are refused. */
+			memset(text, 'a', at);
+			snprintf(text + at, sizeof(text) - at, "\xff%s", "bcdefghijk");
+			assert_int_equal(meta_format(&run, &out, &len), -EINVAL);
+			text[at] = (char)0x85;	/* a lone continuation byte */
+			assert_int_equal(meta_format(&run, &out, &len), -EINVAL);
+		}
+	}
+}
+
 static void test_format_invalid(void **state)
 {
 	struct meta_artifact artifact = {
@@ -1000,6 +1043,7 @@ int main(void)
 		cmocka_unit_test(test_format_fixture),
 		cmocka_unit_test(test_format_empty_artifacts),
 		cmocka_unit_test(test_format_escapes),
+		cmocka_unit_test(test_format_escapes_anywhere),
 		cmocka_unit_test(test_format_invalid),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_missing_fields),
