@@ -24,6 +24,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,39 @@ def test_a_write_after_commit_races_a_new_opener_of_the_name(store, mounter):
 
 
 # ------------------------------------------------------- mixed load
+
+
+def test_a_rename_racing_a_failed_close_leaves_the_name_free(store, mounter):
+    """A rename() of a file whose close() is failing holds the upload while
+    the writer's release ends it.  Whichever of the two lets go last, the
+    failed upload goes: the name opens again (never EBUSY) and lands."""
+    run_dir = store.run_dir(ALICE, ALICE_RUN)
+    good = (run_dir / "metadata.json").read_bytes()
+    m = mounter(store, ALICE, expect_warnings=[r"metadata.json does not parse"])
+    for i in range(rounds(3)):
+        name, moved = f"failed-{i}.txt", f"moved-{i}.txt"
+        # Unparsable and just written: the commit waits for it to settle, then fails.
+        (run_dir / "metadata.json").write_bytes(b'{"run_id": ')
+        fd = os.open(upload_path(m, ALICE_RUN, name), os.O_WRONLY | os.O_CREAT, 0o644)
+        write_all(fd, b"never lands")
+
+        def rename() -> str:
+            time.sleep(0.2)  # while the close is in its commit
+            try:
+                os.rename(upload_path(m, ALICE_RUN, name), upload_path(m, ALICE_RUN, moved))
+                return "ok"
+            except OSError as e:
+                return errno.errorcode[e.errno]
+
+        closed, renamed = run_together(lambda: close_result(fd), rename)
+        assert closed == "EIO", closed
+        assert renamed != "ok", renamed
+        (run_dir / "metadata.json").write_bytes(good)
+        data = f"lands {i}".encode()
+        with open(upload_path(m, ALICE_RUN, name), "wb") as f:
+            f.write(data)
+        assert_artifact(store, m, ALICE_RUN, name, data)
+        assert not (run_dir / moved).exists()
 
 
 def test_mixed_load_keeps_every_acknowledged_promotion(store, mounter):
