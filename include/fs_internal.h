@@ -159,12 +159,13 @@ int fs_promote_list(struct tenant *tenant, struct dir_handle *handle);
 int fs_promote_list_run(struct inode *dir, struct dir_handle *handle);
 
 /*
- * Removes the idle staging of promote/<run> once the store has run:
- * promote/ lists the store's runs, and a staging left behind would
- * outlive the run.  Called when the run has settled (quiet for a moment
- * after its last change, see watch.h), not at each release: a writer
- * landing one file after another would otherwise remove and make the
- * staging directory once per file, under the promoter's lock.
+ * Removes the idle staging of promote/<run> (promote_tidy_run()) unless
+ * it is a run made with mkdir that the store does not have yet: promote/
+ * lists the store's runs, and a staging left behind would outlive the
+ * run.  Called when the run has settled (quiet for a moment after its
+ * last change, see watch.h), not at each release: a writer landing one
+ * file after another would otherwise remove and make the staging
+ * directory once per file, under the promoter's lock.
  */
 void fs_promote_tidy_run(struct tenant *tenant, const char *run);
 

@@ -72,6 +72,17 @@ int promote_stage_run(struct promoter *promoter, const char *run, bool create,
 int promote_unstage_run(struct promoter *promoter, const char *run);
 
 /*
+ * Removes promote/<run>'s staging once idle, as promote_unstage_run(),
+ * unless run was made with mkdir on this mount and the store does not
+ * have it (stored false): such a run is shown from its staging until its
+ * first file lands.  A staging an upload made goes either way: the
+ * store has the run (its files are listed from there), or the run was
+ * deleted behind the mount's back.  Returns 0 (removed), 1 (kept: made
+ * with mkdir), -EBUSY (uploads in it), -ENOENT (none), -errno.
+ */
+int promote_tidy_run(struct promoter *promoter, const char *run, bool stored);
+
+/*
  * Calls fn for each run staged on this mount (promote/ lists them).
  * Returns 0 or -errno.
  */

@@ -44,6 +44,8 @@ struct run_attrs {
 	char run[NAMES_ID_MAX + 1];
 	char *workflow_id;
 	char *user_directive;
+	/* Staged by mkdir promote/<run> on this mount: kept while the store lacks the run. */
+	bool made;
 	struct run_attrs *next;
 };
 
@@ -278,6 +280,22 @@ static struct run_attrs *find_run_attrs(struct promoter *p, const char *run)
 	return NULL;
 }
 
+/* run's attributes, made empty if it has none.  NULL: out of memory.  Locked. */
+static struct run_attrs *get_run_attrs(struct promoter *p, const char *run)
+{
+	struct run_attrs *attrs = find_run_attrs(p, run);
+
+	if (attrs)
+		return attrs;
+	attrs = calloc(1, sizeof(*attrs));
+	if (!attrs)
+		return NULL;
+	snprintf(attrs->run, sizeof(attrs->run), "%s", run);
+	attrs->next = p->run_attrs;
+	p->run_attrs = attrs;
+	return attrs;
+}
+
 /*
  * Reads the tenant's usage from the index (when a quota needs it).  Done
  * when an upload starts, not on each write: writes only add to staged_bytes.
@@ -310,6 +328,7 @@ static bool over_quota(const struct promoter *p, uint64_t bytes, uint64_t files)
 
 int promote_stage_run(struct promoter *p, const char *run, bool create, struct stat *st)
 {
+	struct run_attrs *attrs;
 	int fd, ret;
 
 	if (!create) {
@@ -324,7 +343,13 @@ int promote_stage_run(struct promoter *p, const char *run, bool create, struct s
 		       "serves another run" : "invalid run id");
 		return ret;
 	}
-	fd = store_make_dir(p->writer->runs_fd, run, 0700, NULL);
+	/* Locked: a tidy in between would take the staging for one an upload left. */
+	pthread_mutex_lock(&p->lock);
+	attrs = get_run_attrs(p, run);
+	fd = attrs ? store_make_dir(p->writer->runs_fd, run, 0700, NULL) : -ENOMEM;
+	if (fd >= 0)
+		attrs->made = true;
+	pthread_mutex_unlock(&p->lock);
 	if (fd < 0)
 		return fd;
 	ret = fstat(fd, st) < 0 ? -errno : 0;
@@ -332,16 +357,43 @@ int promote_stage_run(struct promoter *p, const char *run, bool create, struct s
 	return ret;
 }
 
+/*
+ * Removes run's staging if no upload is in it.  Locked: an upload
+ * starting meanwhile would stage into a removed dir.
+ */
+static int unstage(struct promoter *p, const char *run)
+{
+	struct run_attrs *attrs;
+
+	for (struct upload *u = p->uploads; u; u = u->next)
+		if (strcmp(u->run, run) == 0)
+			return -EBUSY;
+	if (unlinkat(p->writer->runs_fd, run, AT_REMOVEDIR) < 0)
+		return -errno;
+	attrs = find_run_attrs(p, run);
+	if (attrs)
+		attrs->made = false;
+	return 0;
+}
+
 int promote_unstage_run(struct promoter *p, const char *run)
 {
-	bool busy = false;
 	int ret;
 
-	/* Locked: an upload starting meanwhile would stage into a removed dir. */
 	pthread_mutex_lock(&p->lock);
-	for (struct upload *u = p->uploads; u; u = u->next)
-		busy |= strcmp(u->run, run) == 0;
-	ret = busy ? -EBUSY : unlinkat(p->writer->runs_fd, run, AT_REMOVEDIR) < 0 ? -errno : 0;
+	ret = unstage(p, run);
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+int promote_tidy_run(struct promoter *p, const char *run, bool stored)
+{
+	struct run_attrs *attrs;
+	int ret;
+
+	pthread_mutex_lock(&p->lock);
+	attrs = find_run_attrs(p, run);
+	ret = !stored && attrs && attrs->made ? 1 : unstage(p, run);
 	pthread_mutex_unlock(&p->lock);
 	return ret;
 }
@@ -382,17 +434,11 @@ int promote_set_run_attr(struct promoter *p, const char *run, const char *name,
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&p->lock);
-	attrs = find_run_attrs(p, run);
+	attrs = get_run_attrs(p, run);
 	if (!attrs) {
-		attrs = calloc(1, sizeof(*attrs));
-		if (!attrs) {
-			pthread_mutex_unlock(&p->lock);
-			free(copy);
-			return -ENOMEM;
-		}
-		snprintf(attrs->run, sizeof(attrs->run), "%s", run);
-		attrs->next = p->run_attrs;
-		p->run_attrs = attrs;
+		pthread_mutex_unlock(&p->lock);
+		free(copy);
+		return -ENOMEM;
 	}
 	field = strcmp(name, "workflow_id") == 0 ? &attrs->workflow_id : &attrs->user_directive;
 	free(*field);

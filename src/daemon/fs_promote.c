@@ -46,14 +46,13 @@ static bool store_has_run(struct tenant *tenant, const char *run, struct stat *s
  * one, and it goes when the run settles with no upload in flight (a
  * landing changes the run, so the last one brings the settle that
  * removes it), so that no staging outlives a run deleted behind the
- * daemon's back.
+ * daemon's back, even one deleted before it settled.
  */
 void fs_promote_tidy_run(struct tenant *tenant, const char *run)
 {
 	struct stat st;
 
-	if (store_has_run(tenant, run, &st))
-		promote_unstage_run(tenant->promoter, run);	/* -EBUSY: uploads in flight */
+	promote_tidy_run(tenant->promoter, run, store_has_run(tenant, run, &st));
 }
 
 /*
@@ -64,12 +63,12 @@ void fs_promote_tidy_run(struct tenant *tenant, const char *run)
 static int add_staged_run(void *ctx, const char *run, const struct stat *st)
 {
 	struct tenant *tenant = ((void **)ctx)[0];
-	struct stat stored;
+	struct stat run_st;
+	bool stored = store_has_run(tenant, run, &run_st);
+	int ret = promote_tidy_run(tenant->promoter, run, stored);
 
-	if (store_has_run(tenant, run, &stored)) {
-		promote_unstage_run(tenant->promoter, run);
+	if (stored || ret == 0 || ret == -ENOENT)
 		return 0;
-	}
 	return fs_dir_handle_add(((void **)ctx)[1], run, staged_run_ino(tenant, run), DT_DIR);
 }
 

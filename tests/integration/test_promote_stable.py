@@ -128,3 +128,20 @@ def test_listing_promote_makes_nothing_and_follows_the_store(store, mounter):
     assert wait_until(lambda: staged_runs(store) == [])
     assert NEW_RUN in listed()
     assert os.lstat(promote).st_nlink == 2 + len(runs) - len(gone) + 1
+
+
+def test_a_run_deleted_as_its_file_lands_leaves_promote(store, mounter):
+    """A write's staging stays a moment after its file lands, for the next
+    file.  A run deleted behind the daemon's back meanwhile takes it along:
+    promote/ does not keep the run as if it had been made with mkdir."""
+    m = mounter(store, ALICE)
+    promote = m.mnt / "promote"
+    for i, run in enumerate((ALICE_RUN, SHARED_RUN)):
+        write_close(promote / run / f"last-{i}.txt", b"x")
+        shutil.rmtree(store.run_dir(ALICE, run))     # before the run settles
+    gone = {ALICE_RUN, SHARED_RUN}
+    assert wait_until(lambda: staged_runs(store) == [], timeout=LIVE_TIMEOUT), staged_runs(store)
+    assert wait_until(lambda: not set(os.listdir(promote)) & gone, timeout=LIVE_TIMEOUT)
+    # A run made with mkdir stays, as ever, while the store lacks it.
+    os.mkdir(promote / NEW_RUN)
+    assert NEW_RUN in os.listdir(promote) and staged_runs(store) == [NEW_RUN]
