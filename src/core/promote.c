@@ -466,19 +466,6 @@ static bool drop_reference(struct upload *u)
 	return !u->registered;
 }
 
-/* Gives back a reference taken on an upload found under the lock. */
-static void upload_put(struct upload *u)
-{
-	struct promoter *p = u->promoter;
-	bool gone;
-
-	pthread_mutex_lock(&p->lock);
-	gone = drop_reference(u);
-	pthread_mutex_unlock(&p->lock);
-	if (gone)
-		upload_free(u);
-}
-
 /*
  * Takes a registered upload's name and staged file away.  It is freed
  * when nobody holds it (returns true: the caller frees it, unlocked).
@@ -492,6 +479,27 @@ static bool discard_registered(struct promoter *p, struct upload *u)
 	}
 	unregister(p, u);
 	return u->refs == 0;
+}
+
+/*
+ * Gives back a reference taken on an upload found under the lock.  Each
+ * open file holds one, so the last one means every open file of it was
+ * released meanwhile, and that release found it held: a non-temporary
+ * upload is then discarded here as the release would have done (what
+ * was committed has landed; what failed must not keep its name busy).
+ */
+static void upload_put(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	bool gone;
+
+	pthread_mutex_lock(&p->lock);
+	if (u->refs == 1 && !u->temporary && u->registered)
+		discard_registered(p, u);
+	gone = drop_reference(u);
+	pthread_mutex_unlock(&p->lock);
+	if (gone)
+		upload_free(u);
 }
 
 /* Discards the temporaries nobody has held for the idle limit.  Locked. */
