@@ -187,6 +187,9 @@ int main(int argc, char *argv[])
 	}
 	log_set_level(opts.log_level);
 	raise_fd_limit();
+	/* Before any thread starts: only the reload thread may take them. */
+	if (reload_block_signals() < 0)
+		goto out;
 
 	if (store_open(opts.store, &store) < 0)
 		goto out;
