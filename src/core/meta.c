@@ -432,12 +432,6 @@ static size_t meta_utf8_sequence(const unsigned char *p)
 }
 
 /*
- * Writes text as a JSON string exactly as serde_json does: only '"', '\\'
- * and U+0000-U+001F are escaped, the latter as \b \t \n \f \r or \u00xx
- * (lowercase hex).  Everything else, non-ASCII included, is copied as is,
- * once checked to be UTF-8: a document is written whole in one pass.
- */
-/*
  * Whether any of the 8 bytes at p asks meta_out_string() to look closer:
  * a control, '"', '\\' or a non-ASCII byte.  Most of a document is plain
  * ASCII, skipped this way a word at a time.
@@ -454,6 +448,13 @@ static bool meta_word_special(const unsigned char *p)
 	return ((word - ones * 0x20) | (quote - ones) | (backslash - ones) | word) & highs;
 }
 
+/*
+ * Writes text as a JSON string exactly as serde_json does: only '"', '\\'
+ * and U+0000-U+001F are escaped, the latter as \b \t \n \f \r or \u00xx
+ * with lowercase hex.  '/', DEL and non-ASCII go out as they are (jansson
+ * differs here: it writes \u001F in uppercase), non-ASCII once checked to
+ * be UTF-8 (else out->invalid): a document is checked as it is written.
+ */
 static void meta_out_string(struct meta_out *out, const char *text)
 {
 	static const char hex[] = "0123456789abcdef";
