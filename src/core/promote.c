@@ -1224,25 +1224,23 @@ out:
  * After the copy: is the inode copied still the session's own file, and
  * its only link?  A hard link to someone else's file, dropped by the agent
  * just after the open (so the link count looked right), fails here: the
- * name no longer leads to it, or it has another link again.  Checked on
- * both sides of the name check, so a flip between them is caught too.
+ * name no longer leads to it, or it has another link again.  The name is
+ * looked up and its link count read in one call (name is one component,
+ * checked, in the session's own output dir): were they two, an agent
+ * linking the file again just for the lookup and dropping the link before
+ * the count was read would pass.  The copy's own count is checked on both
+ * sides, so a flip around the lookup is caught too.
  */
 static bool still_the_session_file(int out_fd, const char *name, int src)
 {
 	struct stat opened, named;
-	int fd;
 
 	if (fstat(src, &opened) < 0 || opened.st_nlink != 1)
 		return false;
-	fd = store_open_beneath(out_fd, name, O_PATH | O_NOFOLLOW, 0);
-	if (fd < 0)
+	if (fstatat(out_fd, name, &named, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    named.st_ino != opened.st_ino || named.st_dev != opened.st_dev ||
+	    named.st_nlink != 1)
 		return false;
-	if (fstat(fd, &named) < 0 || named.st_ino != opened.st_ino ||
-	    named.st_dev != opened.st_dev) {
-		close(fd);
-		return false;
-	}
-	close(fd);
 	return fstat(src, &opened) == 0 && opened.st_nlink == 1;
 }
 
