@@ -125,7 +125,9 @@ unsigned char store_entry_type(DIR *dir, const struct dirent *entry);
 /*
  * Makes the directory name in dirfd (a single component) unless it
  * exists, then opens it O_RDONLY.  *created (may be NULL) tells whether
- * it was made: the caller then owes its parent an fsync.
+ * it was made: the caller then owes its parent an fsync.  Answers of a
+ * store shared by hosts that contradict themselves for a moment (EEXIST,
+ * then nothing to open) are tried again for up to 0.2 s.
  * Returns the fd or -errno (-ENOTDIR when name is something else).
  */
 int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created);

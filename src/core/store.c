@@ -24,6 +24,10 @@
 #include "names.h"
 #include "store.h"
 
+/* How long an entry another host is making may answer inconsistently: see settle_shared_entry(). */
+#define STORE_SETTLE_TRIES 20
+#define STORE_SETTLE_MS 10
+
 #define STORE_RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | \
 		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 
@@ -376,15 +380,53 @@ unsigned char store_entry_type(DIR *dir, const struct dirent *entry)
 	return IFTODT(st.st_mode);
 }
 
+/*
+ * Whether to try making or opening an entry again after an answer that
+ * contradicts itself.  GlusterFS makes an entry in two steps, its name
+ * and then its identity, and answers from either state while hosts make
+ * entries at once: mkdir says EEXIST where there is nothing to open (seen
+ * even in a directory the same host had just made), an O_CREAT open says
+ * EEXIST.  A local file system never answers so; on one shared by hosts
+ * the answer settles within milliseconds (the other host's mkdir of that
+ * very name succeeded 12 ms later).  Sleeps before the next try; false
+ * once STORE_SETTLE_TRIES are spent.
+ */
+static bool settle_shared_entry(int *tries)
+{
+	if (++*tries >= STORE_SETTLE_TRIES)
+		return false;
+	nanosleep(&(struct timespec){ .tv_nsec = STORE_SETTLE_MS * 1000000L }, NULL);
+	return true;
+}
+
 int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created)
 {
-	bool made = mkdirat(dirfd, name, mode) == 0;
+	bool made;
+	int fd, tries = 0;
 
-	if (!made && errno != EEXIST)
-		return -errno;
+	do {
+		made = mkdirat(dirfd, name, mode) == 0;
+		if (!made && errno != EEXIST)
+			return -errno;
+		fd = store_open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	} while (fd == -ENOENT && settle_shared_entry(&tries));
 	if (created)
 		*created = made;
-	return store_open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	return fd;
+}
+
+/*
+ * Opens path beneath dirfd with O_CREAT: a file every host of the store
+ * shares.  -ENOENT: a directory on the way is missing.
+ */
+static int open_shared_file(int dirfd, const char *path, int flags)
+{
+	int fd, tries = 0;
+
+	do
+		fd = store_open_beneath(dirfd, path, flags | O_CREAT | O_NOFOLLOW, 0600);
+	while (fd == -EEXIST && settle_shared_entry(&tries));
+	return fd;
 }
 
 int store_remove_tree(int parent_fd, const char *name)
@@ -467,32 +509,20 @@ static int make_run_locks(const struct store *store)
 	close(dir_fd);
 	if (locks_fd < 0)
 		return locks_fd;
-	fd = store_open_beneath(locks_fd, RUN_LOCKS_FILE, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+	fd = open_shared_file(locks_fd, RUN_LOCKS_FILE, O_RDWR);
 	close(locks_fd);
 	return fd;
 }
 
-/*
- * Opens the run locks' file, making it when missing.  Two hosts making
- * the directory at once may see ENOENT for a moment on a network file
- * system (GlusterFS, until the new directory's layout is settled): tried
- * again a few times.
- */
+/* Opens the run locks' file, making it when missing. */
 static int open_run_locks(const struct store *store)
 {
 	const char *path = STORE_PRIVATE_DIR "/" RUN_LOCKS_AREA "/" RUN_LOCKS_FILE;
-	int fd = -ENOENT;
+	int fd = open_shared_file(store->root_fd, path, O_RDWR);
 
-	for (int tries = 0; fd == -ENOENT && tries < 20; tries++) {
-		if (tries)
-			nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000000L }, NULL);
-		fd = store_open_beneath(store->root_fd, path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
-		if (fd == -EROFS || fd == -EACCES)
-			return store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0);
-		if (fd == -ENOENT)
-			fd = make_run_locks(store);
-	}
-	return fd;
+	if (fd == -EROFS || fd == -EACCES)
+		return store_open_beneath(store->root_fd, path, O_RDONLY | O_NOFOLLOW, 0);
+	return fd == -ENOENT ? make_run_locks(store) : fd;
 }
 
 int store_lock_run(const struct store *store, const char *client, const char *run,
@@ -522,8 +552,7 @@ void store_note_change(const struct store *store, const char *client, const char
 		ret = dir_fd;
 		goto out;
 	}
-	fd = store_open_beneath(dir_fd, STORE_CHANGES_LOG,
-				O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
+	fd = open_shared_file(dir_fd, STORE_CHANGES_LOG, O_WRONLY | O_APPEND);
 	if (fd < 0) {
 		ret = fd;
 		goto out;
@@ -579,7 +608,7 @@ void store_unlock(int lock)
 
 int store_lock_file(int dir_fd, const char *name, bool wait)
 {
-	int fd = store_open_beneath(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW, 0600), ret;
+	int fd = open_shared_file(dir_fd, name, O_RDWR), ret;
 
 	if (fd < 0)
 		return fd;

@@ -105,16 +105,23 @@ def volume(tmp_path_factory):
                 pass
 
 
-@pytest.fixture
-def hosts(volume, tmp_path, mounter, request):
-    """A fresh store on the volume (left there: the volume goes at the end),
-    and a daemon of tenant alice on each host, each with its own index on
-    local disk: [(daemon, store seen by that host)]."""
+def new_store(volume, request) -> list[Path]:
+    """A fresh store on the volume (left there: the volume goes at the
+    end): its root as each host sees it."""
     store_name = f"store-{request.node.name[:40]}-{random.randrange(1 << 30)}"
     stores = [h / store_name for h in volume]
     Store(stores[0])
     wait_until(lambda: (stores[1] / "artifacts").is_dir(), timeout=10,
                what="the new store seen by host 2")
+    return stores
+
+
+@pytest.fixture
+def hosts(volume, tmp_path, mounter, request):
+    """A fresh store on the volume, and a daemon of tenant alice on each
+    host, each with its own index on local disk: [(daemon, store seen by
+    that host)]."""
+    stores = new_store(volume, request)
     out = []
     for i, s in enumerate(stores):
         m = mounter(s, ALICE, index=tmp_path / f"host{i + 1}.db", allow_warnings=True)
@@ -195,13 +202,47 @@ def test_two_hosts_four_writers_each_lose_no_entry(hosts):
         t.start()
     for t in threads:
         t.join()
-    assert not failures, failures[:5]
+    assert not failures, (failures[:5], [line for m, _ in hosts
+                                         for line in m.log_lines("error") + m.log_lines("warning")])
     names = {f"h{h}-w{w}-{i:02d}.bin" for h in (1, 2) for w in range(4) for i in range(25)}
     meta = metadata(s1 / "artifacts" / ALICE / RUN)
     assert sorted(a["filename"] for a in meta["artifacts"]) == sorted(names), "one entry each"
     for m, _ in hosts:
         seen_within(lambda: names <= set(quietly(os.listdir, m.mnt / RUN) or ()),
                     f"all 200 files on {m.name}")
+
+
+def test_two_hosts_make_new_tenants_at_once(volume, tmp_path, mounter, request):
+    """GlusterFS makes a directory in two steps, its name and then its
+    identity, and another client looking it up in between finds nothing
+    (mkdir says it exists, the open that follows says it does not).  Both
+    hosts making each new tenant's directory at once, for their first
+    promotions, must still land every file."""
+    stores = new_store(volume, request)
+    tenants = [f"tenant{k}" for k in range(6)]
+    mounts = {(t, h): mounter(s, t, index=tmp_path / f"{t}-host{h + 1}.db", allow_warnings=True)
+              for t in tenants for h, s in enumerate(stores)}
+    writers = [(t, h, w) for t in tenants for h in range(2) for w in range(2)]
+    start = threading.Barrier(len(writers))
+    failures = []
+
+    def writer(tenant: str, host: int, w: int):
+        start.wait()
+        try:
+            promote(mounts[tenant, host], f"{tenant}-h{host}", f"w{w}.txt", b"first\n")
+        except OSError as e:
+            failures.append(f"{tenant} host {host + 1} writer {w}: {e}")
+
+    threads = [threading.Thread(target=writer, args=args) for args in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, (failures[:5], [line for m in mounts.values()
+                                         for line in m.log_lines("warning")])
+    for tenant, host, w in writers:
+        run_dir = stores[0] / "artifacts" / tenant / f"{tenant}-h{host}"
+        assert (run_dir / f"w{w}.txt").read_bytes() == b"first\n"
 
 
 def test_a_run_deleted_on_one_host_disappears_on_the_other(hosts):
