@@ -86,9 +86,13 @@ struct fs {
 	pthread_mutex_t open_lock;
 	struct list_link *open_files;	/* of struct open_file */
 	struct list_link *dir_handles;	/* of struct dir_handle */
-	/* The thread that asks the kernel to forget files beyond max_files. */
+	/*
+	 * What asks the kernel to forget files beyond max_files: an OPENDIR
+	 * as the bound nears, and the thread past it (fs_prune_before_listing()).
+	 */
 	struct fs_pruner {
 		pthread_t thread;
+		pthread_mutex_t round;	/* held by one pruning round at a time */
 		pthread_mutex_t lock;	/* guards pending, and stop's changes */
 		pthread_cond_t wake;
 		bool running;		/* the thread was started (main thread only) */

@@ -249,4 +249,14 @@ void fs_notify_run(void *ctx, const char *client, const char *run);
 /* Asks the pruner to run; cheap enough for every lookup over the limit. */
 void fs_wake_pruner(struct fs *fs);
 
+/*
+ * Prunes now, in the calling request's thread, when the bound is near
+ * (inode_near_limit()), unless a round is under way.  For OPENDIR: its
+ * caller is between listings, with no LOOKUP or READDIRPLUS of its own
+ * in flight, so the kernel distrusts no attributes for the inodes it
+ * evicts meanwhile (inode_collect_stale() says why that matters).  Must
+ * not be called from a request the kernel holds a directory lock for.
+ */
+void fs_prune_before_listing(struct fs *fs);
+
 #endif

@@ -148,6 +148,13 @@ size_t inode_cached_files(struct inode_table *table);
 bool inode_over_limit(struct inode_table *table);
 
 /*
+ * Whether more are held than seven eighths of max_files: the moment to
+ * prune where it costs the kernel least (fs_prune_before_listing()),
+ * before the bound forces it at any moment.
+ */
+bool inode_near_limit(struct inode_table *table);
+
+/*
  * The daemon's memory must not grow with the store: beyond max_files, the
  * least recently looked-up files are offered here (up to max victims,
  * each held: see inode_hold_child()), down to three quarters of
@@ -159,7 +166,8 @@ bool inode_over_limit(struct inode_table *table);
  * each time the kernel evicts an inode while a LOOKUP or READDIRPLUS is
  * in flight, it distrusts the attributes of the new inodes that reply
  * brings, and asks again with a GETATTR.  Pruning file by file, a little
- * after every lookup over the bound, cost a walk one GETATTR per file.
+ * after every lookup over the bound, cost a walk one GETATTR per file;
+ * hence also the moment chosen (fs_prune_before_listing()).
  * Files still in use stay (the kernel keeps them; they are offered again
  * later).  Returns how many victims.
  */

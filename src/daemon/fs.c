@@ -876,6 +876,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 	struct dir_handle *handle;
 	int ret;
 
+	fs_prune_before_listing(fs);
 	handle = calloc(1, sizeof(*handle));
 	if (!handle) {
 		fuse_reply_err(req, ENOMEM);

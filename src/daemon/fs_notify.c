@@ -1,8 +1,8 @@
 /*
  * fs_notify.c - what keeps the kernel's caches true and the daemon's
  * memory bounded: the watcher's handlers, which turn store changes into
- * cache invalidations, and the pruner thread, which asks the kernel to
- * forget the least recently used files beyond max_files.
+ * cache invalidations, and the pruner, which asks the kernel to forget
+ * the least recently used files beyond max_files.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -199,13 +199,32 @@ const struct watch_handler fs_watch_handler = {
  * Asks the kernel to drop the dentries of the least recently used files
  * beyond the limit, a whole run at a time where the run has gone cold
  * (inode_collect_stale() says why).  It forgets those not in use, and the
- * inodes are freed.  A thread of its own: the kernel may be waiting on us
- * (a lookup in that very directory) while we notify it.
+ * inodes are freed.  Called with fs->pruner.round held.
+ */
+static void prune_round(struct fs *fs)
+{
+	struct inode *victims[PRUNE_BATCH];
+	size_t n;
+
+	do {
+		n = inode_collect_stale(fs->inodes, victims, PRUNE_BATCH);
+		for (size_t i = 0; i < n; i++) {
+			invalidate_entry(fs, inode_to_nodeid(victims[i]->parent),
+					 victims[i]->name);
+			inode_release(fs->inodes, victims[i]);
+		}
+	} while (n == PRUNE_BATCH && !fs->pruner.stop);
+}
+
+/*
+ * The pruner thread: prunes past the bound, where no OPENDIR came in time
+ * (a listing of one run larger than the slack, lookups by name).  A
+ * thread of its own: the kernel may be waiting on us (a lookup in that
+ * very directory) while we notify it.
  */
 static void *prune(void *arg)
 {
 	struct fs *fs = arg;
-	struct inode *victims[PRUNE_BATCH];
 
 	pthread_mutex_lock(&fs->pruner.lock);
 	while (!fs->pruner.stop) {
@@ -215,19 +234,21 @@ static void *prune(void *arg)
 		}
 		fs->pruner.pending = false;
 		pthread_mutex_unlock(&fs->pruner.lock);
-		size_t n;
-		do {
-			n = inode_collect_stale(fs->inodes, victims, PRUNE_BATCH);
-			for (size_t i = 0; i < n; i++) {
-				invalidate_entry(fs, inode_to_nodeid(victims[i]->parent),
-						 victims[i]->name);
-				inode_release(fs->inodes, victims[i]);
-			}
-		} while (n == PRUNE_BATCH && !fs->pruner.stop);
+		pthread_mutex_lock(&fs->pruner.round);
+		prune_round(fs);
+		pthread_mutex_unlock(&fs->pruner.round);
 		pthread_mutex_lock(&fs->pruner.lock);
 	}
 	pthread_mutex_unlock(&fs->pruner.lock);
 	return NULL;
+}
+
+void fs_prune_before_listing(struct fs *fs)
+{
+	if (!inode_near_limit(fs->inodes) || pthread_mutex_trylock(&fs->pruner.round) != 0)
+		return;
+	prune_round(fs);
+	pthread_mutex_unlock(&fs->pruner.round);
 }
 
 void fs_wake_pruner(struct fs *fs)
@@ -244,6 +265,7 @@ int fs_start_pruner(struct fs *fs)
 {
 	int ret;
 
+	pthread_mutex_init(&fs->pruner.round, NULL);
 	pthread_mutex_init(&fs->pruner.lock, NULL);
 	pthread_cond_init(&fs->pruner.wake, NULL);
 	ret = pthread_create(&fs->pruner.thread, NULL, prune, fs);

@@ -294,6 +294,11 @@ bool inode_over_limit(struct inode_table *table)
 	return inode_cached_files(table) > table->max_files;	/* max_files never changes */
 }
 
+bool inode_near_limit(struct inode_table *table)
+{
+	return inode_cached_files(table) > table->max_files - table->max_files / 8;
+}
+
 /* Whether a whole run may go: none of its files looked up lately.  Locked. */
 static bool run_is_cold(const struct inode_table *table, const struct inode *run)
 {

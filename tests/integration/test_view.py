@@ -591,6 +591,40 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter,
                what=f"at most {bound} file inodes held")
 
 
+@pytest.mark.parametrize("daemon", ["one tenant", "all tenants"])
+def test_a_walk_of_runs_much_smaller_than_the_bound_is_not_asked_again(store, mounter,
+                                                                      daemon):
+    """Runs small beside -o max_cached_files (a store's usual shape): the
+    daemon prunes as the walk opens the next run, when no listing of the
+    walker's is in flight, so the kernel trusts every READDIRPLUS reply
+    and sends no GETATTR for the files it walks."""
+    runs, per_run, bound = 40, 50, 800
+    sizes = {}
+    for r in range(runs):
+        run = f"{r:08x}-0000-4000-8000-0000000small"
+        files = {f"f-{i:02d}.txt": b"z" * (r + i) for i in range(per_run)}
+        store.add_run(ALICE, run, files)
+        sizes.update({f"{run}/{name}": len(data) for name, data in files.items()})
+    if daemon == "one tenant":
+        m = mounter(store, ALICE, "-o", f"max_cached_files={bound}")
+        root, tenant_dir = m.daemon_mnt, m.mnt
+    else:
+        m = mounter(store, None, "-o", "all_tenants", "-o", f"max_cached_files={bound}")
+        root, tenant_dir = m.mnt, m.mnt / ALICE
+    with FuseRequests(m.mnt) as requests:
+        out = run_cmd(["find", ".", "-type", "f", "-name", "f-*", "-printf", "%P %s\n"],
+                      cwd=tenant_dir).stdout.decode()
+        counts = requests.counts()
+    seen = dict(line.rsplit(" ", 1) for line in out.splitlines())
+    assert {k: int(v) for k, v in seen.items()} == sizes
+    # About three GETATTRs per run directory whatever is pruned (126-127
+    # here).  Pruned by the pruner thread as the bound was crossed, in the
+    # midst of listings, files were asked for too: 376-377.
+    assert counts.get("GETATTR", 0) < 4 * runs, counts
+    wait_until(lambda: daemon_stats(root)["cached_files"] <= bound, 5.0,
+               what=f"at most {bound} file inodes held")
+
+
 def test_a_run_larger_than_the_bound_is_walked_whole_twice(store, mounter):
     """One run larger than the bound: it is in use while it is walked, so
     its files go one by one, not the run at once.  Every file is seen with
