@@ -397,6 +397,21 @@ static inline void meta_out_text(struct meta_out *out, const char *text)
 	meta_out_add(out, text, strlen(text));
 }
 
+/* A string literal, its length counted by the compiler. */
+#define meta_out_literal(out, literal) meta_out_add((out), (literal), sizeof(literal) - 1)
+
+/* n in decimal, as serde writes a u64. */
+static void meta_out_u64(struct meta_out *out, uint64_t n)
+{
+	char digits[20];
+	size_t at = sizeof(digits);
+
+	do
+		digits[--at] = (char)('0' + n % 10);
+	while ((n /= 10) != 0);
+	meta_out_add(out, digits + at, sizeof(digits) - at);
+}
+
 /*
  * The length of the well-formed UTF-8 sequence that starts with the
  * non-ASCII byte at p, or 0 when it is not one (serde's strings always
@@ -462,7 +477,7 @@ static void meta_out_string(struct meta_out *out, const char *text)
 	const unsigned char *plain = p;	/* start of the bytes not yet written */
 	const unsigned char *end = p + strlen(text);
 
-	meta_out_add(out, "\"", 1);
+	meta_out_literal(out, "\"");
 	while (*p) {
 		unsigned char c = *p;
 		char escape[7];
@@ -508,21 +523,6 @@ static void meta_out_string(struct meta_out *out, const char *text)
 	meta_out_add(out, "\"", 1);
 }
 
-/*
- * One `<indent>"key": "value"` member; first says whether to lead with ','.
- * The keys are the schema's, plain ASCII: only the value needs escaping.
- */
-static void meta_out_member(struct meta_out *out, const char *indent,
-			    const char *key, const char *value, bool first)
-{
-	meta_out_text(out, first ? "\n" : ",\n");
-	meta_out_text(out, indent);
-	meta_out_add(out, "\"", 1);
-	meta_out_text(out, key);
-	meta_out_add(out, "\": ", 3);
-	meta_out_string(out, value);
-}
-
 /* Whether every field a document needs is there (their text is checked as written). */
 static bool meta_run_complete(const struct meta_run *run)
 {
@@ -544,7 +544,6 @@ static bool meta_run_complete(const struct meta_run *run)
 int meta_format(const struct meta_run *run, char **out, size_t *len)
 {
 	struct meta_out doc = { 0 };
-	char number[24];
 	int ret;
 
 	if (!run || !out || !len)
@@ -556,31 +555,47 @@ int meta_format(const struct meta_run *run, char **out, size_t *len)
 	/* About what an entry takes, so that a run of thousands is not copied over and over. */
 	meta_out_reserve(&doc, 512 + run->n_artifacts * 256);
 
-	/* serde's PrettyFormatter: "\n" + indent before each member. */
-	meta_out_text(&doc, "{");
-	meta_out_member(&doc, "  ", "run_id", run->run_id, true);
-	meta_out_member(&doc, "  ", "workflow_id", run->workflow_id, false);
-	meta_out_member(&doc, "  ", "user_directive", run->user_directive, false);
-	meta_out_member(&doc, "  ", "created_at", run->created_at, false);
-	meta_out_member(&doc, "  ", "expires_at", run->expires_at, false);
-	meta_out_text(&doc, ",\n  \"artifacts\": [");
+	/*
+	 * serde's PrettyFormatter: "\n" and the indent before each member.
+	 * The keys are the schema's, plain ASCII, written with what comes
+	 * before them as one literal: only the values need escaping.
+	 */
+	meta_out_literal(&doc, "{\n  \"run_id\": ");
+	meta_out_string(&doc, run->run_id);
+	meta_out_literal(&doc, ",\n  \"workflow_id\": ");
+	meta_out_string(&doc, run->workflow_id);
+	meta_out_literal(&doc, ",\n  \"user_directive\": ");
+	meta_out_string(&doc, run->user_directive);
+	meta_out_literal(&doc, ",\n  \"created_at\": ");
+	meta_out_string(&doc, run->created_at);
+	meta_out_literal(&doc, ",\n  \"expires_at\": ");
+	meta_out_string(&doc, run->expires_at);
+	meta_out_literal(&doc, ",\n  \"artifacts\": [");
 	for (size_t i = 0; i < run->n_artifacts; i++) {
 		const struct meta_artifact *a = &run->artifacts[i];
 
-		meta_out_text(&doc, i ? ",\n    {" : "\n    {");
-		meta_out_member(&doc, "      ", "filename", a->filename, true);
-		meta_out_member(&doc, "      ", "agent_id", a->agent_id, false);
-		meta_out_member(&doc, "      ", "generated_at", a->generated_at, false);
-		snprintf(number, sizeof(number), "%" PRIu64, a->size_bytes);
-		meta_out_text(&doc, ",\n      \"size_bytes\": ");
-		meta_out_text(&doc, number);
-		meta_out_member(&doc, "      ", "content_type", a->content_type, false);
-		meta_out_text(&doc, "\n    }");
+		if (i)
+			meta_out_literal(&doc, ",");
+		meta_out_literal(&doc, "\n    {\n      \"filename\": ");
+		meta_out_string(&doc, a->filename);
+		meta_out_literal(&doc, ",\n      \"agent_id\": ");
+		meta_out_string(&doc, a->agent_id);
+		meta_out_literal(&doc, ",\n      \"generated_at\": ");
+		meta_out_string(&doc, a->generated_at);
+		meta_out_literal(&doc, ",\n      \"size_bytes\": ");
+		meta_out_u64(&doc, a->size_bytes);
+		meta_out_literal(&doc, ",\n      \"content_type\": ");
+		meta_out_string(&doc, a->content_type);
+		meta_out_literal(&doc, "\n    }");
 	}
 	/* An empty array is "[]", with nothing between the brackets. */
-	meta_out_text(&doc, run->n_artifacts ? "\n  ]" : "]");
-	meta_out_member(&doc, "  ", "status", run->status, false);
-	meta_out_text(&doc, "\n}");
+	if (run->n_artifacts)
+		meta_out_literal(&doc, "\n  ]");
+	else
+		meta_out_literal(&doc, "]");
+	meta_out_literal(&doc, ",\n  \"status\": ");
+	meta_out_string(&doc, run->status);
+	meta_out_literal(&doc, "\n}");
 
 	if (doc.failed || doc.invalid) {
 		ret = doc.failed ? -ENOMEM : -EINVAL;
