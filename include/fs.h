@@ -5,8 +5,8 @@
  * fs.c is the only file that replies to the kernel: each operation decodes
  * its inode, asks the view, the store or the index, and replies once.
  * fs_promote.c does promote/'s part of the operations, fs_notify.c the
- * watcher's cache invalidations and the pruner (fs_internal.h is their
- * interface with fs.c).
+ * watcher's cache invalidations and the notifier thread (fs_internal.h
+ * is their interface with fs.c).
  */
 #ifndef ARTIFACTFS_FS_H
 #define ARTIFACTFS_FS_H
@@ -23,6 +23,8 @@
 #include "promote.h"
 #include "tenant.h"
 #include "watch.h"
+
+struct landing_notice;		/* fs_notify.c's */
 
 struct fs {
 	/*
@@ -87,18 +89,35 @@ struct fs {
 	struct list_link *open_files;	/* of struct open_file */
 	struct list_link *dir_handles;	/* of struct dir_handle */
 	/*
-	 * What asks the kernel to forget files beyond max_files: an OPENDIR
-	 * as the bound nears, and the thread past it (fs_prune_before_listing()).
+	 * The thread that notifies the kernel for the requests, which must not
+	 * do it themselves: the kernel may hold a directory lock for a LOOKUP
+	 * or READDIRPLUS that waits for a free request thread while it takes
+	 * that very lock to invalidate.  It shows landings (a FLUSH or RENAME
+	 * in promote/ waits for that, within a bound) and prunes past
+	 * max_files (an OPENDIR prunes itself as the bound nears, see
+	 * fs_prune_before_listing()).
+	 *
+	 * Lock order: round, then lock; neither is held while notifying the
+	 * kernel except round, which only the pruning holds.
 	 */
-	struct fs_pruner {
+	struct fs_notifier {
 		pthread_t thread;
 		pthread_mutex_t round;	/* held by one pruning round at a time */
-		pthread_mutex_t lock;	/* guards pending, and stop's changes */
-		pthread_cond_t wake;
+		pthread_mutex_t lock;	/* guards the fields below, and stop's changes */
+		pthread_cond_t wake;	/* the thread: something to do */
+		pthread_cond_t shown;	/* requests: landings notified (CLOCK_MONOTONIC) */
 		bool running;		/* the thread was started (main thread only) */
-		bool pending;		/* over the limit since the last prune */
+		bool prune_pending;	/* over the limit since the last prune */
+		struct landing_notice *landings, **landings_tail;	/* to show, oldest first */
+		uint64_t landings_queued, landings_shown;	/* how many so far */
 		_Atomic bool stop;	/* also read unlocked in the prune loop */
-	} pruner;
+	} notifier;
+	/*
+	 * Whether an OPENDIR may prune in its own thread: not when it may be
+	 * the only request thread (-o max_threads=1, -s), which could then
+	 * wait for a LOOKUP it is meant to serve.
+	 */
+	bool prune_in_requests;
 };
 
 extern const struct fuse_lowlevel_ops fs_operations;
@@ -107,11 +126,11 @@ extern const struct fuse_lowlevel_ops fs_operations;
 void fs_size_requests(struct fs *fs);
 
 /*
- * Starts and stops the pruner thread (after the mount, before the
+ * Starts and stops the notifier thread (after the mount, before the
  * session ends).  Returns 0 or -errno.
  */
-int fs_start_pruner(struct fs *fs);
-void fs_stop_pruner(struct fs *fs);
+int fs_start_notifier(struct fs *fs);
+void fs_stop_notifier(struct fs *fs);
 
 /*
  * Closes the files and directories still open once the session is over

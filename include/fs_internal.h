@@ -246,7 +246,17 @@ void fs_notify_file(void *ctx, const char *client, const char *run, const char *
 		    bool entry);
 void fs_notify_run(void *ctx, const char *client, const char *run);
 
-/* Asks the pruner to run; cheap enough for every lookup over the limit. */
+/*
+ * Shows a landing in client's run: file landed (and, if not NULL, gone
+ * was renamed away).  For a request (FLUSH, RENAME): the notifier thread
+ * notifies the kernel, and this waits for it up to 0.1 s, which only
+ * passes when a listing of that directory waits for a request thread
+ * (the landing then shows once one is free).
+ */
+void fs_notify_landing(struct fs *fs, const char *client, const char *run, const char *gone,
+		       const char *landed);
+
+/* Asks the notifier to prune; cheap enough for every lookup over the limit. */
 void fs_wake_pruner(struct fs *fs);
 
 /*
@@ -255,7 +265,8 @@ void fs_wake_pruner(struct fs *fs);
  * caller is between listings, with no LOOKUP or READDIRPLUS of its own
  * in flight, so the kernel distrusts no attributes for the inodes it
  * evicts meanwhile (inode_collect_stale() says why that matters).  Must
- * not be called from a request the kernel holds a directory lock for.
+ * not be called from a request the kernel holds a directory lock for;
+ * does nothing unless fs->prune_in_requests.
  */
 void fs_prune_before_listing(struct fs *fs);
 

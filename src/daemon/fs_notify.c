@@ -1,14 +1,16 @@
 /*
  * fs_notify.c - what keeps the kernel's caches true and the daemon's
  * memory bounded: the watcher's handlers, which turn store changes into
- * cache invalidations, and the pruner, which asks the kernel to forget
- * the least recently used files beyond max_files.
+ * cache invalidations, and the notifier thread, which shows promote/'s
+ * landings for the requests and asks the kernel to forget the least
+ * recently used files beyond max_files.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs_internal.h"
 #include "log.h"
@@ -191,15 +193,115 @@ const struct watch_handler fs_watch_handler = {
 	.degraded = degrade,
 };
 
-/* --- keeping the daemon's memory bounded -------------------------------------- */
+/* --- the notifier thread ------------------------------------------------------- */
+
+/*
+ * How long a request waits for its landing to be shown
+ * (fs_notify_landing()): long for the notifier, which takes microseconds
+ * unless a listing of that directory waits for a request thread; then
+ * the wait is what frees one, and short is better.
+ */
+#define LANDING_WAIT_NS 100000000L
 
 #define PRUNE_BATCH 1024
+
+/* A landing a request asked to show: the strings follow it, in text. */
+struct landing_notice {
+	struct landing_notice *next;
+	const char *client, *run, *gone, *landed;	/* gone: NULL or a name renamed away */
+	char text[];
+};
+
+static struct landing_notice *new_landing_notice(const char *client, const char *run,
+						 const char *gone, const char *landed)
+{
+	const char *parts[] = { client, run, landed, gone ? gone : "" };
+	size_t lengths[4], total = 0;
+	struct landing_notice *notice;
+	char *p;
+
+	for (size_t i = 0; i < 4; i++) {
+		lengths[i] = strlen(parts[i]) + 1;
+		total += lengths[i];
+	}
+	notice = malloc(sizeof(*notice) + total);
+	if (!notice)
+		return NULL;
+	p = notice->text;
+	for (size_t i = 0; i < 4; i++) {
+		memcpy(p, parts[i], lengths[i]);
+		p += lengths[i];
+	}
+	notice->next = NULL;
+	notice->client = notice->text;
+	notice->run = notice->client + lengths[0];
+	notice->landed = notice->run + lengths[1];
+	notice->gone = gone ? notice->landed + lengths[2] : NULL;
+	return notice;
+}
+
+/*
+ * Notifies the kernel of a batch of landings, oldest first, and frees
+ * them.  A run's own entry and listing once per batch: committers landing
+ * into one run at once share that.
+ */
+static void show_landings(struct fs *fs, struct landing_notice *batch)
+{
+	for (struct landing_notice *notice = batch; notice; notice = notice->next) {
+		bool run_shown = false;
+
+		if (notice->gone)
+			fs_notify_file(fs, notice->client, notice->run, notice->gone, true);
+		fs_notify_file(fs, notice->client, notice->run, notice->landed, true);
+		for (struct landing_notice *before = batch; before != notice && !run_shown;
+		     before = before->next)
+			run_shown = strcmp(before->run, notice->run) == 0 &&
+				    strcmp(before->client, notice->client) == 0;
+		if (!run_shown)
+			fs_notify_run(fs, notice->client, notice->run);
+	}
+	while (batch) {
+		struct landing_notice *next = batch->next;
+
+		free(batch);
+		batch = next;
+	}
+}
+
+void fs_notify_landing(struct fs *fs, const char *client, const char *run, const char *gone,
+		       const char *landed)
+{
+	struct fs_notifier *notifier = &fs->notifier;
+	struct landing_notice *notice;
+	struct timespec deadline;
+	uint64_t ticket;
+
+	if (!notifier->running)
+		return;	/* no requests before the mount: the watcher shows it */
+	notice = new_landing_notice(client, run, gone, landed);
+	if (!notice)
+		return;	/* the watcher shows it */
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_nsec += LANDING_WAIT_NS % 1000000000L;
+	deadline.tv_sec += LANDING_WAIT_NS / 1000000000L + deadline.tv_nsec / 1000000000L;
+	deadline.tv_nsec %= 1000000000L;
+
+	pthread_mutex_lock(&notifier->lock);
+	*notifier->landings_tail = notice;
+	notifier->landings_tail = &notice->next;
+	ticket = ++notifier->landings_queued;
+	pthread_cond_signal(&notifier->wake);
+	while (notifier->landings_shown < ticket &&
+	       pthread_cond_timedwait(&notifier->shown, &notifier->lock, &deadline) == 0)
+		;
+	pthread_mutex_unlock(&notifier->lock);
+}
 
 /*
  * Asks the kernel to drop the dentries of the least recently used files
  * beyond the limit, a whole run at a time where the run has gone cold
  * (inode_collect_stale() says why).  It forgets those not in use, and the
- * inodes are freed.  Called with fs->pruner.round held.
+ * inodes are freed.  Called with fs->notifier.round held.
  */
 static void prune_round(struct fs *fs)
 {
@@ -213,78 +315,107 @@ static void prune_round(struct fs *fs)
 					 victims[i]->name);
 			inode_release(fs->inodes, victims[i]);
 		}
-	} while (n == PRUNE_BATCH && !fs->pruner.stop);
+	} while (n == PRUNE_BATCH && !fs->notifier.stop);
 }
 
 /*
- * The pruner thread: prunes past the bound, where no OPENDIR came in time
- * (a listing of one run larger than the slack, lookups by name).  A
- * thread of its own: the kernel may be waiting on us (a lookup in that
- * very directory) while we notify it.
+ * The notifier thread: shows landings, oldest first, and prunes past the
+ * bound, where no OPENDIR came in time (a listing of one run larger than
+ * the slack, lookups by name).  Landings first: a request waits for them.
  */
-static void *prune(void *arg)
+static void *notify(void *arg)
 {
 	struct fs *fs = arg;
+	struct fs_notifier *notifier = &fs->notifier;
 
-	pthread_mutex_lock(&fs->pruner.lock);
-	while (!fs->pruner.stop) {
-		if (!fs->pruner.pending) {
-			pthread_cond_wait(&fs->pruner.wake, &fs->pruner.lock);
-			continue;
+	pthread_mutex_lock(&notifier->lock);
+	while (!notifier->stop) {
+		if (notifier->landings) {
+			struct landing_notice *batch = notifier->landings;
+			uint64_t queued = notifier->landings_queued;
+
+			notifier->landings = NULL;
+			notifier->landings_tail = &notifier->landings;
+			pthread_mutex_unlock(&notifier->lock);
+			show_landings(fs, batch);
+			pthread_mutex_lock(&notifier->lock);
+			notifier->landings_shown = queued;
+			pthread_cond_broadcast(&notifier->shown);
+		} else if (notifier->prune_pending) {
+			notifier->prune_pending = false;
+			pthread_mutex_unlock(&notifier->lock);
+			pthread_mutex_lock(&notifier->round);
+			prune_round(fs);
+			pthread_mutex_unlock(&notifier->round);
+			pthread_mutex_lock(&notifier->lock);
+		} else {
+			pthread_cond_wait(&notifier->wake, &notifier->lock);
 		}
-		fs->pruner.pending = false;
-		pthread_mutex_unlock(&fs->pruner.lock);
-		pthread_mutex_lock(&fs->pruner.round);
-		prune_round(fs);
-		pthread_mutex_unlock(&fs->pruner.round);
-		pthread_mutex_lock(&fs->pruner.lock);
 	}
-	pthread_mutex_unlock(&fs->pruner.lock);
+	pthread_mutex_unlock(&notifier->lock);
 	return NULL;
 }
 
 void fs_prune_before_listing(struct fs *fs)
 {
-	if (!inode_near_limit(fs->inodes) || pthread_mutex_trylock(&fs->pruner.round) != 0)
+	if (!fs->prune_in_requests || !inode_near_limit(fs->inodes) ||
+	    pthread_mutex_trylock(&fs->notifier.round) != 0)
 		return;
 	prune_round(fs);
-	pthread_mutex_unlock(&fs->pruner.round);
+	pthread_mutex_unlock(&fs->notifier.round);
 }
 
 void fs_wake_pruner(struct fs *fs)
 {
-	pthread_mutex_lock(&fs->pruner.lock);
-	if (!fs->pruner.pending) {
-		fs->pruner.pending = true;
-		pthread_cond_signal(&fs->pruner.wake);
+	struct fs_notifier *notifier = &fs->notifier;
+
+	pthread_mutex_lock(&notifier->lock);
+	if (!notifier->prune_pending) {
+		notifier->prune_pending = true;
+		pthread_cond_signal(&notifier->wake);
 	}
-	pthread_mutex_unlock(&fs->pruner.lock);
+	pthread_mutex_unlock(&notifier->lock);
 }
 
-int fs_start_pruner(struct fs *fs)
+int fs_start_notifier(struct fs *fs)
 {
+	struct fs_notifier *notifier = &fs->notifier;
+	pthread_condattr_t monotonic;
 	int ret;
 
-	pthread_mutex_init(&fs->pruner.round, NULL);
-	pthread_mutex_init(&fs->pruner.lock, NULL);
-	pthread_cond_init(&fs->pruner.wake, NULL);
-	ret = pthread_create(&fs->pruner.thread, NULL, prune, fs);
+	pthread_mutex_init(&notifier->round, NULL);
+	pthread_mutex_init(&notifier->lock, NULL);
+	pthread_cond_init(&notifier->wake, NULL);
+	pthread_condattr_init(&monotonic);
+	pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+	pthread_cond_init(&notifier->shown, &monotonic);
+	pthread_condattr_destroy(&monotonic);
+	notifier->landings_tail = &notifier->landings;
+	ret = pthread_create(&notifier->thread, NULL, notify, fs);
 	if (ret) {
-		log_error("cannot start the pruner thread: %s", strerror(ret));
+		log_error("cannot start the notifier thread: %s", strerror(ret));
 		return -ret;
 	}
-	fs->pruner.running = true;
+	notifier->running = true;
 	return 0;
 }
 
-void fs_stop_pruner(struct fs *fs)
+/* After the session: no request waits for a landing any more. */
+void fs_stop_notifier(struct fs *fs)
 {
-	if (!fs->pruner.running)
+	struct fs_notifier *notifier = &fs->notifier;
+	struct landing_notice *left;
+
+	if (!notifier->running)
 		return;
-	pthread_mutex_lock(&fs->pruner.lock);
-	fs->pruner.stop = true;
-	pthread_cond_signal(&fs->pruner.wake);
-	pthread_mutex_unlock(&fs->pruner.lock);
-	pthread_join(fs->pruner.thread, NULL);
-	fs->pruner.running = false;
+	pthread_mutex_lock(&notifier->lock);
+	notifier->stop = true;
+	pthread_cond_signal(&notifier->wake);
+	pthread_mutex_unlock(&notifier->lock);
+	pthread_join(notifier->thread, NULL);
+	notifier->running = false;
+	while ((left = notifier->landings)) {
+		notifier->landings = left->next;
+		free(left);
+	}
 }

@@ -484,14 +484,6 @@ static bool killed_by_signal(pid_t pid)
 	return (exit_code & 0x7f) != 0;
 }
 
-/* A file landed in run: the view shows it, and the run if it is new, now. */
-static void notify_landing(struct fs *fs, struct tenant *tenant, const char *run,
-			   const char *name)
-{
-	fs_notify_file(fs, tenant->client, run, name, true);
-	fs_notify_run(fs, tenant->client, run);
-}
-
 /*
  * The writer's close() is the moment an upload is committed, so that
  * close() reports the outcome.  The view is told at once, not when the
@@ -508,7 +500,8 @@ int fs_promote_flush(struct fs *fs, struct inode *inode, struct upload *upload,
 	}
 	ret = promote_commit_upload(upload);
 	if (ret == 0 && fs_promote_upload_run(inode))
-		notify_landing(fs, inode->tenant, fs_promote_upload_run(inode), inode->name);
+		fs_notify_landing(fs, inode->tenant->client, fs_promote_upload_run(inode), NULL,
+				  inode->name);
 	return ret;
 }
 
@@ -551,9 +544,8 @@ int fs_promote_rename(struct fs *fs, struct inode *dir, const char *name,
 	ret = promote_rename_upload(tenant->promoter, dir->name, name, newname,
 				    flags & RENAME_NOREPLACE);
 	if (ret == 0 && !names_is_temporary(newname)) {
-		/* an artifact renamed away */
-		fs_notify_file(fs, tenant->client, dir->name, name, true);
-		notify_landing(fs, tenant, dir->name, newname);
+		/* name: an artifact renamed away, if it was not temporary */
+		fs_notify_landing(fs, tenant->client, dir->name, name, newname);
 	}
 	return ret;
 }

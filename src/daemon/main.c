@@ -232,6 +232,7 @@ int main(int argc, char *argv[])
 		.keep_cache = opts.cache_timeout > 0,
 		.read_ahead_kb = opts.read_ahead_kb,
 		.passthrough_off = passthrough_off_reason(&opts),
+		.prune_in_requests = !opts.fuse.singlethread && opts.fuse.max_threads >= 2,
 	};
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
 	fs_size_requests(&fs);
@@ -263,7 +264,7 @@ int main(int argc, char *argv[])
 
 	if (watch_start(&store, opts.client, opts.watch, opts.poll_ms, &fs_watch_handler, &fs,
 			&watch) < 0 ||
-	    fs_start_pruner(&fs) < 0 ||
+	    fs_start_notifier(&fs) < 0 ||
 	    reload_start(reload_config, tenants, opts.log_level, &reload) < 0)
 		goto out;
 	/* Catch what changed between the first reconcile and the watch. */
@@ -285,7 +286,7 @@ int main(int argc, char *argv[])
 		log_info("stopping on %s: unmounting", ret == SIGTERM ? "SIGTERM" : "SIGINT");
 out:
 	reload_stop(reload);
-	fs_stop_pruner(&fs);
+	fs_stop_notifier(&fs);
 	watch_stop(watch);
 	if (mounted)
 		fuse_session_unmount(session);
