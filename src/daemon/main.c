@@ -25,6 +25,7 @@
 #include "index.h"
 #include "inode.h"
 #include "log.h"
+#include "loop.h"
 #include "options.h"
 #include "promote.h"
 #include "reload.h"
@@ -141,6 +142,11 @@ static void reload_config(void *ctx)
 	tenant_for_each(ctx, reload_tenant, NULL);
 }
 
+/*
+ * Serves requests until the mount ends.  Returns 0 when unmounted, the
+ * number of the signal that stopped it (SIGTERM, SIGINT), LOOP_STOPPED
+ * when a signal did and the loop cannot tell which, or -errno.
+ */
 static int run_loop(struct fuse_session *session, const struct options *opts)
 {
 	struct fuse_loop_config *config;
@@ -148,6 +154,12 @@ static int run_loop(struct fuse_session *session, const struct options *opts)
 
 	if (opts->fuse.singlethread)
 		return fuse_session_loop(session);
+	/* libfuse's own loop only for what ours does not do. */
+	if (!opts->fuse.clone_fd)
+		return loop_run(session, opts->fuse.max_threads != UINT_MAX ?
+				opts->fuse.max_threads : LOOP_THREADS_DEFAULT,
+				opts->fuse.max_idle_threads != UINT_MAX ?
+				opts->fuse.max_idle_threads : LOOP_READING_DEFAULT);
 	config = fuse_loop_cfg_create();
 	if (!config)
 		return -ENOMEM;
@@ -277,13 +289,14 @@ int main(int argc, char *argv[])
 	ret = run_loop(session, &opts);
 	service_notify_stopping();
 	/*
-	 * libfuse's loop returns the number of the signal that ended it
-	 * (SIGTERM, SIGINT): a stop asked for, which is a success (systemd
-	 * would restart a unit that exits 1 on "systemctl stop").
+	 * A stop asked for by a signal is a success (systemd would restart a
+	 * unit that exits 1 on "systemctl stop").
 	 */
-	status = ret == 0 || ret == SIGTERM || ret == SIGINT ? EXIT_SUCCESS : EXIT_FAILURE;
-	if (ret == SIGTERM || ret == SIGINT)
-		log_info("stopping on %s: unmounting", ret == SIGTERM ? "SIGTERM" : "SIGINT");
+	status = ret == 0 || ret == SIGTERM || ret == SIGINT || ret == LOOP_STOPPED ?
+		 EXIT_SUCCESS : EXIT_FAILURE;
+	if (ret == SIGTERM || ret == SIGINT || ret == LOOP_STOPPED)
+		log_info("stopping on %s: unmounting", ret == SIGTERM ? "SIGTERM" :
+			 ret == SIGINT ? "SIGINT" : "a signal");
 out:
 	reload_stop(reload);
 	fs_stop_notifier(&fs);

@@ -137,6 +137,13 @@ void options_print_help(const char *program)
 	       "    -o run=RUN             promote/ serves this run only\n"
 	       "    -o nodelete            deleting artifacts and runs fails with EPERM\n"
 	       "    -o ro                  no promote/, no deletion\n"
+	       "\n"
+	       "request threads (these replace libfuse's meaning below, except with\n"
+	       "clone_fd, which runs libfuse's own loop):\n"
+	       "    -o max_threads=N       threads serving requests at once (default 10)\n"
+	       "    -o max_idle_threads=N  threads waiting in the kernel for the next\n"
+	       "                           request (default 2); the others wait in the\n"
+	       "                           daemon, and none ends before the mount\n"
 	       "\n", program);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();

@@ -1,7 +1,9 @@
-"""The request threads, whatever their bounds (-o max_threads, -o
-max_idle_threads, -o clone_fd): the mount serves parallel promotions, a
-listing of the run they land in while they commit, the FORGETs of a pruned
-walk, and stops on SIGTERM.
+"""The request loop (src/daemon/loop.c), whatever its bounds: at most
+-o max_idle_threads threads wait in the kernel for requests (2 by
+default), at most -o max_threads serve them (10); -o clone_fd keeps
+libfuse's own loop.  The mount serves parallel promotions, a listing of
+the run they land in while they commit, the FORGETs of a pruned walk, and
+stops on SIGTERM.
 
 A request never notifies the kernel itself while others may wait: the
 kernel holds a directory's lock for a LOOKUP or READDIRPLUS that waits for
@@ -27,7 +29,7 @@ WRITERS, FILES_EACH = 6, 5
     ("-o", "max_threads=2", "-o", "max_idle_threads=1"),
     ("-o", "max_idle_threads=8"),
     ("-o", "clone_fd"),
-], ids=["default", "one thread", "two threads, one idle", "eight idle", "clone_fd"])
+], ids=["default", "one thread", "two threads, one idle", "eight idle", "libfuse's loop"])
 def test_the_mount_serves_and_stops_whatever_its_thread_bounds(store, mounter, options):
     runs, per_run = 12, 60
     for r in range(runs):
@@ -68,3 +70,14 @@ def test_the_mount_serves_and_stops_whatever_its_thread_bounds(store, mounter, o
     assert not is_mounted(m.mnt)
     m.state = "stopped"
     assert m.log_problems() == []
+    assert [line for line in m.log_lines("info") if "stopping on" in line], m.stderr()
+
+
+@pytest.mark.parametrize("options", [(), ("-o", "clone_fd")], ids=["ours", "libfuse's"])
+def test_an_unmount_ends_the_loop_without_a_signal(store, mounter, options):
+    store.add_run(ALICE, ALICE_RUN, {"a.txt": b"a"})
+    m = mounter(store, ALICE, *options)
+    assert (m.mnt / ALICE_RUN / "a.txt").read_bytes() == b"a"
+    assert m.stop() == []
+    assert m.proc.returncode == 0
+    assert not [line for line in m.log_lines() if "stopping on" in line], m.stderr()
