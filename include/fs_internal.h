@@ -257,7 +257,7 @@ void fs_notify_landing(struct fs *fs, const char *client, const char *run, const
 		       const char *landed);
 
 /* Asks the notifier to prune; cheap enough for every lookup over the limit. */
-void fs_wake_pruner(struct fs *fs);
+void fs_ask_to_prune(struct fs *fs);
 
 /*
  * Prunes now, in the calling request's thread, when the bound is near

@@ -403,7 +403,7 @@ static int lookup_run_file(struct fs *fs, struct inode *parent, const char *name
 	if (ret < 0)
 		return ret;
 	if (inode_over_limit(fs->inodes))
-		fs_wake_pruner(fs);
+		fs_ask_to_prune(fs);
 	fs_present_backing(fs, inode->tenant, &e->attr, backing);
 	e->ino = inode_to_nodeid(inode);
 	return 0;

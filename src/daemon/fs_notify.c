@@ -365,7 +365,7 @@ void fs_prune_before_listing(struct fs *fs)
 	pthread_mutex_unlock(&fs->notifier.round);
 }
 
-void fs_wake_pruner(struct fs *fs)
+void fs_ask_to_prune(struct fs *fs)
 {
 	struct fs_notifier *notifier = &fs->notifier;
 

@@ -595,7 +595,7 @@ def test_a_walk_past_the_inode_bound_stays_bounded_and_asks_once(store, mounter,
     and the kernel does not ask again for the attributes READDIRPLUS gave
     it (one GETATTR per file when files were dropped one by one: each
     eviction during a READDIRPLUS makes the kernel distrust its reply).
-    Runs half the bound: the pruner thread prunes as it is crossed."""
+    Runs half the bound: the notifier thread prunes as it is crossed."""
     runs, per_run, bound = 10, 400, 800
     counts = walk_past_the_bound(store, mounter, daemon, runs, per_run, bound)
     # Files pruned one by one cost one GETATTR each (3,211-3,250 here);
@@ -613,7 +613,7 @@ def test_a_walk_of_runs_much_smaller_than_the_bound_is_not_asked_again(store, mo
     runs = 40
     counts = walk_past_the_bound(store, mounter, daemon, runs, per_run=50, bound=800)
     # About three GETATTRs per run directory whatever is pruned (126-127
-    # here).  When the pruner thread alone pruned, as the bound was
+    # here).  When a thread of its own alone pruned, as the bound was
     # crossed in the midst of a listing, that listing's files were asked
     # for too whenever the eviction beat the reply: 376-377 in two walks,
     # 126-127 in six others.
