@@ -610,14 +610,17 @@ def test_a_walk_of_runs_much_smaller_than_the_bound_is_not_asked_again(store, mo
     daemon prunes as the walk opens the next run, when no listing of the
     walker's is in flight, so the kernel trusts every READDIRPLUS reply
     and sends no GETATTR for the files it walks."""
-    runs = 40
-    counts = walk_past_the_bound(store, mounter, daemon, runs, per_run=50, bound=800)
+    runs, per_run = 40, 50
+    counts = walk_past_the_bound(store, mounter, daemon, runs, per_run=per_run, bound=800)
     # About three GETATTRs per run directory whatever is pruned (126-127
     # here).  When a thread of its own alone pruned, as the bound was
     # crossed in the midst of a listing, that listing's files were asked
     # for too whenever the eviction beat the reply: 376-377 in two walks,
-    # 126-127 in six others.
-    assert counts.get("GETATTR", 0) < 4 * runs, counts
+    # 126-127 in six others.  The kernel's own reclaim evicts too, and
+    # then one listing is asked again (177, once in a parallel test run,
+    # and once in four walks beside "echo 2 > drop_caches" every 50 ms):
+    # the room for two such listings is not the daemon's.
+    assert counts.get("GETATTR", 0) < 4 * runs + 2 * per_run, counts
 
 
 def test_a_run_larger_than_the_bound_is_walked_whole_twice(store, mounter):
