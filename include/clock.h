@@ -4,6 +4,7 @@
 #ifndef ARTIFACTFS_CLOCK_H
 #define ARTIFACTFS_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -20,6 +21,29 @@ static inline int64_t clock_ns(clockid_t clock)
 static inline int64_t clock_monotonic_ms(void)
 {
 	return clock_ns(CLOCK_MONOTONIC) / 1000000;
+}
+
+/* The CLOCK_MONOTONIC moment ns from now, as a timed wait takes it. */
+static inline struct timespec clock_monotonic_after(int64_t ns)
+{
+	int64_t at = clock_ns(CLOCK_MONOTONIC) + ns;
+
+	return (struct timespec){ .tv_sec = at / 1000000000, .tv_nsec = at % 1000000000 };
+}
+
+/*
+ * Makes cond a condition variable whose timed waits count on
+ * CLOCK_MONOTONIC (clock_monotonic_after()), which a change of the
+ * system's time does not move.
+ */
+static inline void clock_cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t monotonic;
+
+	pthread_condattr_init(&monotonic);
+	pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &monotonic);
+	pthread_condattr_destroy(&monotonic);
 }
 
 #endif

@@ -10,8 +10,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "fs_internal.h"
 #include "log.h"
 #include "metafile.h"
@@ -281,10 +281,7 @@ void fs_notify_landing(struct fs *fs, const char *client, const char *run, const
 	notice = new_landing_notice(client, run, gone, landed);
 	if (!notice)
 		return;	/* the watcher shows it */
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_nsec += LANDING_WAIT_NS % 1000000000L;
-	deadline.tv_sec += LANDING_WAIT_NS / 1000000000L + deadline.tv_nsec / 1000000000L;
-	deadline.tv_nsec %= 1000000000L;
+	deadline = clock_monotonic_after(LANDING_WAIT_NS);
 
 	pthread_mutex_lock(&notifier->lock);
 	*notifier->landings_tail = notice;
@@ -380,16 +377,12 @@ void fs_ask_to_prune(struct fs *fs)
 int fs_start_notifier(struct fs *fs)
 {
 	struct fs_notifier *notifier = &fs->notifier;
-	pthread_condattr_t monotonic;
 	int ret;
 
 	pthread_mutex_init(&notifier->round, NULL);
 	pthread_mutex_init(&notifier->lock, NULL);
 	pthread_cond_init(&notifier->wake, NULL);
-	pthread_condattr_init(&monotonic);
-	pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-	pthread_cond_init(&notifier->shown, &monotonic);
-	pthread_condattr_destroy(&monotonic);
+	clock_cond_init_monotonic(&notifier->shown);
 	notifier->landings_tail = &notifier->landings;
 	ret = pthread_create(&notifier->thread, NULL, notify, fs);
 	if (ret) {

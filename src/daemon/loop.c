@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "loop.h"
 
@@ -169,7 +169,6 @@ int loop_run(struct fuse_session *session, unsigned int max_threads,
 		.max_threads = max_threads ? max_threads : 1,
 		.max_reading = max_reading ? max_reading : 1,
 	};
-	pthread_condattr_t attr;
 	struct timespec deadline;
 	unsigned int threads;
 	int ret;
@@ -179,10 +178,7 @@ int loop_run(struct fuse_session *session, unsigned int max_threads,
 		return -ENOMEM;
 	pthread_mutex_init(&loop.lock, NULL);
 	pthread_cond_init(&loop.turn, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&loop.changed, &attr);
-	pthread_condattr_destroy(&attr);
+	clock_cond_init_monotonic(&loop.changed);
 
 	pthread_mutex_lock(&loop.lock);
 	start_thread(&loop);
@@ -190,12 +186,7 @@ int loop_run(struct fuse_session *session, unsigned int max_threads,
 		end_loop(&loop, -EAGAIN);
 	/* A signal's fuse_session_exit() wakes no thread waiting in the kernel. */
 	while (!loop.ended) {
-		clock_gettime(CLOCK_MONOTONIC, &deadline);
-		deadline.tv_nsec += LOOP_CHECK_NS;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
+		deadline = clock_monotonic_after(LOOP_CHECK_NS);
 		pthread_cond_timedwait(&loop.changed, &loop.lock, &deadline);
 		if (fuse_session_exited(session))
 			end_loop(&loop, 0);
