@@ -97,8 +97,8 @@ struct fs {
 	 * max_files (an OPENDIR prunes itself as the bound nears, see
 	 * fs_prune_before_listing()).
 	 *
-	 * Lock order: round, then lock; neither is held while notifying the
-	 * kernel except round, which only the pruning holds.
+	 * round and lock are never held together, and neither while the
+	 * kernel is notified, except round by the pruning itself.
 	 */
 	struct fs_notifier {
 		pthread_t thread;
