@@ -400,6 +400,10 @@ static inline void meta_out_text(struct meta_out *out, const char *text)
 /* A string literal, its length counted by the compiler. */
 #define meta_out_literal(out, literal) meta_out_add((out), (literal), sizeof(literal) - 1)
 
+/* A member whose value is a string: lead is the literal up to the value. */
+#define meta_out_member(out, lead, value) \
+	(meta_out_literal((out), lead), meta_out_string((out), (value)))
+
 /* n in decimal, as serde writes a u64. */
 static void meta_out_u64(struct meta_out *out, uint64_t n)
 {
@@ -560,32 +564,23 @@ int meta_format(const struct meta_run *run, char **out, size_t *len)
 	 * The keys are the schema's, plain ASCII, written with what comes
 	 * before them as one literal: only the values need escaping.
 	 */
-	meta_out_literal(&doc, "{\n  \"run_id\": ");
-	meta_out_string(&doc, run->run_id);
-	meta_out_literal(&doc, ",\n  \"workflow_id\": ");
-	meta_out_string(&doc, run->workflow_id);
-	meta_out_literal(&doc, ",\n  \"user_directive\": ");
-	meta_out_string(&doc, run->user_directive);
-	meta_out_literal(&doc, ",\n  \"created_at\": ");
-	meta_out_string(&doc, run->created_at);
-	meta_out_literal(&doc, ",\n  \"expires_at\": ");
-	meta_out_string(&doc, run->expires_at);
+	meta_out_member(&doc, "{\n  \"run_id\": ", run->run_id);
+	meta_out_member(&doc, ",\n  \"workflow_id\": ", run->workflow_id);
+	meta_out_member(&doc, ",\n  \"user_directive\": ", run->user_directive);
+	meta_out_member(&doc, ",\n  \"created_at\": ", run->created_at);
+	meta_out_member(&doc, ",\n  \"expires_at\": ", run->expires_at);
 	meta_out_literal(&doc, ",\n  \"artifacts\": [");
 	for (size_t i = 0; i < run->n_artifacts; i++) {
 		const struct meta_artifact *a = &run->artifacts[i];
 
 		if (i)
 			meta_out_literal(&doc, ",");
-		meta_out_literal(&doc, "\n    {\n      \"filename\": ");
-		meta_out_string(&doc, a->filename);
-		meta_out_literal(&doc, ",\n      \"agent_id\": ");
-		meta_out_string(&doc, a->agent_id);
-		meta_out_literal(&doc, ",\n      \"generated_at\": ");
-		meta_out_string(&doc, a->generated_at);
+		meta_out_member(&doc, "\n    {\n      \"filename\": ", a->filename);
+		meta_out_member(&doc, ",\n      \"agent_id\": ", a->agent_id);
+		meta_out_member(&doc, ",\n      \"generated_at\": ", a->generated_at);
 		meta_out_literal(&doc, ",\n      \"size_bytes\": ");
 		meta_out_u64(&doc, a->size_bytes);
-		meta_out_literal(&doc, ",\n      \"content_type\": ");
-		meta_out_string(&doc, a->content_type);
+		meta_out_member(&doc, ",\n      \"content_type\": ", a->content_type);
 		meta_out_literal(&doc, "\n    }");
 	}
 	/* An empty array is "[]", with nothing between the brackets. */
@@ -593,8 +588,7 @@ int meta_format(const struct meta_run *run, char **out, size_t *len)
 		meta_out_literal(&doc, "\n  ]");
 	else
 		meta_out_literal(&doc, "]");
-	meta_out_literal(&doc, ",\n  \"status\": ");
-	meta_out_string(&doc, run->status);
+	meta_out_member(&doc, ",\n  \"status\": ", run->status);
 	meta_out_literal(&doc, "\n}");
 
 	if (doc.failed || doc.invalid) {
