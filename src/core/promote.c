@@ -1476,7 +1476,6 @@ int promote_commit_upload(struct upload *u)
 void promote_end_upload(struct upload *u)
 {
 	struct promoter *p = u->promoter;
-	bool gone;
 
 	pthread_mutex_lock(&u->lock);
 	settle_behind(u);
@@ -1499,11 +1498,14 @@ void promote_end_upload(struct upload *u)
 	 */
 	if (u->refs == 1 && !u->temporary && u->registered)
 		discard_registered(p, u);	/* a request never remains either */
-	gone = drop_reference(u);
 	pthread_mutex_unlock(&p->lock);
 	pthread_mutex_unlock(&u->lock);
-	if (gone)
-		upload_free(u);
+	/*
+	 * The reference goes last, after the upload's lock: whoever drops the
+	 * last one frees the upload, its lock included (a rename of the name
+	 * just closed, or the sweep of a parked temporary).
+	 */
+	upload_put(u);
 }
 
 int promote_discard_upload(struct promoter *p, const char *run, const char *name)

@@ -324,6 +324,28 @@ def test_a_rename_racing_a_failed_close_leaves_the_name_free(store, mounter):
         assert not (run_dir / moved).exists()
 
 
+def test_renames_racing_the_release_of_the_file_they_move(store, mounter):
+    """close() returns at the flush and the kernel sends the release on
+    its own, so a rename right after close (rsync, write-then-rename) holds
+    the upload while its release ends it.  Whichever lets go last frees
+    it: every file lands, and under ThreadSanitizer no race is reported."""
+    m = mounter(store, ALICE)
+    count = rounds(100)
+
+    def writer(t: int) -> None:
+        for i in range(count):
+            tmp = upload_path(m, ALICE_RUN, f".r{t}-{i}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(f"file {t}-{i}".encode())
+            os.rename(tmp, upload_path(m, ALICE_RUN, f"r{t}-{i}.dat"))
+
+    run_together(*[lambda t=t: writer(t) for t in range(4)])
+    for t in range(4):
+        for i in range(count):
+            assert_artifact(store, m, ALICE_RUN, f"r{t}-{i}.dat", f"file {t}-{i}".encode())
+    assert_no_refusals(m)
+
+
 def test_mixed_load_keeps_every_acknowledged_promotion(store, mounter):
     """Promoters, readers of uploads in flight, a lister, rm -r of a run
     during promotion into it, and the kernel-server rewriting a file, all at
