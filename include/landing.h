@@ -120,6 +120,19 @@ unsigned int landing_recover(struct writer *writer);
 /* The SHA-256 of what fd holds, read from offset 0, as hex.  Returns 0 or -errno. */
 int landing_hash_file(int fd, char hex[LANDING_SHA256_HEX_SIZE]);
 
+/* Files from this size up are flushed while landing_hash_and_flush() hashes them. */
+#define LANDING_HASH_AND_FLUSH_MIN (8 << 20)
+
+/*
+ * landing_hash_file() of a file about to land, whose bytes the landing
+ * must then flush: from LANDING_HASH_AND_FLUSH_MIN bytes up they are
+ * sent to the disk (fdatasync) on a thread of their own while this one
+ * hashes, so the landing's own flush finds little left, and a commit pays
+ * for the longer of the two instead of both.  Returns 0, or the -errno of
+ * the hash or of the flush.
+ */
+int landing_hash_and_flush(int fd, char hex[LANDING_SHA256_HEX_SIZE]);
+
 /* A 32-byte digest as 64 lowercase hex digits and a NUL. */
 void landing_hex_digest(const unsigned char *digest, char hex[LANDING_SHA256_HEX_SIZE]);
 

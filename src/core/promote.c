@@ -1168,8 +1168,10 @@ static int land_upload(struct upload *u, const char *name)
 		EVP_DigestFinal_ex(copy, digest, NULL);
 		EVP_MD_CTX_free(copy);
 		landing_hex_digest(digest, l.sha256);
-	} else if ((ret = landing_hash_file(u->fd, l.sha256)) < 0) {
-		snprintf(reason, AUDIT_REASON_SIZE, "cannot hash the staged file: %s", strerror(-ret));
+	} else if ((ret = landing_hash_and_flush(u->fd, l.sha256)) < 0) {
+		/* Written out of order (a database, an archive): hashed at its commit. */
+		snprintf(reason, AUDIT_REASON_SIZE, "cannot hash or flush the staged file: %s",
+			 strerror(-ret));
 		ret = -EIO;
 		goto out;
 	}

@@ -706,6 +706,29 @@ def test_xattr_values_of_4096_bytes_are_accepted(store, mounter):
 
 # ======================================================================== requests
 
+def test_large_files_hashed_at_their_commit_land_whole(store, mounter):
+    """Files the daemon cannot hash as they arrive, and large enough to be
+    flushed while the commit hashes them: an upload written back to front
+    and a session file promoted by a request.  Both land byte for byte
+    with their SHA-256."""
+    rng = random.Random(16)
+    written = rng.randbytes(12 << 20)
+    session = rng.randbytes((9 << 20) + 123)
+    store.add_session_output(ALICE_RUN, {"big.out": session})
+    m = mounter(store, ALICE)
+    fd = os.open(P(m, ALICE_RUN, "back-to-front.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                 0o644)
+    try:
+        for off in reversed(range(0, len(written), 256 << 10)):
+            assert os.pwrite(fd, written[off:off + (256 << 10)], off) > 0
+    finally:
+        os.close(fd)
+    assert_promoted(store, m, ALICE_RUN, "back-to-front.bin", written)
+    assert request(m, {"run_id": ALICE_RUN, "filename": "big.out"}) == \
+        {"write": "ok", "close": "ok"}
+    assert_promoted(store, m, ALICE_RUN, "big.out", session)
+
+
 def test_request_promotes_one_session_file(store, mounter):
     store.add_session_output(ALICE_RUN, {"out.csv": b"q,r\n1,2\n"})
     m = mounter(store, ALICE)

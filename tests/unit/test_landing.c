@@ -151,6 +151,45 @@ static void test_stage_copy_stops_at_limit(void **state)
 	free(text);
 }
 
+/*
+ * landing_hash_and_flush() gives landing_hash_file()'s digest below its
+ * threshold (hashed only) and above it (flushed on a thread meanwhile),
+ * and the error of a descriptor that can be neither read nor flushed.
+ */
+static void test_hash_and_flush_hashes_as_landing_hash_file(void **state)
+{
+	struct tenant *t = *state;
+	size_t size = LANDING_HASH_AND_FLUSH_MIN + 4097;
+	char *bytes = malloc(size);
+	char hashed[LANDING_SHA256_HEX_SIZE], flushed[LANDING_SHA256_HEX_SIZE];
+	char proc[32];
+	int small = make_source(t, "hello"), large, path_only;
+
+	assert_int_equal(landing_hash_and_flush(small, flushed), 0);
+	assert_string_equal(flushed, HELLO_SHA256);
+	close(small);
+
+	assert_non_null(bytes);
+	for (size_t i = 0; i < size; i++)
+		bytes[i] = (char)(i * 7 + i / 4096);
+	large = open(t->root, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+	assert_true(large >= 0);
+	assert_int_equal(store_write_all(large, bytes, size), 0);
+	assert_int_equal(landing_hash_file(large, hashed), 0);
+	assert_int_equal(landing_hash_and_flush(large, flushed), 0);
+	assert_string_equal(flushed, hashed);
+	assert_string_not_equal(flushed, HELLO_SHA256);
+
+	/* Large enough for the flush's thread, which fails with the hash. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", large);
+	path_only = open(proc, O_PATH | O_CLOEXEC);
+	assert_true(path_only >= 0);
+	assert_int_equal(landing_hash_and_flush(path_only, flushed), -EBADF);
+	close(path_only);
+	close(large);
+	free(bytes);
+}
+
 static void test_land_refused_in_another_tenants_run(void **state)
 {
 	struct tenant *t = *state;
@@ -691,6 +730,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_land_file, tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_stage_copy_stops_at_limit, tenant_setup,
 						tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_hash_and_flush_hashes_as_landing_hash_file,
+						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_land_refused_in_another_tenants_run,
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_land_again_replaces_the_entry, tenant_setup,
