@@ -73,9 +73,10 @@ struct fs {
 	 * why it is not asked for (set before mounting; NULL: it is), and
 	 * passthrough whether it is in use: set once the kernel granted it,
 	 * cleared for good if the kernel refuses a backing file.
-	 * backing_lock guards every inode's backing_id and backing_opens; it
-	 * is held across the kernel's backing open and close (ioctls on
-	 * /dev/fuse, no disk I/O), never with the inode table locked.
+	 * backing_lock guards every struct backing, and the inodes' and open
+	 * files' pointers to them; it is held across the kernel's backing
+	 * open and close (ioctls on /dev/fuse, no disk I/O), never with the
+	 * inode table locked.
 	 */
 	const char *passthrough_off;
 	_Atomic bool passthrough;

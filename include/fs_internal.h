@@ -19,6 +19,21 @@
 #include "fs.h"
 
 /*
+ * A file handed to the kernel to serve an inode's reads and writes itself
+ * (FUSE passthrough).  The kernel takes one backing file per inode at a
+ * time, so open files of one inode share it: an artifact's readers, or
+ * the opens of one upload.  An upload that takes over the name of one
+ * whose files are still open gets a backing of its own (the kernel
+ * refuses that open if the older one is still attached).  Guarded by
+ * fs->backing_lock.
+ */
+struct backing {
+	int id;				/* the kernel's */
+	unsigned int opens;		/* open files using it */
+	const struct upload *upload;	/* the upload it is, NULL: an artifact */
+};
+
+/*
  * An open file: a backing file, an upload, or promote/.status.  Counted:
  * the kernel can send RELEASE while a READ of a reader it gave up on is
  * still being served by another thread.
@@ -29,7 +44,7 @@ struct open_file {
 	struct list_link link;	/* in fs->open_files */
 	int fd;			/* backing or staged file; -1 for .status */
 	struct upload *upload;	/* an upload this handle writes, or NULL */
-	bool passthrough;	/* reads served by the kernel: see release_passthrough() */
+	struct backing *backing;	/* FUSE passthrough: see open_passthrough() */
 	char *text;		/* promote/.status as of open */
 	size_t len;
 };

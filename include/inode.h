@@ -74,12 +74,12 @@ struct inode {
 		};
 	};
 	/*
-	 * INODE_FILE read through FUSE passthrough: the kernel's id of the
-	 * backing file (0: none), which its open files share, and how many
-	 * share it.  Guarded by fs->backing_lock.
+	 * The backing file the kernel was last handed for this inode's open
+	 * files (FUSE passthrough: an INODE_FILE read, an INODE_UPLOAD
+	 * written), which its next opens share; NULL: none.  Guarded by
+	 * fs->backing_lock.
 	 */
-	int backing_id;
-	unsigned int backing_opens;
+	struct backing *backing;
 	char name[];		/* in the parent; "" for the root */
 };
 

@@ -116,6 +116,20 @@ int promote_begin_upload(struct promoter *promoter, const char *run, const char 
 int promote_upload_fd(const struct upload *upload);
 
 /*
+ * Lets the kernel write the upload itself (FUSE passthrough): returns a
+ * new open file of the staged file, for reading and writing, to hand to
+ * the kernel (the caller closes its own descriptor once the kernel holds
+ * it), or -EPERM where every write must be seen: a request (its size
+ * limit), a temporary (refused once its rename landed it), a tenant with
+ * a byte quota (checked per write), or -errno.  From then on the upload
+ * is hashed whole at each commit, and each commit (close) first looks at
+ * the file for what the kernel wrote.  Once landed, a file the kernel
+ * writes again through a descriptor still open is the artifact itself,
+ * changed in place until the next close lands it again (docs/promote.md).
+ */
+int promote_pass_through(struct upload *upload);
+
+/*
  * Writes to the staged file, and calls answer(context, result) as soon as
  * the write is taken: result is the bytes written, or -EDQUOT (the upload
  * then fails as a whole), -errno.  What is left is done before it returns,

@@ -60,6 +60,11 @@ struct run_attrs {
 #define DIRECT_WRITE_MIN (64u << 10)
 #define DIRECT_WRITE_MAX (1u << 20)
 #define DIRECT_WRITE_ALIGN 4096u
+/*
+ * How long a new upload of a name waits for the release of a passthrough
+ * upload of it that was closed (take_name()).
+ */
+#define RELEASE_WAIT_MS 1000
 /* Direct writes of one upload in flight at once, each with its buffer. */
 #define DIRECT_BUFFERS 8
 
@@ -133,6 +138,16 @@ struct upload {
 	pid_t opener;		/* the process that first opened it, 0 if unknown */
 	bool dropped;		/* unlinked before it landed: written on into nothing */
 	bool from_artifact;	/* staged from the artifact's bytes: unwritten, nothing new */
+	/*
+	 * The kernel writes the staged file itself (FUSE passthrough), unseen:
+	 * a commit looks at the file for what changed (seen_size, seen_mtime:
+	 * the file as last looked at), and hashes it whole.  Upload's lock;
+	 * never unset.  See promote_pass_through().
+	 */
+	bool passthrough;
+	bool closed;		/* a close() (commit) came: the open reached its writer */
+	uint64_t seen_size;
+	struct timespec seen_mtime;
 	unsigned int refs;
 	int64_t parked_ns;	/* refs fell to 0 then (CLOCK_MONOTONIC) */
 	char *agent_id;
@@ -160,6 +175,7 @@ struct promoter {
 	 * fsync.
 	 */
 	pthread_mutex_t lock;
+	pthread_cond_t released;	/* an upload's reference was dropped (take_name()) */
 	struct upload *uploads;
 	struct run_attrs *run_attrs;
 	uint64_t staged_bytes;
@@ -457,6 +473,7 @@ static void upload_free(struct upload *u);
  */
 static bool drop_reference(struct upload *u)
 {
+	pthread_cond_broadcast(&u->promoter->released);
 	if (--u->refs > 0)
 		return false;
 	if (u->registered && u->temporary) {
@@ -617,12 +634,23 @@ static int make_staged_file(struct upload *u, int content_fd, int *fd, uint64_t 
 static void start_hash(struct upload *u, uint64_t size)
 {
 	settle_behind(u);
-	/* Content copied in: the sequential hash cannot cover it. */
-	u->hash_end = size ? UINT64_MAX : 0;
+	/* Content copied in, or written unseen: the sequential hash cannot cover it. */
+	u->hash_end = size || u->passthrough ? UINT64_MAX : 0;
 	pthread_mutex_lock(&u->behind_lock);
 	u->hashed = 0;
 	pthread_mutex_unlock(&u->behind_lock);
 	EVP_DigestInit_ex(u->hash, EVP_sha256(), NULL);
+}
+
+/*
+ * Whether an upload committed and not written since is still open: one
+ * the kernel writes itself may be written again at any moment, unseen,
+ * into the artifact it landed as; a newer upload of the name must wait
+ * for its release (take_name()).  Locked (either lock).
+ */
+static bool awaits_release(const struct upload *u)
+{
+	return u->passthrough && u->refs > 0;
 }
 
 /*
@@ -633,7 +661,19 @@ static void start_hash(struct upload *u, uint64_t size)
  */
 static bool upload_done(const struct upload *u)
 {
-	return u->committed && !u->dirty && !(u->staged && u->run[0]);
+	return u->committed && !u->dirty && !(u->staged && u->run[0]) && !awaits_release(u);
+}
+
+/*
+ * Unregisters an upload done with its name but for awaits_release(): its
+ * staged name is another upload's from now on (see promote_end_upload()),
+ * and what its writer still writes fails.  Locked.
+ */
+static void give_up_name(struct promoter *p, struct upload *u)
+{
+	if (u->staged)
+		p->staged_bytes -= u->size;
+	unregister(p, u);
 }
 
 /*
@@ -645,10 +685,37 @@ static int take_over(struct promoter *p, struct upload *busy)
 {
 	if (!upload_done(busy))
 		return -EBUSY;
-	/* Its staged name is the newcomer's from now on; see promote_end_upload(). */
-	if (busy->staged)
-		p->staged_bytes -= busy->size;
-	unregister(p, busy);
+	give_up_name(p, busy);
+	return 0;
+}
+
+/*
+ * Frees run/name for a new upload: takes it from an upload done with it
+ * (raced a first open, or closed).  A passthrough upload closed but not
+ * yet released is waited for, RELEASE_WAIT_MS at most: the kernel sends
+ * the release after close() has returned, and refuses a new open of the
+ * file while the old one's backing file is attached.  Returns 0 or
+ * -EBUSY.  Locked.
+ */
+static int take_name(struct promoter *p, const char *run, const char *name)
+{
+	struct timespec deadline;
+	struct upload *busy;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_nsec += (RELEASE_WAIT_MS % 1000) * 1000000L;
+	deadline.tv_sec += RELEASE_WAIT_MS / 1000 + deadline.tv_nsec / 1000000000L;
+	deadline.tv_nsec %= 1000000000L;
+	while ((busy = find_upload(p, run, name))) {
+		if (busy->temporary)
+			return -EBUSY;
+		ret = take_over(p, busy);
+		if (ret == 0 || !busy->committed || busy->dirty || !awaits_release(busy))
+			return ret;
+		if (pthread_cond_timedwait(&p->released, &p->lock, &deadline) == ETIMEDOUT)
+			return -EBUSY;
+	}
 	return 0;
 }
 
@@ -691,7 +758,7 @@ static int reopen_upload(struct promoter *p, const char *run, const char *name,
 int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 			 bool truncate, pid_t opener, struct upload **out, struct stat *st)
 {
-	struct upload *u = NULL, *busy;
+	struct upload *u = NULL;
 	int existing = -1, ret;
 	const char *reason;
 
@@ -748,8 +815,8 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 	ret = refresh_usage(p);
 	pthread_mutex_lock(&p->lock);
 	sweep_parked(p);
-	if (ret == 0 && (busy = find_upload(p, run, name)))
-		ret = busy->temporary ? -EBUSY : take_over(p, busy);	/* raced a first open */
+	if (ret == 0)
+		ret = take_name(p, run, name);
 	if (ret == 0 && run && over_quota(p, 0, 1))
 		ret = -EDQUOT;
 	if (ret == 0 && run) {
@@ -789,6 +856,62 @@ int promote_begin_upload(struct promoter *p, const char *run, const char *name,
 int promote_upload_fd(const struct upload *u)
 {
 	return u->fd;
+}
+
+int promote_pass_through(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	char proc[32], link[48];
+	struct stat st;
+	int fd = -EPERM, error;
+
+	pthread_mutex_lock(&u->lock);
+	/*
+	 * Every write of a request, a temporary and a tenant with a byte
+	 * quota must be seen: checked against its limit, or refused once its
+	 * rename landed it.
+	 */
+	if (!u->run[0] || u->temporary || p->options->quota_bytes || u->failure)
+		goto out;
+	/*
+	 * The kernel opens the file again for each open it passes through,
+	 * by the path of the descriptor handed to it, and each of those
+	 * closes is an IN_CLOSE_WRITE to that path's directory: for the
+	 * staged name, the run's once it landed, where every watcher of the
+	 * store (ours too) would take it for the artifact rewritten in place
+	 * and index the run again.  So the kernel gets a name of its own,
+	 * unlinked at once: its directory is staging, which no one watches.
+	 */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", u->fd);
+	snprintf(link, sizeof(link), "passthrough.%" PRIxPTR, (uintptr_t)u);
+	unlinkat(u->dir_fd, link, 0);	/* a leftover of a crash */
+	if (linkat(AT_FDCWD, proc, u->dir_fd, link, AT_SYMLINK_FOLLOW) < 0) {
+		fd = -errno;
+		goto out;
+	}
+	fd = openat(u->dir_fd, link, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	error = errno;
+	unlinkat(u->dir_fd, link, 0);
+	if (fd < 0) {
+		fd = -error;
+		goto out;
+	}
+	if (!u->passthrough) {
+		settle_behind(u);
+		if (fstat(fd, &st) < 0) {
+			error = errno;
+			close(fd);
+			fd = -error;
+			goto out;
+		}
+		u->passthrough = true;
+		u->hash_end = UINT64_MAX;
+		u->seen_size = (uint64_t)st.st_size;
+		u->seen_mtime = st.st_mtim;
+	}
+out:
+	pthread_mutex_unlock(&u->lock);
+	return fd;
 }
 
 /*
@@ -870,6 +993,82 @@ static int restage(struct upload *u)
 	return 0;
 }
 
+static int prepare_change(struct upload *u, uint64_t new_size);
+
+/*
+ * A change to a passthrough upload after its commit (see
+ * promote_pass_through()): the kernel goes on writing the artifact itself,
+ * whose open file it holds, so the artifact cannot be copied aside like
+ * restage() does.  It is linked back under its staged name instead, to
+ * land from there, in place, at the next commit.  A file removed from
+ * the store meanwhile cannot be linked again: what is written into it can
+ * no longer land, and the upload fails.  Upload locked.
+ */
+static int stage_in_place(struct upload *u)
+{
+	struct promoter *p = u->promoter;
+	char proc[32], reason[AUDIT_REASON_SIZE];
+	struct stat st;
+	int ret = 0;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", u->fd);
+	unlinkat(u->dir_fd, u->name, 0);	/* a leftover of an earlier failure */
+	if (fstat(u->fd, &st) < 0 ||
+	    linkat(AT_FDCWD, proc, u->dir_fd, u->name, AT_SYMLINK_FOLLOW) < 0)
+		ret = -errno;
+	else if ((ret = reopen_fd(u->fd, O_RDWR)) < 0)
+		unlinkat(u->dir_fd, u->name, 0);
+	if (ret < 0) {
+		snprintf(reason, sizeof(reason), "written after its commit, but it %s",
+			 ret == -ENOENT ? "was removed from the store meanwhile" :
+			 "cannot be staged again");
+		u->failure = -EIO;
+		record(p, INDEX_ACTION_PROMOTE, u->run, u->name, -1, NULL,
+		       ret == -ENOENT ? ENOENT : -ret, reason);
+		return -EIO;
+	}
+	start_hash(u, (uint64_t)st.st_size);
+	pthread_mutex_lock(&p->lock);
+	u->staged = true;
+	u->size = (uint64_t)st.st_size;
+	p->staged_bytes += u->size;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/*
+ * Whether the kernel wrote a passthrough upload since it was last looked
+ * at: then it is a change like any other (prepare_change()).  Its size
+ * or its modification time tells; the store's file systems give every
+ * change after a look a new one (fine-grained timestamps).  A time set
+ * through the mount counts too: one commit more, never one less.
+ * Returns 0 or -errno (the upload can no longer commit).  Upload locked.
+ */
+static int notice_unseen_writes(struct upload *u)
+{
+	struct stat st;
+	int ret;
+
+	if (!u->passthrough || u->failure)
+		return u->failure;
+	if (fstat(u->fd, &st) < 0)
+		return 0;	/* the commit's own fstat reports it */
+	if ((uint64_t)st.st_size == u->seen_size &&
+	    st.st_mtim.tv_sec == u->seen_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == u->seen_mtime.tv_nsec)
+		return 0;
+	u->seen_size = (uint64_t)st.st_size;
+	u->seen_mtime = st.st_mtim;
+	ret = prepare_change(u, (uint64_t)st.st_size);
+	if (ret == -EBUSY) {
+		/* Written through a descriptor kept after the name was given up. */
+		u->failure = -EBUSY;
+		record(u->promoter, INDEX_ACTION_PROMOTE, u->run, u->name, (int64_t)st.st_size,
+		       NULL, EBUSY, "written after its name went to a newer upload, or a rename");
+	}
+	return ret;
+}
+
 /*
  * What every change of an upload's content does first: refuses a failed
  * upload, or one whose name a newer upload took; marks it dirty (from
@@ -896,7 +1095,7 @@ static int prepare_change(struct upload *u, uint64_t new_size)
 		ret = -EBUSY;	/* its name went to a newer upload */
 	pthread_mutex_unlock(&p->lock);
 	if (ret == 0 && !u->staged)
-		ret = restage(u);
+		ret = u->passthrough ? stage_in_place(u) : restage(u);
 	if (ret == 0)
 		ret = reserve(u, new_size);
 	return ret;
@@ -1138,6 +1337,20 @@ int promote_set_file_attr(struct promoter *p, const char *run, const char *file,
  * Lands a direct upload in its run under name (its own, or the one a
  * rename of a temporary gives it).  Upload locked.
  */
+/*
+ * A file staged in place (stage_in_place()) that landed over its own
+ * name: the rename between two links of one inode did nothing, and the
+ * staged link is left.  Upload locked, the name ours.
+ */
+static void drop_staged_link(struct upload *u)
+{
+	struct stat staged, own;
+
+	if (fstatat(u->dir_fd, u->name, &staged, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    fstat(u->fd, &own) == 0 && staged.st_ino == own.st_ino && staged.st_dev == own.st_dev)
+		unlinkat(u->dir_fd, u->name, 0);
+}
+
 static int land_upload(struct upload *u, const char *name)
 {
 	struct promoter *p = u->promoter;
@@ -1212,6 +1425,8 @@ static int land_upload(struct upload *u, const char *name)
 		u->staged = false;	/* u->fd is now the artifact itself */
 		p->staged_bytes -= u->size;
 		pthread_mutex_unlock(&p->lock);
+		if (u->passthrough)
+			drop_staged_link(u);
 	}
 out:
 	free(workflow_id);
@@ -1455,6 +1670,8 @@ int promote_commit_upload(struct upload *u)
 	pthread_mutex_lock(&u->lock);
 	settle_behind(u);
 	take_behind_error(u);
+	notice_unseen_writes(u);
+	u->closed = true;
 	/*
 	 * Only what was written since the last commit is committed: a shell
 	 * opens, dup2()s and closes the first descriptor before it writes a
@@ -1482,14 +1699,18 @@ void promote_end_upload(struct upload *u)
 	pthread_mutex_lock(&u->lock);
 	settle_behind(u);
 	take_behind_error(u);
+	notice_unseen_writes(u);
 	/*
 	 * What no close committed: a write after the last flush, or a new
 	 * file nothing was written to (touch).  An artifact opened for
 	 * writing and left as it was (an editor's probe) is no new version,
-	 * and one unlinked in flight lands nothing.
+	 * and one unlinked in flight lands nothing.  Nor does an open the
+	 * kernel refused after the daemon answered it (a passthrough backing
+	 * another open still holds): it never reached its writer, so no
+	 * close came, and landing its truncated file would lose the artifact.
 	 */
 	if (!u->dropped && !u->temporary && !u->failure &&
-	    (u->dirty || (!u->committed && !u->from_artifact)))
+	    (u->dirty || (!u->committed && !u->from_artifact && u->closed)))
 		commit_upload(u);	/* logged and audited; no one left to tell */
 	pthread_mutex_lock(&p->lock);
 	/*
@@ -1650,8 +1871,10 @@ int promote_rename_upload(struct promoter *p, const char *run, const char *from,
 		 */
 		ret = promote_commit_upload(u);
 		pthread_mutex_lock(&p->lock);
-		if (ret == 0)
-			ret = take_over(p, u);
+		if (ret == 0 && u->dirty)
+			ret = -EBUSY;	/* written again meanwhile */
+		else if (ret == 0)
+			give_up_name(p, u);	/* its own rename: no release to wait for */
 		pthread_mutex_unlock(&p->lock);
 		upload_put(u);
 		if (ret < 0)
@@ -1863,6 +2086,11 @@ int promote_open(struct view *view, const struct promote_options *options,
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->released, &attr);
+	pthread_condattr_destroy(&attr);
 	ret = writer_open(view, options, &p->writer);
 	if (ret < 0) {
 		promote_close(p);
@@ -1900,6 +2128,7 @@ void promote_close(struct promoter *p)
 	}
 	writer_close(p->writer);
 	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->released);
 	free(p);
 }
 

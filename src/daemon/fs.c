@@ -579,63 +579,89 @@ int fs_open_backing(int dirfd, const char *path, int flags, ino_t ino)
 }
 
 /*
- * Hands the kernel the backing file of an artifact opened for reading, so
- * that it serves the reads itself (FUSE passthrough).  The file's opens
- * share one backing id: the kernel takes one backing file per inode.
- * Where passthrough is not in use or the kernel refuses the file, the
- * daemon serves the reads (fs_read) and nothing else changes.
+ * Hands the kernel the backing file of an open, so that it serves the
+ * file's reads (and an upload's writes) itself: fd, unless the inode's
+ * open files of the same artifact or upload share one already (struct
+ * backing).  fd -1 (a read of an upload): the backing its writers use, if
+ * any; the kernel refuses an open without it while they are open.  Where
+ * passthrough is not in use or the kernel refuses the file, the daemon
+ * serves the reads (fs_read) and writes, and nothing else changes.
  */
 static void open_passthrough(fuse_req_t req, struct inode *inode, int fd,
-			     struct fuse_file_info *fi, struct open_file *handle)
+			     const struct upload *upload, struct fuse_file_info *fi,
+			     struct open_file *handle)
 {
 #ifdef HAVE_PASSTHROUGH
 	struct fs *fs = fs_of(req);
-	int id;
+	struct backing *b;
 
 	if (!atomic_load(&fs->passthrough))
 		return;
 	pthread_mutex_lock(&fs->backing_lock);
-	if (!inode->backing_id) {
-		id = fuse_passthrough_open(req, fd);
-		if (id <= 0) {
+	b = inode->backing;
+	if (fd >= 0 && (!b || b->upload != upload)) {
+		b = calloc(1, sizeof(*b));
+		if (b && (b->id = fuse_passthrough_open(req, fd)) <= 0) {
+			free(b);
 			pthread_mutex_unlock(&fs->backing_lock);
 			if (atomic_exchange(&fs->passthrough, false))
 				log_warning("client %s run %s file %s: the kernel refuses it as a "
 					    "passthrough backing file; from now on the daemon serves "
-					    "every read", inode->tenant->client, inode->parent->name,
-					    inode->name);
+					    "every read and write", inode->tenant->client,
+					    inode->parent->name, inode->name);
 			return;
 		}
-		inode->backing_id = id;
+		if (b) {
+			b->upload = upload;
+			inode->backing = b;	/* an older one lives on with its open files */
+		}
 	}
-	inode->backing_opens++;
-	fi->backing_id = inode->backing_id;
+	if (!b) {
+		pthread_mutex_unlock(&fs->backing_lock);
+		return;
+	}
+	b->opens++;
+	handle->backing = b;
+	fi->backing_id = b->id;
 	pthread_mutex_unlock(&fs->backing_lock);
-	handle->passthrough = true;
 	/* The kernel caches the backing file's pages, not the FUSE file's. */
 	fi->keep_cache = 0;
+	fi->direct_io = 0;
 	inode->tenant->stats.passthrough_opens++;
+#else
+	(void)req, (void)inode, (void)fd, (void)upload, (void)fi, (void)handle;
 #endif
 }
 
 /*
- * The release of an open that open_passthrough() served: the last one of
- * the inode gives its backing id back.  (An open whose reply never reached
- * its opener keeps the id registered until the inode's next release, or
- * the unmount.)
+ * The release of an open that open_passthrough() served: the last open
+ * file of a backing gives its id back.  With req NULL (the open's reply
+ * never reached its opener, so no release will come; or the session is
+ * over, and inode NULL: the inodes are gone) the id stays registered
+ * until the unmount.
  */
-static void release_passthrough(fuse_req_t req, struct inode *inode)
+static void release_passthrough(fuse_req_t req, struct inode *inode, struct open_file *handle)
 {
-#ifdef HAVE_PASSTHROUGH
-	struct fs *fs = fs_of(req);
+	struct fs *fs = handle->fs;
+	struct backing *b;
 
+	if (!handle->backing)
+		return;	/* set by its open only, before the kernel knew of it */
 	pthread_mutex_lock(&fs->backing_lock);
-	if (inode->backing_opens > 0 && --inode->backing_opens == 0 && inode->backing_id) {
-		fuse_passthrough_close(req, inode->backing_id);
-		inode->backing_id = 0;
+	b = handle->backing;
+	handle->backing = NULL;
+	if (b && --b->opens == 0) {
+#ifdef HAVE_PASSTHROUGH
+		if (req)
+			fuse_passthrough_close(req, b->id);
+#else
+		(void)req;
+#endif
+		if (inode && inode->backing == b)
+			inode->backing = NULL;
+		free(b);
 	}
 	pthread_mutex_unlock(&fs->backing_lock);
-#endif
 }
 
 /* A new open file, counted once, on the list fs_close_open_files() empties. */
@@ -663,6 +689,7 @@ void fs_open_file_put(struct open_file *handle)
 	pthread_mutex_lock(&fs->open_lock);
 	list_unlink(&fs->open_files, &handle->link);
 	pthread_mutex_unlock(&fs->open_lock);
+	release_passthrough(NULL, NULL, handle);	/* no release came: see fs_close_open_files() */
 	if (handle->upload)
 		promote_end_upload(handle->upload);
 	else if (handle->fd >= 0)
@@ -671,16 +698,41 @@ void fs_open_file_put(struct open_file *handle)
 	free(handle);
 }
 
-static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct open_file *handle)
+static void reply_open(fuse_req_t req, struct inode *inode, struct fuse_file_info *fi,
+		       struct open_file *handle)
 {
 	fi->fh = (uintptr_t)handle;
-	if (fuse_reply_open(req, fi) < 0)
-		fs_open_file_put(handle);	/* the opener is gone: no release will come */
+	if (fuse_reply_open(req, fi) < 0) {
+		/* The opener is gone: no release will come. */
+		release_passthrough(NULL, inode, handle);
+		fs_open_file_put(handle);
+	}
 }
 
-/* Starts an upload for an open or create in promote/, and replies. */
-static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
-			bool truncate, struct fuse_file_info *fi, bool create)
+/*
+ * Lets the kernel write an upload itself where the promoter allows it
+ * (promote_pass_through()): no WRITE reaches the daemon then.
+ */
+static void pass_upload_through(fuse_req_t req, struct inode *inode,
+				struct fuse_file_info *fi, struct open_file *handle)
+{
+	int fd;
+
+	if (!atomic_load(&fs_of(req)->passthrough))
+		return;
+	fd = promote_pass_through(handle->upload);
+	if (fd < 0)
+		return;
+	open_passthrough(req, inode, fd, handle->upload, fi, handle);
+	close(fd);	/* the kernel holds the file now, if it took it */
+}
+
+/*
+ * Starts an upload for an open of inode, or (inode NULL) a create of
+ * name in parent, in promote/, and replies.
+ */
+static void open_upload(fuse_req_t req, struct inode *parent, struct inode *inode,
+			const char *name, bool truncate, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e = { 0 };
@@ -688,19 +740,23 @@ static void open_upload(fuse_req_t req, struct inode *parent, const char *name,
 	int ret;
 
 	ret = fs_promote_open_upload(fs, parent, name, truncate, fuse_req_ctx(req)->pid, fi,
-				     &handle, create ? &e : NULL);
+				     &handle, inode ? NULL : &e);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	if (!create) {
-		reply_open(req, fi, handle);
+	pass_upload_through(req, inode ? inode : inode_of(req, e.ino), fi, handle);
+	if (inode) {
+		reply_open(req, inode, fi, handle);
 		return;
 	}
+	inode = inode_of(req, e.ino);
 	e.attr.st_ino = shown_ino(fs, e.attr.st_ino);
 	fi->fh = (uintptr_t)handle;
-	if (fuse_reply_create(req, &e, fi) < 0)
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		release_passthrough(NULL, inode, handle);
 		fs_open_file_put(handle);
+	}
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
@@ -712,7 +768,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 	int fd;
 
 	if (inode->kind == INODE_UPLOAD && writing) {
-		open_upload(req, inode->parent, inode->name, fi->flags & O_TRUNC, fi, false);
+		open_upload(req, inode->parent, inode, inode->name, fi->flags & O_TRUNC, fi);
 		return;
 	}
 	if (writing) {
@@ -729,11 +785,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		fd = fs_open_backing(inode->parent->fd, inode->name, fi->flags, inode->ino);
 		fi->keep_cache = keeps_cache(fs);
 		if (fd >= 0)
-			open_passthrough(req, inode, fd, fi, handle);
+			open_passthrough(req, inode, fd, NULL, fi, handle);
 		break;
 	case INODE_STATUS:
+		fd = fs_promote_open_read(fs, inode, handle, fi);
+		break;
 	case INODE_UPLOAD:
 		fd = fs_promote_open_read(fs, inode, handle, fi);
+		if (fd >= 0)
+			open_passthrough(req, inode, -1, NULL, fi, handle);
 		break;
 	default:
 		fd = -EISDIR;
@@ -747,7 +807,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
 		handle->fd = fd;
 	fi->noflush = 1;
 	inode->tenant->stats.opens++;
-	reply_open(req, fi, handle);
+	reply_open(req, inode, fi, handle);
 }
 
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -759,7 +819,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	open_upload(req, dir, name, true, fi, true);
+	open_upload(req, dir, NULL, name, true, fi);
 }
 
 /*
@@ -837,8 +897,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 {
 	struct inode *inode = inode_of(req, nodeid);
 
-	if (handle_of(fi)->passthrough)
-		release_passthrough(req, inode);
+	release_passthrough(req, inode, handle_of(fi));
 	/* The upload's staging directory stays for the next file: see fs_promote_tidy_run(). */
 	fs_open_file_put(handle_of(fi));
 	fuse_reply_err(req, 0);
@@ -1574,6 +1633,16 @@ static void negotiate_passthrough(struct fs *fs, struct fuse_conn_info *conn)
 	if (!fs->passthrough_off) {
 		/* Passthrough excludes the writeback cache, which is never asked for. */
 		conn->want |= FUSE_CAP_PASSTHROUGH;
+		/*
+		 * Each write the kernel passes through an upload first asks
+		 * whether the file has set-id bits or capabilities to drop: a
+		 * GETXATTR per write.  The view shows neither (modes are its
+		 * own, security attributes are not shown), so there are none:
+		 * with KILLPRIV_V2 the kernel remembers that after one look per
+		 * inode (SB_NOSEC).
+		 */
+		if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+			conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 		atomic_store(&fs->passthrough, true);
 		log_info("reads of artifacts: FUSE passthrough (the kernel reads the store)");
 		return;

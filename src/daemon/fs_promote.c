@@ -378,7 +378,11 @@ int fs_promote_open_upload(struct fs *fs, struct inode *parent, const char *name
 		return ret;
 	}
 	writer->fd = promote_upload_fd(writer->upload);
-	/* Every byte goes to the daemon at once: the quota is checked per write. */
+	/*
+	 * Every byte goes to the daemon at once (the quota is checked per
+	 * write), unless the kernel writes the staged file itself (fs.c's
+	 * pass_upload_through()).
+	 */
 	fi->direct_io = 1;
 	fi->noflush = 0;
 	if (e) {

@@ -93,8 +93,7 @@ static struct inode *inode_new(struct inode *parent, enum inode_kind kind,
 	} else {
 		inode->lru_prev = inode->lru_next = NULL;
 	}
-	inode->backing_id = 0;
-	inode->backing_opens = 0;
+	inode->backing = NULL;
 	memcpy(inode->name, name, len + 1);
 	return inode;
 }
