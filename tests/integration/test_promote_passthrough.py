@@ -65,6 +65,16 @@ def assert_landed(store, m, name: str, data: bytes) -> None:
     assert staging_files(store, ALICE) == []
 
 
+def land_keeping_a_descriptor(path, data: bytes) -> int:
+    """Writes data to a new upload and closes it (it lands) while a dup()'d
+    descriptor stays open; returns that descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    kept = os.dup(fd)
+    os.close(fd)
+    return kept
+
+
 def test_a_copy_reaches_the_daemon_without_a_write(store, mount, tmp_path):
     data = os.urandom(16 << 20)
     src = tmp_path / "src.bin"
@@ -112,10 +122,7 @@ def test_temporaries_and_requests_are_written_through_the_daemon(store, mount):
 
 def test_a_descriptor_kept_after_a_close_lands_what_it_writes_at_its_own_close(store, mount):
     path = mount.mnt / "promote" / RUN / "log.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, b"one\n")
-    kept = os.dup(fd)
-    os.close(fd)
+    kept = land_keeping_a_descriptor(path, b"one\n")
     assert_landed(store, mount, "log.txt", b"one\n")
     os.write(kept, b"two\n")
     os.close(kept)
@@ -124,10 +131,7 @@ def test_a_descriptor_kept_after_a_close_lands_what_it_writes_at_its_own_close(s
 
 def test_a_close_with_nothing_written_since_lands_nothing_again(store, mount):
     path = mount.mnt / "promote" / RUN / "same.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, b"same\n")
-    kept = os.dup(fd)
-    os.close(fd)
+    kept = land_keeping_a_descriptor(path, b"same\n")
     before = entries_by_name(read_metadata(store.run_dir(ALICE, RUN)))["same.txt"]
     time.sleep(0.01)
     os.close(kept)
@@ -167,10 +171,7 @@ def test_writes_through_a_mapping_land_at_the_release(store, mount):
 
 def test_a_newer_upload_waits_for_the_release_and_is_refused_while_held(store, mount):
     path = mount.mnt / "promote" / RUN / "a.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, b"old\n")
-    kept = os.dup(fd)
-    os.close(fd)
+    kept = land_keeping_a_descriptor(path, b"old\n")
     # Another process: refused while the old descriptor is open (its next
     # write would go into the artifact unseen), after a wait for a release.
     t0 = time.monotonic()
@@ -201,10 +202,7 @@ def test_an_upload_being_written_reads_back_what_was_written(store, mount):
 
 def test_an_artifact_removed_while_a_kept_descriptor_writes_fails_that_close(store, mount):
     path = mount.mnt / "promote" / RUN / "gone.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, b"landed\n")
-    kept = os.dup(fd)
-    os.close(fd)
+    kept = land_keeping_a_descriptor(path, b"landed\n")
     os.unlink(store.run_dir(ALICE, RUN) / "gone.txt")     # the kernel-server, say
     os.write(kept, b"into nothing\n")
     with pytest.raises(OSError):
