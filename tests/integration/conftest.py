@@ -15,6 +15,8 @@ is here:
   instead an ``-o all_tenants`` daemon mounted beside it and the tenant's
   directory bind-mounted where the test looks: every test then runs
   against a bind-mounted subtree, as a sandbox sees one.
+  ``ARTIFACTFS_TEST_OPTIONS`` (say ``-o passthrough=off``) adds daemon
+  options to every mount, before a test's own (which win).
 * small helpers: polling (``wait_until``), /proc/mounts, raw readdir with
   d_ino/d_type, store snapshots, view walks.
 * promote/ helpers: the strict kernel-server schema check of a
@@ -38,6 +40,7 @@ import os
 import random
 import re
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -57,6 +60,8 @@ FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
 
 # Mount each tenant as a bind-mounted subtree of an all-tenants daemon.
 ALL_TENANTS = os.environ.get("ARTIFACTFS_TEST_ALL_TENANTS") == "1"
+# Options for every daemon: the suites run once more with passthrough off.
+TEST_OPTIONS = shlex.split(os.environ.get("ARTIFACTFS_TEST_OPTIONS", ""))
 
 READY_TIMEOUT = 10.0   # daemon start until "ready"
 EXIT_TIMEOUT = 10.0    # unmount until the daemon has exited
@@ -952,7 +957,7 @@ class Mount:
             cmd += ["-o", "all_tenants"]
         elif self.client is not None:
             cmd += ["-o", f"client={self.client}"]
-        return cmd + self.options + [str(self.store_root), str(self.daemon_mnt)]
+        return cmd + TEST_OPTIONS + self.options + [str(self.store_root), str(self.daemon_mnt)]
 
     def start(self) -> "Mount":
         self.mnt.mkdir(parents=True, exist_ok=True)

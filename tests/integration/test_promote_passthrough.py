@@ -28,7 +28,7 @@ import pytest
 from conftest import (ALICE, REPO_ROOT, XATTR_PREFIX, entries_by_name, read_bytes,
                       read_metadata, sh, staging_files, wait_until, write_close, write_through,
                       xattrs)
-from test_passthrough import built_with_passthrough
+from test_passthrough import passthrough_in_use
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 from fusetrace import FuseRequests  # noqa: E402  (tools/fusetrace.py)
@@ -43,11 +43,11 @@ def sha(data: bytes) -> str:
 @pytest.fixture
 def mount(store, mounter):
     """alice's mount, with passthrough in use (skips a daemon built without
-    it), and promote/RUN made."""
+    it, or told not to use it), and promote/RUN made."""
     # The refusals two tests ask for are logged.
     m = mounter(store, ALICE, expect_warnings=[r"file a\.txt$", r"file gone\.txt$"])
-    if not built_with_passthrough(m):
-        pytest.skip("passthrough is not built in")
+    if not passthrough_in_use(m):
+        pytest.skip("passthrough is not in use")
     (m.mnt / "promote" / RUN).mkdir()
     return m
 
