@@ -1644,7 +1644,8 @@ static void negotiate_passthrough(struct fs *fs, struct fuse_conn_info *conn)
 		if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
 			conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 		atomic_store(&fs->passthrough, true);
-		log_info("reads of artifacts: FUSE passthrough (the kernel reads the store)");
+		log_info("reads of artifacts: FUSE passthrough (the kernel reads the store, "
+			 "and writes uploads)");
 		return;
 	}
 #endif
