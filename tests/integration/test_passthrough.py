@@ -46,13 +46,6 @@ def built_with_passthrough(m) -> bool:
     return not any("passthrough is not built in" in line for line in m.log_lines("info"))
 
 
-def passthrough_in_use(m) -> bool:
-    """Whether mount m's daemon serves with passthrough: its log says so at
-    start."""
-    wait_for_start_line(m, "reads of artifacts:")
-    return any("reads of artifacts: FUSE passthrough" in line for line in m.log_lines("info"))
-
-
 @pytest.fixture
 def requests():
     made = []

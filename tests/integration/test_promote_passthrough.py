@@ -25,10 +25,9 @@ import time
 
 import pytest
 
-from conftest import (ALICE, REPO_ROOT, XATTR_PREFIX, entries_by_name, read_bytes,
-                      read_metadata, sh, staging_files, wait_until, write_close, write_through,
-                      xattrs)
-from test_passthrough import passthrough_in_use
+from conftest import (ALICE, REPO_ROOT, XATTR_PREFIX, daemon_stats, entries_by_name,
+                      read_bytes, read_metadata, sh, staging_files, wait_until, write_close,
+                      write_through, xattrs)
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 from fusetrace import FuseRequests  # noqa: E402  (tools/fusetrace.py)
@@ -46,7 +45,7 @@ def mount(store, mounter):
     it, or told not to use it), and promote/RUN made."""
     # The refusals two tests ask for are logged.
     m = mounter(store, ALICE, expect_warnings=[r"file a\.txt$", r"file gone\.txt$"])
-    if not passthrough_in_use(m):
+    if not daemon_stats(m.mnt)["passthrough"]:
         pytest.skip("passthrough is not in use")
     (m.mnt / "promote" / RUN).mkdir()
     return m
