@@ -133,6 +133,15 @@ unsigned char store_entry_type(DIR *dir, const struct dirent *entry);
 int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created);
 
 /*
+ * Asks the file system to place the directories made in dir_fd apart from
+ * one another, each with the files later made in it (ext4's Orlov
+ * allocator: chattr +T).  A hint that changes no content: returns 0, or
+ * -errno where the file system has no such hint (XFS, tmpfs, GlusterFS),
+ * which callers may ignore.
+ */
+int store_spread_subdirs(int dir_fd);
+
+/*
  * Removes name in dirfd, with everything below it when it is a
  * directory; symlinks are removed, never followed.  Returns 0 or -errno
  * (-ENOENT when name does not exist).

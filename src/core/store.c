@@ -10,11 +10,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -413,6 +415,19 @@ int store_make_dir(int dirfd, const char *name, mode_t mode, bool *created)
 	if (created)
 		*created = made;
 	return fd;
+}
+
+int store_spread_subdirs(int dir_fd)
+{
+	int flags;
+
+	/* The kernel reads and writes an int, whatever the ioctl's type says. */
+	if (ioctl(dir_fd, FS_IOC_GETFLAGS, &flags) < 0)
+		return -errno;
+	if (flags & FS_TOPDIR_FL)
+		return 0;
+	flags |= FS_TOPDIR_FL;
+	return ioctl(dir_fd, FS_IOC_SETFLAGS, &flags) < 0 ? -errno : 0;
 }
 
 /*

@@ -6,6 +6,8 @@
  */
 #include "test_tenant.h"
 
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 /* Ids that name no directory of the layout: each would make another path. */
@@ -308,6 +310,38 @@ static void test_remove_tree_follows_no_symlink(void **state)
 }
 
 /*
+ * The placement hint sets chattr's +T where the file system keeps it (the
+ * ext4 these tests run on), again without harm, and is refused with an
+ * errno, not ignored, where it means nothing (a memfd's tmpfs file).
+ */
+static void test_spread_subdirs_sets_the_hint(void **state)
+{
+	struct tenant *t = *state;
+	int dir_fd, memfd, flags = 0, ret;
+
+	dir_fd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dir_fd >= 0);
+	if (ioctl(dir_fd, FS_IOC_GETFLAGS, &flags) < 0) {
+		print_message("spread: %s keeps no inode flags (%s), nothing to check\n", t->root,
+			      strerror(errno));
+		close(dir_fd);
+		return;
+	}
+	assert_false(flags & FS_TOPDIR_FL);
+	assert_int_equal(store_spread_subdirs(dir_fd), 0);
+	assert_int_equal(ioctl(dir_fd, FS_IOC_GETFLAGS, &flags), 0);
+	assert_true(flags & FS_TOPDIR_FL);
+	assert_int_equal(store_spread_subdirs(dir_fd), 0);
+	close(dir_fd);
+
+	memfd = memfd_create("test_store", MFD_CLOEXEC);
+	assert_true(memfd >= 0);
+	ret = store_spread_subdirs(memfd);
+	assert_true(ret < 0);
+	close(memfd);
+}
+
+/*
  * A directory with nothing to walk (an empty tenant area; an artifacts/
  * of legacy runs only, as landing_migrate_legacy() walks it) calls fn
  * never and is no error (it once passed NULL to qsort(), which UBSan
@@ -520,6 +554,8 @@ int main(void)
 						tenant_setup, tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_range_from_another_file_system,
 						tenant_setup, tenant_teardown),
+		cmocka_unit_test_setup_teardown(test_spread_subdirs_sets_the_hint, tenant_setup,
+						tenant_teardown),
 		cmocka_unit_test_setup_teardown(test_walk_with_nothing_to_walk, tenant_setup,
 						tenant_teardown),
 	};
