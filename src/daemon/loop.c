@@ -51,6 +51,21 @@ static bool is_forget(const struct fuse_buf *buf)
 	return opcode == LOOP_OPCODE_FORGET || opcode == LOOP_OPCODE_BATCH_FORGET;
 }
 
+/*
+ * Reads the next request.  A read the kernel ends with ECONNABORTED was
+ * either aborted for real (fusectl's abort) or taken just as an unmount
+ * shut the connection down: fuse_dev_do_read() answers both alike.  The
+ * read after it tells them apart at once, the connection being down:
+ * ENODEV after an unmount (libfuse then ends the session and returns 0),
+ * ECONNABORTED again after an abort.
+ */
+static int receive(struct fuse_session *session, struct fuse_buf *buf)
+{
+	int res = fuse_session_receive_buf(session, buf);
+
+	return res == -ECONNABORTED ? fuse_session_receive_buf(session, buf) : res;
+}
+
 /* Ends the loop: every thread leaves.  Locked. */
 static void end_loop(struct loop *loop, int error)
 {
@@ -112,7 +127,7 @@ static void *serve(void *arg)
 		pthread_mutex_unlock(&loop->lock);
 		for (;;) {
 			pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-			res = fuse_session_receive_buf(loop->session, &buf);
+			res = receive(loop->session, &buf);
 			pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 			if (res <= 0 || !is_forget(&buf))
 				break;
