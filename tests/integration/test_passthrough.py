@@ -30,6 +30,9 @@ sys.path.insert(0, str(REPO_ROOT / "tools"))
 from fusetrace import FuseRequests  # noqa: E402  (tools/fusetrace.py, shared with tools/bench)
 
 NOBODY = 65534
+# What the tests of passthrough itself mount with: their own option comes
+# after ARTIFACTFS_TEST_OPTIONS, so they test it in the pass with it off too.
+PASSTHROUGH = ("-o", "passthrough=auto")
 
 
 def wait_for_start_line(m, text):
@@ -85,7 +88,7 @@ def read_direct(path) -> bytes:
 def test_reads_never_reach_the_daemon(store, mounter, big, requests):
     """read(), O_DIRECT and mmap of an artifact: the right bytes, and not
     one READ request sent to the daemon; its statistics say why."""
-    m = mounter(store, ALICE)
+    m = mounter(store, ALICE, *PASSTHROUGH)
     if not built_with_passthrough(m):
         pytest.skip("passthrough is not built in (libfuse < 3.16): tools/install-deps builds it")
     wait_for_start_line(m, "reads of artifacts: FUSE passthrough")
@@ -139,7 +142,7 @@ def test_without_cap_sys_admin_the_daemon_reads(tmp_path, mounter, requests):
         subprocess.run(["setfacl", "-m", f"u:{NOBODY}:rw", "/dev/fuse"], check=True)
         as_nobody = [shutil.which("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}",
                      "--clear-groups", "--"]
-        m = mounter(user_store, ALICE, mnt=public / "mnt", cmd_prefix=as_nobody)
+        m = mounter(user_store, ALICE, *PASSTHROUGH, mnt=public / "mnt", cmd_prefix=as_nobody)
         wait_for_start_line(m, "reads of artifacts: through the daemon")
         if built_with_passthrough(m):
             wait_for_start_line(m, "passthrough needs CAP_SYS_ADMIN")
@@ -178,7 +181,7 @@ def test_many_opens_of_one_file_share_its_backing(store, mounter, big):
     """Sixteen readers of one file at once, then one of another, then the
     first again once all are closed: every read whole (the backing id is
     shared while open, given back after the last close, made again)."""
-    m = mounter(store, ALICE)
+    m = mounter(store, ALICE, *PASSTHROUGH)
     path = m.mnt / SHARED_RUN / "passthrough.bin"
     results = []
 
@@ -219,7 +222,8 @@ def test_a_file_the_kernel_refuses_falls_back(tmp_path, mounter, requests):
         pytest.skip(f"cannot mount an overlayfs here: {r.stderr.strip()}")
     m = None
     try:
-        m = mounter(merged, ALICE, expect_warnings=[r"refuses it as a passthrough backing file"])
+        m = mounter(merged, ALICE, *PASSTHROUGH,
+                    expect_warnings=[r"refuses it as a passthrough backing file"])
         if not built_with_passthrough(m):
             pytest.skip("passthrough is not built in")
         trace = requests(m.mnt)
