@@ -1734,6 +1734,7 @@ void promote_end_upload(struct upload *u)
 int promote_discard_upload(struct promoter *p, const char *run, const char *name)
 {
 	struct upload *u;
+	bool landed = false;
 
 	pthread_mutex_lock(&p->lock);
 	u = find_upload(p, run, name);
@@ -1745,13 +1746,21 @@ int promote_discard_upload(struct promoter *p, const char *run, const char *name
 		pthread_mutex_lock(&u->lock);
 		pthread_mutex_lock(&p->lock);
 		if (u->registered) {
+			/*
+			 * Landed by its last close, nothing written since: it
+			 * only waits for its release (a dup still open, or the
+			 * kernel's release just after close() returned), and the
+			 * name is the artifact's, deleted as after the release.
+			 */
+			landed = !u->temporary && u->committed && u->outcome == 0 && !u->dirty &&
+				 !u->staged;
 			u->dropped = u->staged;	/* its writer's bytes go to the unlinked file */
 			discard_registered(p, u);
 		}
 		pthread_mutex_unlock(&p->lock);
 		pthread_mutex_unlock(&u->lock);
 		upload_put(u);
-		return 0;
+		return landed ? promote_delete_file(p, run, name) : 0;
 	}
 	/* zip opens its archive to try it, then unlinks it: an artifact by then. */
 	return names_is_temporary(name) ? -ENOENT : promote_delete_file(p, run, name);

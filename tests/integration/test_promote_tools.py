@@ -176,6 +176,27 @@ def test_unlink_of_a_final_name_in_promote(store, mounter):
     assert_exactly(store, m, {**before, "kept.txt": b"kept"})
 
 
+def test_unlink_after_a_landing_close_before_the_release(store, mounter):
+    """A close() landed the file; another descriptor of the same open (a
+    dup) keeps the kernel from releasing it. unlink of the name then
+    deletes the artifact, as after the release: the upload waits only for
+    its release, it is no longer being written. (The kernel sends the
+    release just after close() returns: an rm right after a cp raced it.)"""
+    m = mounter(store, ALICE, allow_warnings=True)
+    before = existing(store)
+    fd = os.open(P(m, ALICE_RUN, "kept-open.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"landed at the first close")
+    kept = os.dup(fd)
+    try:
+        os.close(fd)
+        assert run_files(store, ALICE_RUN)["kept-open.txt"] == b"landed at the first close"
+        os.unlink(P(m, ALICE_RUN, "kept-open.txt"))
+        assert_exactly(store, m, before)
+    finally:
+        os.close(kept)
+    assert_exactly(store, m, before)
+
+
 def test_temporaries_left_behind_never_land(store, mounter):
     """A temporary nobody renames is discarded after the idle limit
     (-o temporary_idle=) and when the mount ends; it counts against the
